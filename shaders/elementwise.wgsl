@@ -1,0 +1,75 @@
+// Elementwise kernels over a flat f32 buffer of n elements.
+//   add, mul:   out[i] = a[i] op b[i % nb]   (b repeats over leading axes: bias, norm weight)
+//   scale:      out[i] = alpha * a[i]
+//   silu:       out[i] = a[i] * sigmoid(a[i])
+//   gelu_tanh:  out[i] = 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
+//   gelu_erf:   out[i] = 0.5 a (1 + erf(a / sqrt(2)))
+// Launch: 256 threads per workgroup, one element per thread; the workgroup grid is
+// folded into (x, y) when it exceeds 65535 groups. Reads every input element once.
+
+struct Params { n: u32, nb: u32, alpha: f32, groups_x: u32 }
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+fn flat(wid: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * p.groups_x + wid.x) * 256u + lid;
+}
+
+// Abramowitz & Stegun 7.1.26: |error| < 1.5e-7; WGSL has no erf builtin.
+fn erf_approx(x: f32) -> f32 {
+    let s = sign(x);
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-z * z);
+    return s * y;
+}
+
+@compute @workgroup_size(256)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    out[i] = a[i] + b[i % p.nb];
+}
+
+@compute @workgroup_size(256)
+fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    out[i] = a[i] * b[i % p.nb];
+}
+
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    out[i] = p.alpha * a[i];
+}
+
+@compute @workgroup_size(256)
+fn silu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let x = a[i];
+    out[i] = x / (1.0 + exp(-x));
+}
+
+@compute @workgroup_size(256)
+fn gelu_tanh(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let x = a[i];
+    // Clamp: some drivers compute tanh as a ratio of exponentials that overflows to NaN.
+    let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
+    out[i] = 0.5 * x * (1.0 + tanh(u));
+}
+
+@compute @workgroup_size(256)
+fn gelu_erf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let x = a[i];
+    out[i] = 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
+}

@@ -1,0 +1,38 @@
+//! Softmax and log-softmax over the last axis (see shaders/softmax.wgsl).
+
+use rayon::prelude::*;
+
+/// (max, sum of exp(x - max)) of one row.
+pub fn row_stats(row: &[f32]) -> (f32, f32) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (m, row.iter().map(|&v| (v - m).exp()).sum())
+}
+
+fn rows(x: &[f32], cols: usize, out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    let per = super::rows_per_task(cols) * cols;
+    out.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(o, xs)| {
+        for (o, row) in o.chunks_mut(cols).zip(xs.chunks(cols)) {
+            f(row, o);
+        }
+    });
+}
+
+pub fn softmax(x: &[f32], cols: usize, out: &mut [f32]) {
+    rows(x, cols, out, |row, o| {
+        let (m, s) = row_stats(row);
+        let inv = 1.0 / s;
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = (v - m).exp() * inv;
+        }
+    });
+}
+
+pub fn log_softmax(x: &[f32], cols: usize, out: &mut [f32]) {
+    rows(x, cols, out, |row, o| {
+        let (m, s) = row_stats(row);
+        let lse = m + s.ln();
+        for (o, &v) in o.iter_mut().zip(row) {
+            *o = v - lse;
+        }
+    });
+}

@@ -1,0 +1,84 @@
+//! Device runtimes. The CPU backend holds the reference kernels; the GPU backends share one
+//! launch description, so an op states its kernel, bindings, parameters and grid once.
+
+pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::params::Params;
+use crate::tensor::Tensor;
+
+/// Every kernel family: the file stem in shaders/ and cuda/, and its entry points.
+pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
+    ("elementwise", &["add", "mul", "scale", "silu", "gelu_tanh", "gelu_erf"]),
+    ("reduce", &["row_sum", "row_max"]),
+    ("softmax", &["softmax", "log_softmax"]),
+    ("matmul", &["matmul"]),
+    ("embedding", &["gather", "scatter_add"]),
+    ("permute", &["permute"]),
+    ("concat", &["copy_block"]),
+];
+
+/// u32 data on a device (token ids, offsets), uploaded by the op that needs it.
+pub enum IndexBuffer {
+    #[cfg(feature = "wgpu")]
+    Wgpu(wgpu::GpuBuffer),
+    #[cfg(feature = "cuda")]
+    Cuda(cudarc::driver::CudaSlice<u32>),
+}
+
+/// One kernel argument, in the order of the CUDA signature; `binding` is its WGSL binding.
+pub(crate) enum Buf<'a> {
+    F32(&'a Tensor),
+    U32(&'a IndexBuffer),
+}
+
+/// The workgroup grid. `Rows` launches `groups` workgroups of 256 threads; WGSL folds them
+/// into (x, y) past 65535 and reads the fold width from parameter word `slot`.
+pub(crate) enum Grid {
+    Rows { groups: u32, slot: usize },
+    Xyz(u32, u32, u32),
+}
+
+impl Grid {
+    /// One thread per element, 256 per workgroup.
+    pub fn elements(n: usize, slot: usize) -> Grid {
+        Grid::Rows { groups: n.div_ceil(256) as u32, slot }
+    }
+}
+
+pub(crate) struct Launch<'a> {
+    pub family: &'static str,
+    pub kernel: &'static str,
+    pub bindings: &'a [(u32, Buf<'a>)],
+    pub params: Params,
+    pub grid: Grid,
+    /// WGSL specialization constants (CUDA reads the same flags from `params`).
+    pub constants: &'a [(&'static str, f64)],
+}
+
+impl Device {
+    pub(crate) fn launch(&self, l: &Launch<'_>) -> Result<()> {
+        match self {
+            Device::Cpu => Err(Error::Unavailable { backend: "cpu", reason: "GPU launch on the CPU device".into() }),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => d.launch(l),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => d.launch(l),
+        }
+    }
+
+    pub(crate) fn upload_u32(&self, data: &[u32]) -> Result<IndexBuffer> {
+        match self {
+            Device::Cpu => Err(Error::Unavailable { backend: "cpu", reason: "index upload on the CPU device".into() }),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => Ok(IndexBuffer::Wgpu(d.upload_u32(data)?)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => Ok(IndexBuffer::Cuda(d.upload_u32(data)?)),
+        }
+    }
+}

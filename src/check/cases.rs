@@ -1,0 +1,402 @@
+//! Inputs, runs and naive f64 references for every kernel in `pgpo check`.
+
+use super::{Inputs, KernelCheck};
+use crate::device::Device;
+use crate::error::Result;
+use crate::ops::{self, Transpose};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn n(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// One random array over the whole shape, in [-3, 3).
+fn one(shape: &[usize], rng: &mut Rng) -> Inputs {
+    Inputs { f: vec![rng.vec(n(shape), -3.0, 3.0)], ids: vec![] }
+}
+
+fn up(dev: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+    Tensor::from_slice(data, shape, dev)
+}
+
+// ---- elementwise: shape = tensor shape; binary ops repeat b over the first axis ----
+
+/// Element counts: one, odd, past one workgroup, and enough for hundreds of workgroups.
+const ELEMENTWISE: &[&[usize]] = &[&[1], &[7, 33], &[3, 5, 257], &[300, 257]];
+
+fn binary_inputs(shape: &[usize], rng: &mut Rng) -> Inputs {
+    Inputs { f: vec![rng.vec(n(shape), -3.0, 3.0), rng.vec(n(&shape[1..]).max(1), -3.0, 3.0)], ids: vec![] }
+}
+
+fn b_shape(shape: &[usize]) -> &[usize] {
+    if shape.len() > 1 { &shape[1..] } else { shape }
+}
+
+fn binary_run(dev: &Device, shape: &[usize], x: &Inputs, f: fn(&Tensor, &Tensor) -> Result<Tensor>) -> Result<Vec<Tensor>> {
+    let b_len = n(b_shape(shape));
+    Ok(vec![f(&up(dev, &x.f[0], shape)?, &up(dev, &x.f[1][..b_len], b_shape(shape))?)?])
+}
+
+fn binary_ref(shape: &[usize], x: &Inputs, f: fn(f64, f64) -> f64) -> Vec<Vec<f64>> {
+    let nb = n(b_shape(shape));
+    vec![(0..n(shape)).map(|i| f(f64::from(x.f[0][i]), f64::from(x.f[1][i % nb]))).collect()]
+}
+
+fn unary_run(dev: &Device, shape: &[usize], x: &Inputs, f: fn(&Tensor) -> Result<Tensor>) -> Result<Vec<Tensor>> {
+    Ok(vec![f(&up(dev, &x.f[0], shape)?)?])
+}
+
+fn unary_ref(x: &Inputs, f: fn(f64) -> f64) -> Vec<Vec<f64>> {
+    vec![x.f[0].iter().map(|&v| f(f64::from(v))).collect()]
+}
+
+/// erf by its Taylor series, a method independent of the kernels' rational approximation.
+pub fn erf_series(x: f64) -> f64 {
+    if x.abs() > 5.0 {
+        return x.signum();
+    }
+    let (mut term, mut sum) = (x, x);
+    for k in 1..200 {
+        term *= -x * x / k as f64;
+        sum += term / (2 * k + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+// ---- row kernels: shape = [rows, cols] ----
+
+/// Includes a row longer than a workgroup and more rows than one grid axis holds (65535).
+const ROWS: &[&[usize]] = &[&[1, 1], &[5, 3], &[13, 1000], &[3, 4099], &[66000, 3]];
+
+fn rows_ref(shape: &[usize], x: &Inputs, f: fn(&[f64]) -> Vec<f64>) -> Vec<Vec<f64>> {
+    let cols = shape[1];
+    vec![f64s(&x.f[0]).chunks(cols).flat_map(f).collect()]
+}
+
+fn logsumexp(r: &[f64]) -> f64 {
+    let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    m + r.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+// ---- matmul: shape = [batch_a, batch_b, m, k, n] ----
+
+const MATMUL: &[&[usize]] = &[
+    &[1, 1, 1, 1, 1],
+    &[1, 1, 65, 67, 63],
+    &[3, 3, 33, 17, 129],
+    &[2, 1, 130, 70, 5],
+    &[1, 2, 7, 200, 66],
+];
+
+fn mm_shapes(s: &[usize], t: Transpose) -> (Vec<usize>, Vec<usize>) {
+    let (ba, bb, m, k, nn) = (s[0], s[1], s[2], s[3], s[4]);
+    let a = if t.a { vec![ba, k, m] } else { vec![ba, m, k] };
+    let b = if t.b { vec![bb, nn, k] } else { vec![bb, k, nn] };
+    (a, b)
+}
+
+fn mm_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+    let (ba, bb, m, k, nn) = (s[0], s[1], s[2], s[3], s[4]);
+    Inputs { f: vec![rng.vec(ba * m * k, -1.0, 1.0), rng.vec(bb * k * nn, -1.0, 1.0)], ids: vec![] }
+}
+
+fn mm_run(dev: &Device, s: &[usize], x: &Inputs, t: Transpose) -> Result<Vec<Tensor>> {
+    let (sa, sb) = mm_shapes(s, t);
+    Ok(vec![ops::matmul(&up(dev, &x.f[0], &sa)?, &up(dev, &x.f[1], &sb)?, t)?])
+}
+
+fn mm_ref(s: &[usize], x: &Inputs, t: Transpose) -> Vec<Vec<f64>> {
+    let (ba, bb, m, k, nn) = (s[0], s[1], s[2], s[3], s[4]);
+    let batch = ba.max(bb);
+    let mut out = vec![0.0; batch * m * nn];
+    for z in 0..batch {
+        let (za, zb) = (if ba == 1 { 0 } else { z }, if bb == 1 { 0 } else { z });
+        for i in 0..m {
+            for j in 0..nn {
+                let mut acc = 0.0;
+                for p in 0..k {
+                    let a = if t.a { x.f[0][za * m * k + p * m + i] } else { x.f[0][za * m * k + i * k + p] };
+                    let b = if t.b { x.f[1][zb * k * nn + j * k + p] } else { x.f[1][zb * k * nn + p * nn + j] };
+                    acc += f64::from(a) * f64::from(b);
+                }
+                out[z * m * nn + i * nn + j] = acc;
+            }
+        }
+    }
+    vec![out]
+}
+
+// ---- embedding: shape = [vocab, dim, tokens] ----
+
+const EMBEDDING: &[&[usize]] = &[&[1, 1, 1], &[11, 7, 30], &[50, 300, 9], &[1000, 33, 257]];
+
+fn emb_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+    let (v, d, t) = (s[0], s[1], s[2]);
+    // Few distinct ids, so repeated rows exercise the summation order.
+    let ids = (0..t).map(|_| rng.below(v.min(7).max(1) + v / 3) as u32 % v as u32).collect();
+    Inputs { f: vec![rng.vec(v * d, -3.0, 3.0), rng.vec(t * d, -3.0, 3.0)], ids }
+}
+
+// ---- permute: shape = tensor shape; a fixed axis permutation per rank ----
+
+const PERMUTE: &[&[usize]] = &[&[1, 1], &[5, 3], &[3, 65, 17], &[2, 3, 5, 7, 11, 3]];
+
+fn perm_for(rank: usize) -> Vec<usize> {
+    // Reverse the axes, then rotate: touches every axis.
+    let mut p: Vec<usize> = (0..rank).rev().collect();
+    p.rotate_left(rank / 2);
+    p
+}
+
+fn permute_ref(shape: &[usize], data: &[f32], perm: &[usize]) -> Vec<f64> {
+    let r = shape.len();
+    let dims: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let mut out = vec![0.0; data.len()];
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut idx = vec![0; r];
+        let mut rem = i;
+        for a in (0..r).rev() {
+            idx[a] = rem % dims[a];
+            rem /= dims[a];
+        }
+        let mut src_idx = vec![0; r];
+        for a in 0..r {
+            src_idx[perm[a]] = idx[a];
+        }
+        let flat = src_idx.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i);
+        *o = f64::from(data[flat]);
+    }
+    out
+}
+
+// ---- concat / slice: shape = [outer, len0, len1, len2, inner], joined on axis 1 ----
+
+const CONCAT: &[&[usize]] = &[&[1, 1, 1, 1, 1], &[3, 2, 5, 1, 7], &[4, 17, 3, 30, 65]];
+
+fn concat_parts(s: &[usize]) -> Vec<Vec<usize>> {
+    (1..4).map(|i| vec![s[0], s[i], s[4]]).collect()
+}
+
+fn concat_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+    Inputs { f: concat_parts(s).iter().map(|p| rng.vec(n(p), -3.0, 3.0)).collect(), ids: vec![] }
+}
+
+fn concat_ref(s: &[usize], x: &Inputs) -> Vec<f64> {
+    let (outer, inner) = (s[0], s[4]);
+    let mut out = Vec::new();
+    for o in 0..outer {
+        for (p, len) in x.f.iter().zip(&s[1..4]) {
+            out.extend(f64s(&p[o * len * inner..(o + 1) * len * inner]));
+        }
+    }
+    out
+}
+
+// ---- the table ----
+
+macro_rules! unary {
+    ($name:literal, $op:path, $f:expr, $atol:expr, $rtol:expr) => {
+        KernelCheck {
+            name: $name,
+            atol: $atol,
+            rtol: $rtol,
+            shapes: ELEMENTWISE,
+            inputs: one,
+            run: |d, s, x| unary_run(d, s, x, $op),
+            reference: |_, x| unary_ref(x, $f),
+        }
+    };
+}
+
+macro_rules! matmul_check {
+    ($name:literal, $t:expr) => {
+        KernelCheck {
+            name: $name,
+            atol: 1e-4,
+            rtol: 1e-4,
+            shapes: MATMUL,
+            inputs: mm_inputs,
+            run: |d, s, x| mm_run(d, s, x, $t),
+            reference: |s, x| mm_ref(s, x, $t),
+        }
+    };
+}
+
+pub fn all() -> Vec<KernelCheck> {
+    vec![
+        KernelCheck {
+            name: "add",
+            atol: 1e-6,
+            rtol: 1e-6,
+            shapes: ELEMENTWISE,
+            inputs: binary_inputs,
+            run: |d, s, x| binary_run(d, s, x, ops::add),
+            reference: |s, x| binary_ref(s, x, |a, b| a + b),
+        },
+        KernelCheck {
+            name: "mul",
+            atol: 1e-6,
+            rtol: 1e-6,
+            shapes: ELEMENTWISE,
+            inputs: binary_inputs,
+            run: |d, s, x| binary_run(d, s, x, ops::mul),
+            reference: |s, x| binary_ref(s, x, |a, b| a * b),
+        },
+        KernelCheck {
+            name: "scale",
+            atol: 1e-6,
+            rtol: 1e-6,
+            shapes: ELEMENTWISE,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::scale(&up(d, &x.f[0], s)?, -1.7)?]),
+            reference: |_, x| unary_ref(x, |v| -1.7f32 as f64 * v),
+        },
+        unary!("silu", ops::silu, |v| v / (1.0 + (-v).exp()), 1e-6, 1e-5),
+        unary!(
+            "gelu_tanh",
+            ops::gelu_tanh,
+            |v| 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh()),
+            1e-6,
+            1e-5
+        ),
+        unary!("gelu_erf", ops::gelu_erf, |v| 0.5 * v * (1.0 + erf_series(v / 2f64.sqrt())), 1e-6, 1e-5),
+        KernelCheck {
+            name: "row_sum",
+            atol: 1e-4,
+            rtol: 1e-5,
+            shapes: ROWS,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::row_sum(&up(d, &x.f[0], s)?)?]),
+            reference: |s, x| vec![rows_ref(s, x, |r| vec![r.iter().sum()]).concat()],
+        },
+        KernelCheck {
+            name: "row_max",
+            atol: 0.0,
+            rtol: 0.0,
+            shapes: ROWS,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::row_max(&up(d, &x.f[0], s)?)?]),
+            reference: |s, x| vec![rows_ref(s, x, |r| vec![r.iter().copied().fold(f64::NEG_INFINITY, f64::max)]).concat()],
+        },
+        KernelCheck {
+            name: "softmax",
+            atol: 1e-7,
+            rtol: 1e-4,
+            shapes: ROWS,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::softmax(&up(d, &x.f[0], s)?)?]),
+            reference: |s, x| {
+                rows_ref(s, x, |r| {
+                    let l = logsumexp(r);
+                    r.iter().map(|v| (v - l).exp()).collect()
+                })
+            },
+        },
+        KernelCheck {
+            name: "log_softmax",
+            atol: 1e-5,
+            rtol: 1e-5,
+            shapes: ROWS,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::log_softmax(&up(d, &x.f[0], s)?)?]),
+            reference: |s, x| {
+                rows_ref(s, x, |r| {
+                    let l = logsumexp(r);
+                    r.iter().map(|v| v - l).collect()
+                })
+            },
+        },
+        matmul_check!("matmul", Transpose::NN),
+        matmul_check!("matmul_nt", Transpose::NT),
+        matmul_check!("matmul_tn", Transpose::TN),
+        matmul_check!("matmul_tt", Transpose::TT),
+        KernelCheck {
+            name: "gather",
+            atol: 0.0,
+            rtol: 0.0,
+            shapes: EMBEDDING,
+            inputs: emb_inputs,
+            run: |d, s, x| Ok(vec![ops::gather(&up(d, &x.f[0], &[s[0], s[1]])?, &x.ids)?]),
+            reference: |s, x| {
+                let d = s[1];
+                vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]
+            },
+        },
+        KernelCheck {
+            name: "scatter_add",
+            atol: 1e-5,
+            rtol: 1e-5,
+            shapes: EMBEDDING,
+            inputs: emb_inputs,
+            run: |d, s, x| Ok(vec![ops::scatter_add(&up(d, &x.f[1], &[s[2], s[1]])?, &x.ids, s[0])?]),
+            reference: |s, x| {
+                let (v, d) = (s[0], s[1]);
+                let mut out = vec![0.0; v * d];
+                for (r, &id) in x.ids.iter().enumerate() {
+                    for c in 0..d {
+                        out[id as usize * d + c] += f64::from(x.f[1][r * d + c]);
+                    }
+                }
+                vec![out]
+            },
+        },
+        KernelCheck {
+            name: "permute",
+            atol: 0.0,
+            rtol: 0.0,
+            shapes: PERMUTE,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::permute(&up(d, &x.f[0], s)?, &perm_for(s.len()))?]),
+            reference: |s, x| vec![permute_ref(s, &x.f[0], &perm_for(s.len()))],
+        },
+        KernelCheck {
+            name: "transpose",
+            atol: 0.0,
+            rtol: 0.0,
+            shapes: PERMUTE,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::transpose(&up(d, &x.f[0], s)?, 0, s.len() - 1)?]),
+            reference: |s, x| {
+                let mut p: Vec<usize> = (0..s.len()).collect();
+                p.swap(0, s.len() - 1);
+                vec![permute_ref(s, &x.f[0], &p)]
+            },
+        },
+        KernelCheck {
+            name: "concat",
+            atol: 0.0,
+            rtol: 0.0,
+            shapes: CONCAT,
+            inputs: concat_inputs,
+            run: |d, s, x| {
+                let parts: Vec<Tensor> =
+                    concat_parts(s).iter().zip(&x.f).map(|(p, v)| up(d, v, p)).collect::<Result<_>>()?;
+                let refs: Vec<&Tensor> = parts.iter().collect();
+                Ok(vec![ops::concat(&refs, 1)?])
+            },
+            reference: |s, x| vec![concat_ref(s, x)],
+        },
+        KernelCheck {
+            name: "slice",
+            atol: 0.0,
+            rtol: 0.0,
+            shapes: CONCAT,
+            inputs: concat_inputs,
+            run: |d, s, x| {
+                // Take the middle part back out of the concatenated layout.
+                let whole = concat_ref(s, x).iter().map(|&v| v as f32).collect::<Vec<f32>>();
+                let total = s[1] + s[2] + s[3];
+                Ok(vec![ops::slice(&up(d, &whole, &[s[0], total, s[4]])?, 1, s[1], s[2])?])
+            },
+            reference: |s, x| {
+                let inner = s[4];
+                vec![(0..s[0]).flat_map(|o| f64s(&x.f[1][o * s[2] * inner..(o + 1) * s[2] * inner])).collect()]
+            },
+        },
+    ]
+}

@@ -1,0 +1,123 @@
+//! Where tensors live, chosen at run time: `cpu`, `wgpu` or `cuda`.
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub enum Device {
+    Cpu,
+    #[cfg(feature = "wgpu")]
+    Wgpu(Arc<crate::backend::wgpu::WgpuDevice>),
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<crate::backend::cuda::CudaDevice>),
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Device {
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    /// The preferred wgpu adapter (see `backend::wgpu` for the choice and its overrides).
+    #[cfg(feature = "wgpu")]
+    pub fn wgpu() -> Result<Device> {
+        crate::backend::wgpu::WgpuDevice::shared().map(Device::Wgpu)
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    pub fn wgpu() -> Result<Device> {
+        Err(Error::Unavailable { backend: "wgpu", reason: "pgpo was built without the `wgpu` feature".into() })
+    }
+
+    /// CUDA device `ordinal`. Returns `Err`, never panics, when the driver or NVRTC is missing.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        crate::backend::cuda::CudaDevice::shared(ordinal).map(Device::Cuda)
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    pub fn cuda(_ordinal: usize) -> Result<Device> {
+        Err(Error::Unavailable { backend: "cuda", reason: "pgpo was built without the `cuda` feature".into() })
+    }
+
+    /// A real GPU if there is one (CUDA first, then a wgpu adapter that is not a CPU), else the CPU.
+    pub fn auto() -> Device {
+        if let Ok(d) = Device::cuda(0) {
+            return d;
+        }
+        #[cfg(feature = "wgpu")]
+        if let Ok(Device::Wgpu(w)) = Device::wgpu()
+            && w.is_hardware()
+        {
+            return Device::Wgpu(w);
+        }
+        Device::Cpu
+    }
+
+    /// Parses `auto|cpu|wgpu|cuda|cuda:N`, as given to `--backend`.
+    pub fn parse(name: &str) -> Result<Device> {
+        match name {
+            "auto" => Ok(Device::auto()),
+            "cpu" => Ok(Device::Cpu),
+            "wgpu" => Device::wgpu(),
+            "cuda" => Device::cuda(0),
+            other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => Device::cuda(n),
+                None => Err(Error::Unavailable {
+                    backend: "unknown",
+                    reason: format!("unknown backend {other:?}; expected auto, cpu, wgpu, cuda or cuda:N"),
+                }),
+            },
+        }
+    }
+
+    /// The backend family: "cpu", "wgpu" or "cuda".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(_) => "wgpu",
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => "cuda",
+        }
+    }
+
+    /// Backend and adapter, for messages and tables.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => format!("wgpu ({})", d.adapter_name()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => format!("cuda:{} ({})", d.ordinal(), d.name()),
+        }
+    }
+
+    pub fn same(&self, other: &Device) -> bool {
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            #[cfg(feature = "wgpu")]
+            (Device::Wgpu(a), Device::Wgpu(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda")]
+            (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a, b),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Waits for all queued work and reports any error a kernel raised asynchronously.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => d.synchronize(),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => d.synchronize(),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The one error type of the crate: every failure a user can hit, with a message they can act on.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("shape error in {op}: {msg}")]
+    Shape { op: &'static str, msg: String },
+
+    #[error("{op}: index {index} is out of range for a table of {size} rows")]
+    Index { op: &'static str, index: usize, size: usize },
+
+    #[error("{op}: tensors live on different devices ({a} and {b}); move one with Tensor::to_device")]
+    DeviceMismatch { op: &'static str, a: String, b: String },
+
+    #[error("{backend} is unavailable: {reason}")]
+    Unavailable { backend: &'static str, reason: String },
+
+    #[error(
+        "buffer of {requested} bytes exceeds the adapter limit {limit} = {allowed} bytes; split the work into smaller pieces"
+    )]
+    AdapterLimit { limit: &'static str, requested: u64, allowed: u64 },
+
+    #[error("wgpu: {0}")]
+    Wgpu(String),
+
+    #[error("cuda: {0}")]
+    Cuda(String),
+
+    #[error("kernel {kernel} failed to compile: {log}")]
+    Compile { kernel: String, log: String },
+
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Shape { op, msg: msg.into() }
+    }
+}

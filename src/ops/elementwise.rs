@@ -1,0 +1,79 @@
+//! add, mul, scale, silu, gelu_tanh, gelu_erf.
+
+use super::{fits_u32, same_device};
+use crate::backend::{cpu, Buf, Grid, Launch};
+use crate::error::{Error, Result};
+use crate::params::{word, Params};
+use crate::tensor::Tensor;
+
+/// a + b, where b has a's shape or a trailing part of it (repeated over the leading axes).
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary("add", a, b, cpu::elementwise::add)
+}
+
+/// a * b, broadcasting b as in [`add`].
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary("mul", a, b, cpu::elementwise::mul)
+}
+
+pub fn scale(a: &Tensor, alpha: f32) -> Result<Tensor> {
+    unary("scale", a, alpha, |x, o| cpu::elementwise::scale(x, alpha, o))
+}
+
+pub fn silu(a: &Tensor) -> Result<Tensor> {
+    unary("silu", a, 0.0, cpu::elementwise::silu)
+}
+
+pub fn gelu_tanh(a: &Tensor) -> Result<Tensor> {
+    unary("gelu_tanh", a, 0.0, cpu::elementwise::gelu_tanh)
+}
+
+pub fn gelu_erf(a: &Tensor) -> Result<Tensor> {
+    unary("gelu_erf", a, 0.0, cpu::elementwise::gelu_erf)
+}
+
+fn binary(kernel: &'static str, a: &Tensor, b: &Tensor, cpu_fn: fn(&[f32], &[f32], &mut [f32])) -> Result<Tensor> {
+    same_device(kernel, a, b)?;
+    let (sa, sb) = (a.shape(), b.shape());
+    if sb.len() > sa.len() || sa[sa.len() - sb.len()..] != *sb {
+        return Err(Error::shape(kernel, format!("{sb:?} must equal {sa:?} or a trailing part of it")));
+    }
+    if b.numel() == 0 && a.numel() != 0 {
+        return Err(Error::shape(kernel, "empty right operand"));
+    }
+    fits_u32(kernel, a.numel())?;
+    if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {
+        let mut out = cpu::alloc(x.len());
+        cpu_fn(x, y, &mut out);
+        return Ok(Tensor::from_cpu(out, sa));
+    }
+    let out = Tensor::empty(sa, a.device())?;
+    a.device().launch(&Launch {
+        family: "elementwise",
+        kernel,
+        bindings: &[(0, Buf::F32(a)), (1, Buf::F32(b)), (2, Buf::F32(&out))],
+        params: Params::new(&[word(a.numel()), word(b.numel().max(1)), 0, 0]),
+        grid: Grid::elements(a.numel(), 3),
+        constants: &[],
+    })?;
+    Ok(out)
+}
+
+fn unary(kernel: &'static str, a: &Tensor, alpha: f32, cpu_fn: impl Fn(&[f32], &mut [f32])) -> Result<Tensor> {
+    fits_u32(kernel, a.numel())?;
+    if let Some(x) = a.as_cpu() {
+        let mut out = cpu::alloc(x.len());
+        cpu_fn(x, &mut out);
+        return Ok(Tensor::from_cpu(out, a.shape()));
+    }
+    let out = Tensor::empty(a.shape(), a.device())?;
+    a.device().launch(&Launch {
+        family: "elementwise",
+        kernel,
+        bindings: &[(0, Buf::F32(a)), (2, Buf::F32(&out))],
+        params: Params::new(&[word(a.numel()), 1, alpha.to_bits(), 0]),
+        grid: Grid::elements(a.numel(), 3),
+        constants: &[],
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,89 @@
+//! Batched matmul with transpose flags: [.., M, K] x [.., K, N] -> [.., M, N].
+
+use super::{fits_u32, same_device};
+use crate::backend::cpu::matmul::MatmulDims;
+use crate::backend::{cpu, Buf, Grid, Launch};
+use crate::error::{Error, Result};
+use crate::params::{word, Params};
+use crate::tensor::{numel, Tensor};
+
+/// Which operands are used transposed: `Transpose::NT` computes A · Bᵀ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transpose {
+    pub a: bool,
+    pub b: bool,
+}
+
+impl Transpose {
+    pub const NN: Transpose = Transpose { a: false, b: false };
+    pub const NT: Transpose = Transpose { a: false, b: true };
+    pub const TN: Transpose = Transpose { a: true, b: false };
+    pub const TT: Transpose = Transpose { a: true, b: true };
+}
+
+/// Batched product op(A) · op(B). Leading axes are the batch; an operand whose leading
+/// axes multiply to 1 is broadcast over the other's batch (a shared weight matrix).
+pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
+    same_device("matmul", a, b)?;
+    let d = dims(a.shape(), b.shape(), t)?;
+    let (lead_a, lead_b) = (&a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2]);
+    let batch_shape = if numel(lead_a) >= numel(lead_b) { lead_a } else { lead_b };
+    let out_shape: Vec<usize> = batch_shape.iter().copied().chain([d.m, d.n]).collect();
+    fits_u32("matmul", a.numel().max(b.numel()).max(d.batch * d.m * d.n))?;
+    if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {
+        let mut out = cpu::alloc(d.batch * d.m * d.n);
+        cpu::matmul::matmul(x, y, d, &mut out);
+        return Ok(Tensor::from_cpu(out, &out_shape));
+    }
+    let out = Tensor::empty(&out_shape, a.device())?;
+    a.device().launch(&Launch {
+        family: "matmul",
+        kernel: "matmul",
+        bindings: &[(0, Buf::F32(a)), (1, Buf::F32(b)), (2, Buf::F32(&out))],
+        params: Params::new(&[
+            word(d.m),
+            word(d.n),
+            word(d.k),
+            word(d.a_stride),
+            word(d.b_stride),
+            u32::from(t.a),
+            u32::from(t.b),
+        ]),
+        grid: Grid::Xyz(word(d.n.div_ceil(64)), word(d.m.div_ceil(64)), word(d.batch)),
+        constants: &[("TRANS_A", f64::from(u8::from(t.a))), ("TRANS_B", f64::from(u8::from(t.b)))],
+    })?;
+    Ok(out)
+}
+
+/// Checks the operand shapes and derives the product's sizes and batch strides.
+pub fn dims(sa: &[usize], sb: &[usize], t: Transpose) -> Result<MatmulDims> {
+    if sa.len() < 2 || sb.len() < 2 {
+        return Err(Error::shape("matmul", format!("operands need at least 2 axes, got {sa:?} and {sb:?}")));
+    }
+    let (ra, ca) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (rb, cb) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+    let (m, k) = if t.a { (ca, ra) } else { (ra, ca) };
+    let (kb, n) = if t.b { (cb, rb) } else { (rb, cb) };
+    if k != kb {
+        return Err(Error::shape(
+            "matmul",
+            format!("inner sizes differ: op(A) of {sa:?} is [{m}, {k}], op(B) of {sb:?} is [{kb}, {n}] (transpose {t:?})"),
+        ));
+    }
+    let ba: usize = sa[..sa.len() - 2].iter().product();
+    let bb: usize = sb[..sb.len() - 2].iter().product();
+    if ba != bb && ba != 1 && bb != 1 {
+        return Err(Error::shape("matmul", format!("batch sizes {ba} and {bb} differ ({sa:?} x {sb:?})")));
+    }
+    let batch = ba.max(bb);
+    Ok(MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        trans_a: t.a,
+        trans_b: t.b,
+        a_stride: if ba == 1 { 0 } else { m * k },
+        b_stride: if bb == 1 { 0 } else { k * n },
+    })
+}

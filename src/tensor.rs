@@ -1,0 +1,167 @@
+//! Contiguous row-major f32 tensors with an explicit shape, on one device.
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+use std::sync::Arc;
+
+/// The buffer behind a tensor. Immutable once built: ops allocate fresh outputs.
+pub enum Storage {
+    Cpu(Vec<f32>),
+    #[cfg(feature = "wgpu")]
+    Wgpu(crate::backend::wgpu::GpuBuffer),
+    #[cfg(feature = "cuda")]
+    Cuda(cudarc::driver::CudaSlice<f32>),
+}
+
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    device: Device,
+    storage: Arc<Storage>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor{:?} on {}", self.shape, self.device.name())
+    }
+}
+
+pub(crate) fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// Uploads `data` (row-major) as a tensor of `shape` on `device`.
+    pub fn from_vec(data: Vec<f32>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::shape(
+                "from_vec",
+                format!("{} values cannot fill shape {:?} ({} elements)", data.len(), shape, numel(shape)),
+            ));
+        }
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(data),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => Storage::Wgpu(d.upload(&data)?),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => Storage::Cuda(d.upload(&data)?),
+        };
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage) })
+    }
+
+    pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape, device)
+    }
+
+    pub fn full(value: f32, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(vec![value; numel(shape)], shape, device)
+    }
+
+    pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::full(0.0, shape, device)
+    }
+
+    /// Widens half-precision weights to f32 on load.
+    pub fn from_f16(data: &[f16], shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(data.iter().map(|x| x.to_f32()).collect(), shape, device)
+    }
+
+    pub fn from_bf16(data: &[bf16], shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(data.iter().map(|x| x.to_f32()).collect(), shape, device)
+    }
+
+    /// An output tensor for a kernel to fill: NaN when poisoning is on, else zeros.
+    pub(crate) fn empty(shape: &[usize], device: &Device) -> Result<Tensor> {
+        let n = numel(shape);
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(crate::backend::cpu::alloc(n)),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => Storage::Wgpu(d.alloc(n)?),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => Storage::Cuda(d.alloc(n)?),
+        };
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage) })
+    }
+
+    /// Wraps a CPU result computed by a CPU kernel.
+    pub(crate) fn from_cpu(data: Vec<f32>, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(data.len(), numel(shape));
+        Tensor { shape: shape.to_vec(), device: Device::Cpu, storage: Arc::new(Storage::Cpu(data)) }
+    }
+
+    /// Downloads to host memory, waiting for pending work.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        match &*self.storage {
+            Storage::Cpu(v) => Ok(v.clone()),
+            #[cfg(feature = "wgpu")]
+            Storage::Wgpu(b) => match &self.device {
+                Device::Wgpu(d) => d.download(b, self.numel()),
+                _ => unreachable!("wgpu storage always lives on a wgpu device"),
+            },
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => match &self.device {
+                Device::Cuda(d) => d.download(s),
+                _ => unreachable!("cuda storage always lives on a cuda device"),
+            },
+        }
+    }
+
+    pub fn to_f16_vec(&self) -> Result<Vec<f16>> {
+        Ok(self.to_vec()?.into_iter().map(f16::from_f32).collect())
+    }
+
+    pub fn to_bf16_vec(&self) -> Result<Vec<bf16>> {
+        Ok(self.to_vec()?.into_iter().map(bf16::from_f32).collect())
+    }
+
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if self.device.same(device) {
+            return Ok(self.clone());
+        }
+        Tensor::from_vec(self.to_vec()?, &self.shape, device)
+    }
+
+    /// Same data, new shape with the same element count (no copy).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::shape("reshape", format!("cannot view {:?} as {:?}", self.shape, shape)));
+        }
+        Ok(Tensor { shape: shape.to_vec(), device: self.device.clone(), storage: self.storage.clone() })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The host data when the tensor lives on the CPU.
+    pub fn as_cpu(&self) -> Option<&[f32]> {
+        match &*self.storage {
+            Storage::Cpu(v) => Some(v),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The size of the last axis and the number of rows before it (a scalar is one row of one).
+    pub fn rows_cols(&self) -> (usize, usize) {
+        let cols = self.shape.last().copied().unwrap_or(1);
+        (if cols == 0 { 0 } else { self.numel() / cols }, cols)
+    }
+}
