@@ -6,7 +6,7 @@
 
 mod cases;
 
-pub use cases::all;
+pub use cases::{all, erf_series};
 
 use crate::device::Device;
 use crate::error::Result;

@@ -1,0 +1,72 @@
+//! Every kernel on every backend present: GPU backends against the CPU backend, the CPU
+//! backend against naive f64 loops. Inputs, shapes and tolerances live in `pgpo::check`.
+
+mod common;
+
+fn assert_kernel(name: &str, kind: &str) {
+    let Some(dev) = common::backend(kind) else { return };
+    let check = pgpo::check::find(name).unwrap_or_else(|| panic!("no check named {name}"));
+    let row = pgpo::check::run(&check, &dev);
+    assert!(
+        row.pass,
+        "{name} on {}: max |err| {:.3e}, err/tol {:.3} (atol {}, rtol {}) {}",
+        row.backend,
+        row.max_abs_err,
+        row.worst_ratio,
+        check.atol,
+        check.rtol,
+        row.error.unwrap_or_default()
+    );
+}
+
+macro_rules! kernel_tests {
+    ($($kernel:ident),* $(,)?) => {
+        const TESTED: &[&str] = &[$(stringify!($kernel)),*];
+        $(
+            mod $kernel {
+                #[test]
+                fn cpu_matches_f64_reference() {
+                    super::assert_kernel(stringify!($kernel), "cpu");
+                }
+                #[test]
+                fn wgpu_matches_cpu() {
+                    super::assert_kernel(stringify!($kernel), "wgpu");
+                }
+                #[test]
+                fn cuda_matches_cpu() {
+                    super::assert_kernel(stringify!($kernel), "cuda");
+                }
+            }
+        )*
+    };
+}
+
+kernel_tests!(
+    add, mul, scale, silu, gelu_tanh, gelu_erf, row_sum, row_max, softmax, log_softmax, matmul, matmul_nt,
+    matmul_tn, matmul_tt, gather, scatter_add, permute, transpose, concat, slice,
+);
+
+#[test]
+fn every_checked_kernel_has_backend_tests() {
+    for c in pgpo::check::all() {
+        assert!(TESTED.contains(&c.name), "kernel {} is in `pgpo check` but has no tests here", c.name);
+    }
+}
+
+#[test]
+fn harness_catches_an_unwritten_element() {
+    // A result with one NaN (an element the kernel never wrote) must fail the comparison.
+    let want = vec![1.0f64; 10];
+    let mut got = vec![1.0f32; 10];
+    got[7] = f32::NAN;
+    let (abs, ratio) = pgpo::check::compare(&got, &want, 1e-3, 1e-3);
+    assert!(abs.is_infinite() && ratio > 1.0);
+}
+
+#[test]
+fn erf_series_matches_known_values() {
+    // Values from Abramowitz & Stegun table 7.1.
+    for (x, want) in [(0.5, 0.520_499_877_8), (1.0, 0.842_700_792_9), (2.0, 0.995_322_265_0)] {
+        assert!((pgpo::check::erf_series(x) - want).abs() < 1e-9);
+    }
+}
