@@ -73,3 +73,62 @@ fn gelu_erf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     let x = a[i];
     out[i] = 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
 }
+
+// ---- backward and gated kernels: out = f(a, b); swiglu_backward also reads c (dy) and writes out2 ----
+
+@group(0) @binding(4) var<storage, read> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out2: array<f32>;
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// a = x, b = dy.
+@compute @workgroup_size(256)
+fn silu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let x = a[i];
+    let s = sigmoid(x);
+    out[i] = b[i] * s * (1.0 + x * (1.0 - s));
+}
+
+@compute @workgroup_size(256)
+fn gelu_tanh_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let x = a[i];
+    let k = 0.7978845608028654;
+    let t = tanh(clamp(k * (x + 0.044715 * x * x * x), -15.0, 15.0));
+    out[i] = b[i] * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x));
+}
+
+@compute @workgroup_size(256)
+fn gelu_erf_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let x = a[i];
+    let cdf = 0.5 * (1.0 + erf_approx(x * 0.7071067811865476));
+    let pdf = exp(-0.5 * x * x) * 0.3989422804014327;
+    out[i] = b[i] * (cdf + x * pdf);
+}
+
+// a = gate, b = up: out = silu(gate) * up.
+@compute @workgroup_size(256)
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let g = a[i];
+    out[i] = g * sigmoid(g) * b[i];
+}
+
+// a = gate, b = up, c = dy: out = dgate, out2 = dup.
+@compute @workgroup_size(256)
+fn swiglu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let g = a[i];
+    let s = sigmoid(g);
+    out2[i] = c[i] * g * s;
+    out[i] = c[i] * b[i] * s * (1.0 + g * (1.0 - s));
+}

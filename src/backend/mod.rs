@@ -21,6 +21,11 @@ pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
     ("embedding", &["gather", "scatter_add"]),
     ("permute", &["permute"]),
     ("concat", &["copy_block"]),
+    ("rms_norm", &["rms_norm", "rms_norm_backward", "rms_norm_dweight"]),
+    ("rope", &["rope"]),
+    ("attention", &["attention_forward", "attention_delta", "attention_backward_dq", "attention_backward_dkv"]),
+    ("cross_entropy", &["cross_entropy_forward", "cross_entropy_backward"]),
+    ("adamw", &["adamw", "sum_squares"]),
 ];
 
 /// u32 data on a device (token ids, offsets), uploaded by the op that needs it.
@@ -59,6 +64,8 @@ pub(crate) struct Launch<'a> {
     pub grid: Grid,
     /// WGSL specialization constants (CUDA reads the same flags from `params`).
     pub constants: &'a [(&'static str, f64)],
+    /// Threads per workgroup: the CUDA block size, fixed by @workgroup_size in WGSL.
+    pub threads: u32,
 }
 
 impl Device {

@@ -22,6 +22,7 @@ fn launch_copy(src: &Tensor, s: AxisSpan, dst: &Tensor, d: AxisSpan, outer: usiz
         params: Params::new(&[word(n), word(len), word(inner), word(s.dim), word(s.off), word(d.dim), word(d.off), 0]),
         grid: Grid::elements(n, 7),
         constants: &[],
+        threads: 256,
     })
 }
 

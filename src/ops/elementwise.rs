@@ -55,6 +55,7 @@ fn binary(kernel: &'static str, a: &Tensor, b: &Tensor, cpu_fn: fn(&[f32], &[f32
         params: Params::new(&[word(a.numel()), word(b.numel().max(1)), 0, 0]),
         grid: Grid::elements(a.numel(), 3),
         constants: &[],
+        threads: 256,
     })?;
     Ok(out)
 }
@@ -74,6 +75,63 @@ fn unary(kernel: &'static str, a: &Tensor, alpha: f32, cpu_fn: impl Fn(&[f32], &
         params: Params::new(&[word(a.numel()), 1, alpha.to_bits(), 0]),
         grid: Grid::elements(a.numel(), 3),
         constants: &[],
+        threads: 256,
     })?;
     Ok(out)
+}
+
+/// Gradient of [`silu`]: dy * silu'(x).
+pub fn silu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    pair("silu_backward", x, dy, cpu::elementwise::silu_backward)
+}
+
+pub fn gelu_tanh_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    pair("gelu_tanh_backward", x, dy, cpu::elementwise::gelu_tanh_backward)
+}
+
+pub fn gelu_erf_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    pair("gelu_erf_backward", x, dy, cpu::elementwise::gelu_erf_backward)
+}
+
+/// The SiLU-gated MLP product silu(gate) * up.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    pair("swiglu", gate, up, cpu::elementwise::swiglu)
+}
+
+/// Gradients of [`swiglu`]: (dgate, dup).
+pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    same_shape("swiglu_backward", gate, up)?;
+    same_shape("swiglu_backward", gate, dy)?;
+    fits_u32("swiglu_backward", gate.numel())?;
+    if let (Some(g), Some(u), Some(d)) = (gate.as_cpu(), up.as_cpu(), dy.as_cpu()) {
+        let (mut dg, mut du) = (cpu::alloc(g.len()), cpu::alloc(g.len()));
+        cpu::elementwise::swiglu_backward(g, u, d, &mut dg, &mut du);
+        return Ok((Tensor::from_cpu(dg, gate.shape()), Tensor::from_cpu(du, gate.shape())));
+    }
+    let dg = Tensor::empty(gate.shape(), gate.device())?;
+    let du = Tensor::empty(gate.shape(), gate.device())?;
+    gate.device().launch(&Launch {
+        family: "elementwise",
+        kernel: "swiglu_backward",
+        bindings: &[(0, Buf::F32(gate)), (1, Buf::F32(up)), (2, Buf::F32(&dg)), (4, Buf::F32(dy)), (5, Buf::F32(&du))],
+        params: Params::new(&[word(gate.numel()), 1, 0, 0]),
+        grid: Grid::elements(gate.numel(), 3),
+        constants: &[],
+        threads: 256,
+    })?;
+    Ok((dg, du))
+}
+
+pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    same_device(op, a, b)?;
+    if a.shape() != b.shape() {
+        return Err(Error::shape(op, format!("operands must have one shape, got {:?} and {:?}", a.shape(), b.shape())));
+    }
+    Ok(())
+}
+
+/// A two-input kernel on operands of one shape.
+fn pair(kernel: &'static str, a: &Tensor, b: &Tensor, cpu_fn: fn(&[f32], &[f32], &mut [f32])) -> Result<Tensor> {
+    same_shape(kernel, a, b)?;
+    binary(kernel, a, b, cpu_fn)
 }

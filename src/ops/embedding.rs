@@ -37,6 +37,7 @@ pub fn gather(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
         params: Params::new(&[word(ids.len()), word(d), word(v), 0]),
         grid: Grid::elements(ids.len() * d, 3),
         constants: &[],
+        threads: 256,
     })?;
     Ok(out)
 }
@@ -71,6 +72,7 @@ pub fn scatter_add(dout: &Tensor, ids: &[u32], vocab: usize) -> Result<Tensor> {
         params: Params::new(&[word(ids.len()), word(d), word(vocab), 0]),
         grid: Grid::Rows { groups: word(vocab), slot: 3 },
         constants: &[],
+        threads: 256,
     })?;
     Ok(out)
 }

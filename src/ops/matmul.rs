@@ -51,6 +51,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
         ]),
         grid: Grid::Xyz(word(d.n.div_ceil(64)), word(d.m.div_ceil(64)), word(d.batch)),
         constants: &[("TRANS_A", f64::from(u8::from(t.a))), ("TRANS_B", f64::from(u8::from(t.b)))],
+        threads: 256,
     })?;
     Ok(out)
 }

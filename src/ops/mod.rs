@@ -1,15 +1,28 @@
 //! One file per kernel family: shape checks, output allocation, dispatch to the backend.
 
+pub mod adamw;
+pub mod attention;
 pub mod concat;
+pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod permute;
 pub mod reduce;
+pub mod rms_norm;
+pub mod rope;
 pub mod softmax;
 
 pub use concat::{concat, slice};
-pub use elementwise::{add, gelu_erf, gelu_tanh, mul, scale, silu};
+pub use adamw::{adamw, sum_squares, AdamWStep};
+pub use attention::{attention, attention_backward, AttnOptions};
+pub use cross_entropy::{cross_entropy, cross_entropy_backward, IGNORE};
+pub use elementwise::{
+    add, gelu_erf, gelu_erf_backward, gelu_tanh, gelu_tanh_backward, mul, scale, silu, silu_backward, swiglu,
+    swiglu_backward,
+};
+pub use rms_norm::{rms_norm, rms_norm_backward};
+pub use rope::{rope, rope_backward, RopeTables};
 pub use embedding::{gather, scatter_add};
 pub use matmul::{matmul, Transpose};
 pub use permute::{permute, transpose};

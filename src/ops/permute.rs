@@ -45,6 +45,7 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         params: Params::new(&words),
         grid: Grid::elements(x.numel(), 1),
         constants: &[],
+        threads: 256,
     })?;
     Ok(out)
 }

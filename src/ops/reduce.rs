@@ -37,6 +37,7 @@ fn reduce(kernel: &'static str, x: &Tensor, cpu_fn: fn(&[f32], usize, &mut [f32]
         params: Params::new(&[word(rows), word(cols), 0, 0]),
         grid: Grid::Rows { groups: word(rows), slot: 2 },
         constants: &[],
+        threads: 256,
     })?;
     Ok(out)
 }

@@ -36,6 +36,7 @@ fn rowwise(kernel: &'static str, x: &Tensor, cpu_fn: fn(&[f32], usize, &mut [f32
         params: Params::new(&[word(rows), word(cols), 0, 0]),
         grid: Grid::Rows { groups: word(rows), slot: 2 },
         constants: &[],
+        threads: 256,
     })?;
     Ok(out)
 }

@@ -55,3 +55,51 @@ pub fn erf(x: f64) -> f64 {
     let poly = ((((1.061_405_429 * t - 1.453_152_027) * t + 1.421_413_741) * t - 0.284_496_736) * t + 0.254_829_592) * t;
     (1.0 - poly * (-x * x).exp()).copysign(x)
 }
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// d silu(x) = sigmoid(x) (1 + x (1 - sigmoid(x))).
+pub fn silu_backward(x: &[f32], dy: &[f32], out: &mut [f32]) {
+    zip(x, dy, out, |x, g| {
+        let s = sigmoid(x);
+        g * s * (1.0 + x * (1.0 - s))
+    });
+}
+
+pub fn gelu_tanh_backward(x: &[f32], dy: &[f32], out: &mut [f32]) {
+    const C: f32 = 0.797_884_6;
+    zip(x, dy, out, |x, g| {
+        let u = C * (x + 0.044715 * x * x * x);
+        let t = u.tanh();
+        g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044715 * x * x))
+    });
+}
+
+pub fn gelu_erf_backward(x: &[f32], dy: &[f32], out: &mut [f32]) {
+    zip(x, dy, out, |x, g| {
+        let xf = f64::from(x);
+        let cdf = 0.5 * (1.0 + erf(xf * std::f64::consts::FRAC_1_SQRT_2));
+        let pdf = (-0.5 * xf * xf).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        g * (cdf + xf * pdf) as f32
+    });
+}
+
+/// The SiLU-gated MLP product silu(gate) * up.
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    zip(gate, up, out, |g, u| g * sigmoid(g) * u);
+}
+
+/// Gradients of swiglu: (dgate, dup).
+pub fn swiglu_backward(gate: &[f32], up: &[f32], dy: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+    dgate.par_chunks_mut(CHUNK).zip(dup.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (dg, du))| {
+        for j in 0..dg.len() {
+            let i = c * CHUNK + j;
+            let (g, u, d) = (gate[i], up[i], dy[i]);
+            let s = sigmoid(g);
+            du[j] = d * g * s;
+            dg[j] = d * u * s * (1.0 + g * (1.0 - s));
+        }
+    });
+}

@@ -1,12 +1,17 @@
 //! The CPU reference backend: plain, obviously-right loops, parallel over rows with rayon,
 //! and matmul through the `gemm` crate. Every GPU kernel is compared against these.
 
+pub mod adamw;
+pub mod attention;
 pub mod concat;
+pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
 pub mod permute;
 pub mod reduce;
+pub mod rms_norm;
+pub mod rope;
 pub mod softmax;
 
 /// Rows per rayon task for row-wise kernels: enough work to amortise scheduling.

@@ -15,6 +15,11 @@ pub fn source(family: &str) -> Option<&'static str> {
         "embedding" => include_str!("../../../cuda/embedding.cu"),
         "permute" => include_str!("../../../cuda/permute.cu"),
         "concat" => include_str!("../../../cuda/concat.cu"),
+        "rms_norm" => include_str!("../../../cuda/rms_norm.cu"),
+        "rope" => include_str!("../../../cuda/rope.cu"),
+        "attention" => include_str!("../../../cuda/attention.cu"),
+        "cross_entropy" => include_str!("../../../cuda/cross_entropy.cu"),
+        "adamw" => include_str!("../../../cuda/adamw.cu"),
         _ => return None,
     })
 }

@@ -121,7 +121,7 @@ impl CudaDevice {
             return Ok(());
         }
         let f = self.function(l.family, l.kernel)?;
-        let cfg = LaunchConfig { grid_dim, block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig { grid_dim, block_dim: (l.threads, 1, 1), shared_mem_bytes: 0 };
         let mut b = self.stream.launch_builder(&f);
         for (_, arg) in l.bindings {
             match arg {

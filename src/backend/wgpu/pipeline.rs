@@ -13,6 +13,11 @@ pub fn source(family: &str) -> Option<&'static str> {
         "embedding" => include_str!("../../../shaders/embedding.wgsl"),
         "permute" => include_str!("../../../shaders/permute.wgsl"),
         "concat" => include_str!("../../../shaders/concat.wgsl"),
+        "rms_norm" => include_str!("../../../shaders/rms_norm.wgsl"),
+        "rope" => include_str!("../../../shaders/rope.wgsl"),
+        "attention" => include_str!("../../../shaders/attention.wgsl"),
+        "cross_entropy" => include_str!("../../../shaders/cross_entropy.wgsl"),
+        "adamw" => include_str!("../../../shaders/adamw.wgsl"),
         _ => return None,
     })
 }
