@@ -129,6 +129,9 @@ fn cuda_info() {
 #[cfg(feature = "cuda")]
 fn compile_only(ptx_dir: Option<&std::path::Path>) -> pgpo::Result<bool> {
     use pgpo::backend::cuda::compile;
+    if let Some(reason) = compile::nvrtc_missing() {
+        return Err(pgpo::Error::Unavailable { backend: "nvrtc", reason });
+    }
     if let Some(dir) = ptx_dir {
         std::fs::create_dir_all(dir)?;
     }

@@ -7,27 +7,27 @@ use crate::ops::{self, Transpose};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
-fn f64s(v: &[f32]) -> Vec<f64> {
+pub(super) fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
 
-fn n(shape: &[usize]) -> usize {
+pub(super) fn n(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
 /// One random array over the whole shape, in [-3, 3).
-fn one(shape: &[usize], rng: &mut Rng) -> Inputs {
+pub(super) fn one(shape: &[usize], rng: &mut Rng) -> Inputs {
     Inputs { f: vec![rng.vec(n(shape), -3.0, 3.0)], ids: vec![] }
 }
 
-fn up(dev: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+pub(super) fn up(dev: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
     Tensor::from_slice(data, shape, dev)
 }
 
 // ---- elementwise: shape = tensor shape; binary ops repeat b over the first axis ----
 
 /// Element counts: one, odd, past one workgroup, and enough for hundreds of workgroups.
-const ELEMENTWISE: &[&[usize]] = &[&[1], &[7, 33], &[3, 5, 257], &[300, 257]];
+pub(super) const ELEMENTWISE: &[&[usize]] = &[&[1], &[7, 33], &[3, 5, 257], &[300, 257]];
 
 fn binary_inputs(shape: &[usize], rng: &mut Rng) -> Inputs {
     Inputs { f: vec![rng.vec(n(shape), -3.0, 3.0), rng.vec(n(&shape[1..]).max(1), -3.0, 3.0)], ids: vec![] }
@@ -55,19 +55,6 @@ fn unary_ref(x: &Inputs, f: fn(f64) -> f64) -> Vec<Vec<f64>> {
     vec![x.f[0].iter().map(|&v| f(f64::from(v))).collect()]
 }
 
-/// erf by its Taylor series, a method independent of the kernels' rational approximation.
-pub fn erf_series(x: f64) -> f64 {
-    if x.abs() > 5.0 {
-        return x.signum();
-    }
-    let (mut term, mut sum) = (x, x);
-    for k in 1..200 {
-        term *= -x * x / k as f64;
-        sum += term / (2 * k + 1) as f64;
-    }
-    sum * 2.0 / std::f64::consts::PI.sqrt()
-}
-
 // ---- row kernels: shape = [rows, cols] ----
 
 /// Includes a row longer than a workgroup and more rows than one grid axis holds (65535).
@@ -78,10 +65,7 @@ fn rows_ref(shape: &[usize], x: &Inputs, f: fn(&[f64]) -> Vec<f64>) -> Vec<Vec<f
     vec![f64s(&x.f[0]).chunks(cols).flat_map(f).collect()]
 }
 
-fn logsumexp(r: &[f64]) -> f64 {
-    let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    m + r.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
-}
+use super::reference::logsumexp;
 
 // ---- matmul: shape = [batch_a, batch_b, m, k, n] ----
 
@@ -205,6 +189,7 @@ macro_rules! unary {
             name: $name,
             atol: $atol,
             rtol: $rtol,
+            extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: one,
             run: |d, s, x| unary_run(d, s, x, $op),
@@ -219,6 +204,7 @@ macro_rules! matmul_check {
             name: $name,
             atol: 1e-4,
             rtol: 1e-4,
+            extra_shapes: &[],
             shapes: MATMUL,
             inputs: mm_inputs,
             run: |d, s, x| mm_run(d, s, x, $t),
@@ -228,11 +214,12 @@ macro_rules! matmul_check {
 }
 
 pub fn all() -> Vec<KernelCheck> {
-    vec![
+    let mut checks = vec![
         KernelCheck {
             name: "add",
             atol: 1e-6,
             rtol: 1e-6,
+            extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: binary_inputs,
             run: |d, s, x| binary_run(d, s, x, ops::add),
@@ -242,6 +229,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "mul",
             atol: 1e-6,
             rtol: 1e-6,
+            extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: binary_inputs,
             run: |d, s, x| binary_run(d, s, x, ops::mul),
@@ -251,24 +239,26 @@ pub fn all() -> Vec<KernelCheck> {
             name: "scale",
             atol: 1e-6,
             rtol: 1e-6,
+            extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::scale(&up(d, &x.f[0], s)?, -1.7)?]),
             reference: |_, x| unary_ref(x, |v| -1.7f32 as f64 * v),
         },
-        unary!("silu", ops::silu, |v| v / (1.0 + (-v).exp()), 1e-6, 1e-5),
+        unary!("silu", ops::silu, super::reference::silu, 1e-6, 1e-5),
         unary!(
             "gelu_tanh",
             ops::gelu_tanh,
-            |v| 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh()),
+            super::reference::gelu_tanh,
             1e-6,
             1e-5
         ),
-        unary!("gelu_erf", ops::gelu_erf, |v| 0.5 * v * (1.0 + erf_series(v / 2f64.sqrt())), 1e-6, 1e-5),
+        unary!("gelu_erf", ops::gelu_erf, super::reference::gelu_erf, 1e-6, 1e-5),
         KernelCheck {
             name: "row_sum",
             atol: 1e-4,
             rtol: 1e-5,
+            extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::row_sum(&up(d, &x.f[0], s)?)?]),
@@ -278,6 +268,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "row_max",
             atol: 0.0,
             rtol: 0.0,
+            extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::row_max(&up(d, &x.f[0], s)?)?]),
@@ -287,6 +278,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "softmax",
             atol: 1e-7,
             rtol: 1e-4,
+            extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::softmax(&up(d, &x.f[0], s)?)?]),
@@ -301,6 +293,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "log_softmax",
             atol: 1e-5,
             rtol: 1e-5,
+            extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::log_softmax(&up(d, &x.f[0], s)?)?]),
@@ -319,6 +312,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "gather",
             atol: 0.0,
             rtol: 0.0,
+            extra_shapes: &[],
             shapes: EMBEDDING,
             inputs: emb_inputs,
             run: |d, s, x| Ok(vec![ops::gather(&up(d, &x.f[0], &[s[0], s[1]])?, &x.ids)?]),
@@ -331,6 +325,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "scatter_add",
             atol: 1e-5,
             rtol: 1e-5,
+            extra_shapes: &[],
             shapes: EMBEDDING,
             inputs: emb_inputs,
             run: |d, s, x| Ok(vec![ops::scatter_add(&up(d, &x.f[1], &[s[2], s[1]])?, &x.ids, s[0])?]),
@@ -349,6 +344,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "permute",
             atol: 0.0,
             rtol: 0.0,
+            extra_shapes: &[],
             shapes: PERMUTE,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::permute(&up(d, &x.f[0], s)?, &perm_for(s.len()))?]),
@@ -358,6 +354,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "transpose",
             atol: 0.0,
             rtol: 0.0,
+            extra_shapes: &[],
             shapes: PERMUTE,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::transpose(&up(d, &x.f[0], s)?, 0, s.len() - 1)?]),
@@ -371,6 +368,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "concat",
             atol: 0.0,
             rtol: 0.0,
+            extra_shapes: &[],
             shapes: CONCAT,
             inputs: concat_inputs,
             run: |d, s, x| {
@@ -385,6 +383,7 @@ pub fn all() -> Vec<KernelCheck> {
             name: "slice",
             atol: 0.0,
             rtol: 0.0,
+            extra_shapes: &[],
             shapes: CONCAT,
             inputs: concat_inputs,
             run: |d, s, x| {
@@ -398,5 +397,7 @@ pub fn all() -> Vec<KernelCheck> {
                 vec![(0..s[0]).flat_map(|o| f64s(&x.f[1][o * s[2] * inner..(o + 1) * s[2] * inner])).collect()]
             },
         },
-    ]
+    ];
+    checks.extend(super::transformer::all());
+    checks
 }

@@ -1,0 +1,138 @@
+//! Naive f64 references: the definitions each kernel is checked against, written as plain
+//! loops with no blocking, streaming or fusion. Backward kernels are checked against
+//! central finite differences of these forwards (`finite_difference`).
+
+use crate::backend::cpu::attention::{AttnDims, AttnMasks};
+
+/// erf by its Taylor series, a method independent of the kernels' rational approximation.
+pub fn erf_series(x: f64) -> f64 {
+    if x.abs() > 5.0 {
+        return x.signum();
+    }
+    let (mut term, mut sum) = (x, x);
+    for k in 1..200 {
+        term *= -x * x / k as f64;
+        sum += term / (2 * k + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+pub fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+pub fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+}
+
+pub fn gelu_erf(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf_series(x / 2f64.sqrt()))
+}
+
+pub fn logsumexp(r: &[f64]) -> f64 {
+    let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + r.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// y = x / sqrt(mean(x^2) + eps) * w per row of d; also returns rstd per row.
+pub fn rms_norm(x: &[f64], w: &[f64], eps: f64) -> (Vec<f64>, Vec<f64>) {
+    let d = w.len();
+    let mut y = Vec::with_capacity(x.len());
+    let mut rstd = Vec::new();
+    for row in x.chunks(d) {
+        let r = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / d as f64 + eps).sqrt();
+        rstd.push(r);
+        y.extend(row.iter().zip(w).map(|(v, w)| v * r * w));
+    }
+    (y, rstd)
+}
+
+/// Rotate-half rotary on x [B, H, T, D] with tables [T, D] or [B, T, D].
+pub fn rope(x: &[f64], cos: &[f64], sin: &[f64], heads: usize, t: usize, d: usize) -> Vec<f64> {
+    let mut out = vec![0.0; x.len()];
+    for (row, o) in out.chunks_mut(d).enumerate() {
+        let (ti, b) = (row % t, row / (t * heads));
+        let tab = if cos.len() == t * d { ti * d } else { (b * t + ti) * d };
+        let xr = &x[row * d..(row + 1) * d];
+        for i in 0..d {
+            let rot = if i < d / 2 { -xr[i + d / 2] } else { xr[i - d / 2] };
+            o[i] = xr[i] * cos[tab + i] + rot * sin[tab + i];
+        }
+    }
+    out
+}
+
+/// Attention with the full score matrix: returns (o, lse), lse = -inf and o = 0 for a row
+/// that sees no key.
+pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttnDims, m: &AttnMasks) -> (Vec<f64>, Vec<f64>) {
+    let d = s.d;
+    let mut o = vec![0.0; q.len()];
+    let mut lse = vec![0.0; s.b * s.hq * s.tq];
+    for b in 0..s.b {
+        for h in 0..s.hq {
+            let kv = (b * s.hkv + h / (s.hq / s.hkv)) * s.tk * d;
+            for i in 0..s.tq {
+                let row = (b * s.hq + h) * s.tq + i;
+                let scores: Vec<f64> = (0..s.tk)
+                    .map(|j| {
+                        let causal_ok = !s.causal || j + s.tq <= i + s.tk;
+                        let key_ok = m.key_mask.is_none_or(|km| km[b * s.tk + j] != 0.0);
+                        let seg_ok = m.segments.is_none_or(|sg| sg[b * s.tq + i] == sg[b * s.tk + j]);
+                        if causal_ok && key_ok && seg_ok {
+                            f64::from(s.scale) * (0..d).map(|c| q[row * d + c] * k[kv + j * d + c]).sum::<f64>()
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                let l = logsumexp(&scores);
+                lse[row] = l;
+                if l == f64::NEG_INFINITY {
+                    continue;
+                }
+                for (j, sc) in scores.iter().enumerate() {
+                    let p = (sc - l).exp();
+                    for c in 0..d {
+                        o[row * d + c] += p * v[kv + j * d + c];
+                    }
+                }
+            }
+        }
+    }
+    (o, lse)
+}
+
+/// Per-row cross-entropy; rows with the ignore target give 0.
+pub fn cross_entropy(logits: &[f64], targets: &[u32], v: usize) -> Vec<f64> {
+    logits
+        .chunks(v)
+        .zip(targets)
+        .map(|(row, &t)| if t == u32::MAX { 0.0 } else { logsumexp(row) - row[t as usize] })
+        .collect()
+}
+
+/// Gradients of L = sum(w * f(inputs)) with respect to each input in `wrt`, by central
+/// differences in f64 with step h scaled to each element.
+pub fn finite_difference(f: impl Fn(&[Vec<f64>]) -> Vec<f64>, inputs: &[Vec<f64>], w: &[f64], wrt: &[usize]) -> Vec<Vec<f64>> {
+    let loss = |x: &[Vec<f64>]| -> f64 { f(x).iter().zip(w).map(|(a, b)| a * b).sum() };
+    let mut x = inputs.to_vec();
+    wrt.iter()
+        .map(|&a| {
+            (0..x[a].len())
+                .map(|i| {
+                    let orig = x[a][i];
+                    let h = 1e-6 * orig.abs().max(1.0);
+                    x[a][i] = orig + h;
+                    let up = loss(&x);
+                    x[a][i] = orig - h;
+                    let down = loss(&x);
+                    x[a][i] = orig;
+                    (up - down) / (2.0 * h)
+                })
+                .collect()
+        })
+        .collect()
+}
