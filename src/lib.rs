@@ -2,6 +2,7 @@
 //! perception-grounded policy optimisation trainer built on them. See README.md and
 //! ../shared/DESIGN.md for the map.
 
+pub mod autograd;
 pub mod backend;
 pub mod check;
 pub mod device;
@@ -10,6 +11,8 @@ pub mod ops;
 pub mod params;
 pub mod rng;
 pub mod tensor;
+pub mod toy;
+pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::params::{word, Params};
 use crate::tensor::Tensor;
 
-/// a + b, where b has a's shape or a trailing part of it (repeated over the leading axes).
+/// a + b, where b has a's shape or a trailing part of it (repeated over the leading axes),
+/// or is a single value.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary("add", a, b, cpu::elementwise::add)
 }
@@ -35,8 +36,9 @@ pub fn gelu_erf(a: &Tensor) -> Result<Tensor> {
 fn binary(kernel: &'static str, a: &Tensor, b: &Tensor, cpu_fn: fn(&[f32], &[f32], &mut [f32])) -> Result<Tensor> {
     same_device(kernel, a, b)?;
     let (sa, sb) = (a.shape(), b.shape());
-    if sb.len() > sa.len() || sa[sa.len() - sb.len()..] != *sb {
-        return Err(Error::shape(kernel, format!("{sb:?} must equal {sa:?} or a trailing part of it")));
+    let trailing = sb.len() <= sa.len() && sa[sa.len() - sb.len()..] == *sb;
+    if !trailing && b.numel() != 1 {
+        return Err(Error::shape(kernel, format!("{sb:?} must equal {sa:?}, a trailing part of it, or hold one value")));
     }
     if b.numel() == 0 && a.numel() != 0 {
         return Err(Error::shape(kernel, "empty right operand"));

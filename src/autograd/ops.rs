@@ -1,0 +1,178 @@
+//! Differentiable ops: the forward from `crate::ops`, and the backward recorded on the tape.
+
+use super::Var;
+use crate::error::{Error, Result};
+use crate::ops::{self as k, AttnOptions, RopeTables, Transpose};
+use crate::tensor::Tensor;
+
+/// Sums `g` over its leading axes down to `shape` (the backward of a broadcast).
+fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    if g.numel() == n {
+        return g.reshape(shape);
+    }
+    let rows = g.numel() / n;
+    let t = k::transpose(&g.reshape(&[rows, n])?, 0, 1)?;
+    k::row_sum(&t)?.reshape(shape)
+}
+
+pub fn add(a: &Var, b: &Var) -> Result<Var> {
+    let out = k::add(&a.value, &b.value)?;
+    let bs = b.shape().to_vec();
+    Ok(a.tape.record(out, &[a, b], Box::new(move |g| Ok(vec![Some(g.clone()), Some(sum_to(g, &bs)?)]))))
+}
+
+pub fn mul(a: &Var, b: &Var) -> Result<Var> {
+    let out = k::mul(&a.value, &b.value)?;
+    let (av, bv) = (a.value.clone(), b.value.clone());
+    Ok(a.tape.record(
+        out,
+        &[a, b],
+        Box::new(move |g| Ok(vec![Some(k::mul(g, &bv)?), Some(sum_to(&k::mul(g, &av)?, bv.shape())?)])),
+    ))
+}
+
+pub fn scale(a: &Var, alpha: f32) -> Result<Var> {
+    let out = k::scale(&a.value, alpha)?;
+    Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(k::scale(g, alpha)?)]))))
+}
+
+/// Sum of every element: a scalar [1].
+pub fn sum(a: &Var) -> Result<Var> {
+    let out = k::row_sum(&a.value.reshape(&[1, a.value.numel()])?)?;
+    let shape = a.shape().to_vec();
+    Ok(a.tape.record(
+        out,
+        &[a],
+        Box::new(move |g| {
+            let ones = Tensor::full(1.0, &shape, g.device())?;
+            Ok(vec![Some(k::mul(&ones, g)?)])
+        }),
+    ))
+}
+
+pub fn mean(a: &Var) -> Result<Var> {
+    let n = a.value.numel() as f32;
+    scale(&sum(a)?, 1.0 / n)
+}
+
+pub fn reshape(a: &Var, shape: &[usize]) -> Result<Var> {
+    let out = a.value.reshape(shape)?;
+    let orig = a.shape().to_vec();
+    Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(g.reshape(&orig)?)]))))
+}
+
+pub fn permute(a: &Var, perm: &[usize]) -> Result<Var> {
+    let out = k::permute(&a.value, perm)?;
+    let mut inverse = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inverse[p] = i;
+    }
+    Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(k::permute(g, &inverse)?)]))))
+}
+
+/// op(A) · op(B), batched; a broadcast operand's gradient is summed over the batch.
+pub fn matmul(a: &Var, b: &Var, t: Transpose) -> Result<Var> {
+    let out = k::matmul(&a.value, &b.value, t)?;
+    let (av, bv) = (a.value.clone(), b.value.clone());
+    Ok(a.tape.record(
+        out,
+        &[a, b],
+        Box::new(move |g| {
+            // d op(A) = dC op(B)^T and d op(B) = op(A)^T dC, transposed back where op transposes.
+            let da = if t.a { k::matmul(&bv, g, Transpose { a: t.b, b: true })? } else { k::matmul(g, &bv, Transpose { a: false, b: !t.b })? };
+            let db = if t.b { k::matmul(g, &av, Transpose { a: true, b: t.a })? } else { k::matmul(&av, g, Transpose { a: !t.a, b: false })? };
+            Ok(vec![Some(sum_to(&da, av.shape())?), Some(sum_to(&db, bv.shape())?)])
+        }),
+    ))
+}
+
+pub fn silu(a: &Var) -> Result<Var> {
+    let out = k::silu(&a.value)?;
+    let x = a.value.clone();
+    Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(k::silu_backward(&x, g)?)]))))
+}
+
+pub fn gelu_tanh(a: &Var) -> Result<Var> {
+    let out = k::gelu_tanh(&a.value)?;
+    let x = a.value.clone();
+    Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(k::gelu_tanh_backward(&x, g)?)]))))
+}
+
+pub fn gelu_erf(a: &Var) -> Result<Var> {
+    let out = k::gelu_erf(&a.value)?;
+    let x = a.value.clone();
+    Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(k::gelu_erf_backward(&x, g)?)]))))
+}
+
+/// silu(gate) * up.
+pub fn swiglu(gate: &Var, up: &Var) -> Result<Var> {
+    let out = k::swiglu(&gate.value, &up.value)?;
+    let (gv, uv) = (gate.value.clone(), up.value.clone());
+    Ok(gate.tape.record(
+        out,
+        &[gate, up],
+        Box::new(move |g| {
+            let (dg, du) = k::swiglu_backward(&gv, &uv, g)?;
+            Ok(vec![Some(dg), Some(du)])
+        }),
+    ))
+}
+
+pub fn rms_norm(x: &Var, w: &Var, eps: f32) -> Result<Var> {
+    let (y, rstd) = k::rms_norm(&x.value, &w.value, eps)?;
+    let (xv, wv) = (x.value.clone(), w.value.clone());
+    Ok(x.tape.record(
+        y,
+        &[x, w],
+        Box::new(move |g| {
+            let (dx, dw) = k::rms_norm_backward(&xv, &wv, &rstd, g)?;
+            Ok(vec![Some(dx), Some(dw)])
+        }),
+    ))
+}
+
+/// Rotary embedding of x [B, H, T, D]; the tables are constants.
+pub fn rope(x: &Var, tables: &RopeTables) -> Result<Var> {
+    let out = k::rope(&x.value, tables)?;
+    let t = tables.clone();
+    Ok(x.tape.record(out, &[x], Box::new(move |g| Ok(vec![Some(k::rope_backward(g, &t)?)]))))
+}
+
+/// Fused attention; returns o [B, Hq, Tq, D].
+pub fn attention(q: &Var, kk: &Var, v: &Var, opts: &AttnOptions) -> Result<Var> {
+    let (o, lse) = k::attention(&q.value, &kk.value, &v.value, opts)?;
+    let (qv, kv, vv, ov, opts) = (q.value.clone(), kk.value.clone(), v.value.clone(), o.clone(), opts.clone());
+    Ok(q.tape.record(
+        o,
+        &[q, kk, v],
+        Box::new(move |g| {
+            let (dq, dk, dv) = k::attention_backward(&qv, &kv, &vv, &ov, &lse, g, &opts)?;
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
+        }),
+    ))
+}
+
+/// Rows of `table` picked by `ids`: [N, D].
+pub fn embedding(table: &Var, ids: &[u32]) -> Result<Var> {
+    let out = k::gather(&table.value, ids)?;
+    let (ids, vocab) = (ids.to_vec(), table.shape()[0]);
+    Ok(table.tape.record(out, &[table], Box::new(move |g| Ok(vec![Some(k::scatter_add(g, &ids, vocab)?)]))))
+}
+
+/// Mean cross-entropy over the rows whose target is not `IGNORE`: a scalar [1].
+pub fn cross_entropy_mean(logits: &Var, targets: &[u32]) -> Result<Var> {
+    let valid = targets.iter().filter(|&&t| t != k::IGNORE).count();
+    if valid == 0 {
+        return Err(Error::shape("cross_entropy_mean", "every target is ignored"));
+    }
+    let (loss, lse) = k::cross_entropy(&logits.value, targets)?;
+    let n = loss.numel();
+    let mean = k::scale(&k::row_sum(&loss.reshape(&[1, n])?)?, 1.0 / valid as f32)?;
+    let (lv, targets) = (logits.value.clone(), targets.to_vec());
+    Ok(logits.tape.record(
+        mean,
+        &[logits],
+        Box::new(move |g| Ok(vec![Some(k::cross_entropy_backward(&lv, &targets, &lse, g, 1.0 / valid as f32)?)])),
+    ))
+}
