@@ -4,6 +4,7 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod bench;
 pub mod check;
 pub mod device;
 pub mod error;

@@ -31,6 +31,18 @@ enum Command {
         #[arg(long)]
         ptx_dir: Option<std::path::PathBuf>,
     },
+    /// Time every kernel on every backend present: median ms, GFLOP/s or GB/s, % of peak.
+    Bench {
+        /// Backends to time: all, cpu, wgpu or cuda.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Smaller shapes and fewer repetitions (about two minutes on a 2-core CPU machine).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +54,7 @@ fn main() -> ExitCode {
             compile_only(ptx_dir.as_deref())
         }
         Command::Check { backend, kernel, .. } => run_checks(&backend, kernel.as_deref()),
+        Command::Bench { backend, json, quick } => bench(&backend, json, quick),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -205,4 +218,53 @@ fn run_checks(which: &str, filter: Option<&str>) -> pgpo::Result<bool> {
     }
     println!("{}", if all_pass { "all kernels pass" } else { "some kernels FAILED" });
     Ok(all_pass)
+}
+
+fn json_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn bench(which: &str, json: bool, quick: bool) -> pgpo::Result<bool> {
+    let devices = devices(which)?;
+    let mut all = Vec::new();
+    if !json {
+        println!("{:<22} {:<10} {:<26} {:>10} {:>10} {:>10} {:>7}", "kernel", "backend", "shape", "ms", "GFLOP/s", "GB/s", "% peak");
+    }
+    for d in &devices {
+        for r in pgpo::bench::run(d, quick)? {
+            if !json {
+                let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+                println!(
+                    "{:<22} {:<10} {:<26} {:>10.3} {:>10} {:>10} {:>7}",
+                    r.kernel,
+                    d.kind(),
+                    r.shape,
+                    r.ms,
+                    opt(r.gflops),
+                    opt(r.gbps),
+                    opt(r.pct_peak)
+                );
+            }
+            all.push(r);
+        }
+    }
+    if json {
+        let items: Vec<String> = all
+            .iter()
+            .map(|r| {
+                let mut f = vec![
+                    format!("\"kernel\":{}", json_str(r.kernel)),
+                    format!("\"backend\":{}", json_str(&r.backend)),
+                    format!("\"shape\":{}", json_str(&r.shape)),
+                    format!("\"ms\":{:.6}", r.ms),
+                ];
+                f.extend(r.gflops.map(|g| format!("\"gflops\":{g:.3}")));
+                f.extend(r.gbps.map(|g| format!("\"gbps\":{g:.3}")));
+                f.extend(r.pct_peak.map(|p| format!("\"pct_peak\":{p:.2}")));
+                format!("{{{}}}", f.join(","))
+            })
+            .collect();
+        println!("[{}]", items.join(",\n "));
+    }
+    Ok(true)
 }

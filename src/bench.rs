@@ -1,0 +1,204 @@
+//! `pgpo bench`: each kernel's median time at a fixed shape, its throughput (GFLOP/s for
+//! compute-bound kernels, GB/s of compulsory traffic for memory-bound ones) and the share of
+//! the backend's measured peak: a large copy gives the bandwidth, the best matmul the FLOP
+//! rate. The criterion benches (benches/kernels.rs) run the same cases.
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::ops::{self, AttnOptions, Transpose};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use std::time::Instant;
+
+/// What a case's throughput counts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+/// A prepared workload: inputs live on the device; `run` launches the kernels once.
+pub struct Case {
+    pub kernel: &'static str,
+    pub shape: String,
+    pub work: Work,
+    pub run: Box<dyn FnMut() -> Result<()>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub kernel: &'static str,
+    pub backend: String,
+    pub shape: String,
+    pub ms: f64,
+    pub gflops: Option<f64>,
+    pub gbps: Option<f64>,
+    /// Percent of the backend's measured peak (bandwidth or FLOP rate).
+    pub pct_peak: Option<f64>,
+}
+
+fn rand(dev: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
+    Tensor::from_vec(Rng::new(seed).vec(shape.iter().product(), -1.0, 1.0), shape, dev)
+}
+
+/// Sizes: full, quick, and for software adapters (lavapipe), where full sizes take minutes.
+pub fn size(dev: &Device, quick: bool, full: usize, small: usize, tiny: usize) -> usize {
+    let software = match dev {
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu(w) => !w.is_hardware(),
+        _ => false,
+    };
+    if software { tiny } else if quick { small } else { full }
+}
+
+/// Runs the kernel once, waiting for the device.
+fn sync(dev: &Device, f: impl Fn() -> Result<Tensor>) -> Result<()> {
+    let t = f()?;
+    dev.synchronize()?;
+    drop(t);
+    Ok(())
+}
+
+pub fn cases(dev: &Device, quick: bool) -> Result<Vec<Case>> {
+    let mut out = Vec::new();
+    let d = dev.clone();
+
+    let n = size(dev, quick, 1 << 25, 1 << 24, 1 << 22);
+    let x = rand(dev, &[n], 1)?;
+    out.push(Case {
+        kernel: "copy (scale)",
+        shape: format!("[{n}]"),
+        work: Work::Bytes(8.0 * n as f64),
+        run: Box::new({
+            let d = d.clone();
+            move || sync(&d, || ops::scale(&x, 1.0))
+        }),
+    });
+
+    for full in [1024usize, 2048] {
+        let m = size(dev, quick, full, full / 2, full / 4);
+        let (a, b) = (rand(dev, &[m, m], 2)?, rand(dev, &[m, m], 3)?);
+        out.push(Case {
+            kernel: "matmul",
+            shape: format!("{m}x{m}x{m}"),
+            work: Work::Flops(2.0 * (m * m * m) as f64),
+            run: Box::new({
+                let d = d.clone();
+                move || sync(&d, || ops::matmul(&a, &b, Transpose::NN))
+            }),
+        });
+    }
+
+    let (rows, cols) = (size(dev, quick, 4096, 2048, 512), 4096);
+    let x = rand(dev, &[rows, cols], 4)?;
+    let w = rand(dev, &[cols], 5)?;
+    let bytes = 8.0 * (rows * cols) as f64;
+    out.push(Case {
+        kernel: "softmax",
+        shape: format!("[{rows}, {cols}]"),
+        work: Work::Bytes(bytes),
+        run: Box::new({
+            let (d, x) = (d.clone(), x.clone());
+            move || sync(&d, || ops::softmax(&x))
+        }),
+    });
+    out.push(Case {
+        kernel: "rms_norm",
+        shape: format!("[{rows}, {cols}]"),
+        work: Work::Bytes(bytes),
+        run: Box::new({
+            let d = d.clone();
+            move || sync(&d, || Ok(ops::rms_norm(&x, &w, 1e-6)?.0))
+        }),
+    });
+
+    let (nr, v) = (size(dev, quick, 1024, 256, 32), 151_936);
+    let logits = rand(dev, &[nr, v], 6)?;
+    let targets: Vec<u32> = (0..nr).map(|i| (i * 7919 % v) as u32).collect();
+    let dloss = Tensor::full(1.0, &[1], dev)?;
+    out.push(Case {
+        kernel: "cross_entropy fwd+bwd",
+        shape: format!("[{nr}, {v}]"),
+        // Read the logits twice (forward, backward), write the gradient once.
+        work: Work::Bytes(12.0 * (nr * v) as f64),
+        run: Box::new({
+            let d = d.clone();
+            move || {
+                sync(&d, || {
+                    let (_, lse) = ops::cross_entropy(&logits, &targets)?;
+                    ops::cross_entropy_backward(&logits, &targets, &lse, &dloss, 1.0 / nr as f32)
+                })
+            }
+        }),
+    });
+
+    let (h, t, hd) = (16, size(dev, quick, 2048, 1024, 256), 128);
+    let q = rand(dev, &[1, h, t, hd], 7)?;
+    let k = rand(dev, &[1, h, t, hd], 8)?;
+    let vv = rand(dev, &[1, h, t, hd], 9)?;
+    let causal = AttnOptions { causal: true, ..Default::default() };
+    // Causal: half of the 2 T^2 D multiply-adds of QK^T and PV.
+    let fwd_flops = 2.0 * (h * t * t * hd) as f64;
+    let shape = format!("B1 H{h} T{t} D{hd} causal");
+    out.push(Case {
+        kernel: "attention fwd",
+        shape: shape.clone(),
+        work: Work::Flops(fwd_flops),
+        run: Box::new({
+            let (d, q, k, vv, o) = (d.clone(), q.clone(), k.clone(), vv.clone(), causal.clone());
+            move || sync(&d, || Ok(ops::attention(&q, &k, &vv, &o)?.0))
+        }),
+    });
+    let dout = rand(dev, &[1, h, t, hd], 10)?;
+    out.push(Case {
+        kernel: "attention fwd+bwd",
+        shape,
+        // The backward recomputes QK^T twice and does four more products: 3.5x the forward.
+        work: Work::Flops(fwd_flops * 3.5),
+        run: Box::new(move || {
+            sync(&d, || {
+                let (o, lse) = ops::attention(&q, &k, &vv, &causal)?;
+                Ok(ops::attention_backward(&q, &k, &vv, &o, &lse, &dout, &causal)?.0)
+            })
+        }),
+    });
+    Ok(out)
+}
+
+/// Median wall time of `run` in milliseconds, after one warm-up run.
+pub fn time(run: &mut dyn FnMut() -> Result<()>, quick: bool) -> Result<f64> {
+    run()?;
+    let (budget, max_iters) = if quick { (0.3, 5) } else { (1.0, 20) };
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < 3 || (times.len() < max_iters && start.elapsed().as_secs_f64() < budget) {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Times every case on `dev` and fills in the share of the measured peaks.
+pub fn run(dev: &Device, quick: bool) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for mut c in cases(dev, quick)? {
+        let ms = time(&mut c.run, quick)?;
+        let (gflops, gbps) = match c.work {
+            Work::Flops(f) => (Some(f / ms / 1e6), None),
+            Work::Bytes(b) => (None, Some(b / ms / 1e6)),
+        };
+        rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, pct_peak: None });
+    }
+    let peak_bw = rows.iter().filter(|r| r.kernel.starts_with("copy")).filter_map(|r| r.gbps).fold(0.0, f64::max);
+    let peak_fl = rows.iter().filter(|r| r.kernel == "matmul").filter_map(|r| r.gflops).fold(0.0, f64::max);
+    for r in &mut rows {
+        r.pct_peak = match (r.gflops, r.gbps) {
+            (Some(g), _) if peak_fl > 0.0 => Some(100.0 * g / peak_fl),
+            (_, Some(b)) if peak_bw > 0.0 => Some(100.0 * b / peak_bw),
+            _ => None,
+        };
+    }
+    Ok(rows)
+}
