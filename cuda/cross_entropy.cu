@@ -7,29 +7,12 @@
 
 extern "C" __global__ void cross_entropy_forward(const float* logits, const unsigned int* targets, float* loss,
                                                  float* lse, const Params p) {
-    __shared__ float pm[256];
-    __shared__ float ps[256];
     unsigned int row = blockIdx.x, v = p.w[1], lid = threadIdx.x;
     if (row >= p.w[0]) return;
     const float* xr = logits + (size_t)row * v;
-    float m = FLT_LOWEST, s = 0.0f;
-    for (unsigned int c = lid; c < v; c += 256) {
-        float x = xr[c];
-        if (x > m) { s = s * expf(m - x) + 1.0f; m = x; } else { s += expf(x - m); }
-    }
-    pm[lid] = m;
-    ps[lid] = s;
-    __syncthreads();
-    for (unsigned int k = 128; k > 0; k >>= 1) {
-        if (lid < k) {
-            float m2 = fmaxf(pm[lid], pm[lid + k]);
-            ps[lid] = ps[lid] * expf(pm[lid] - m2) + ps[lid + k] * expf(pm[lid + k] - m2);
-            pm[lid] = m2;
-        }
-        __syncthreads();
-    }
+    float2 st = row_stats(xr, v, lid);
     if (lid == 0) {
-        float l = pm[0] + logf(ps[0]);
+        float l = st.x + logf(st.y);
         lse[row] = l;
         unsigned int t = targets[row];
         loss[row] = t == IGNORE ? 0.0f : l - xr[t];

@@ -2,28 +2,6 @@
 // Launch: one block of 256 threads per row. Pass 1 keeps an online (max, sum) pair per
 // thread, merged by a shared-memory tree; pass 2 writes the row. Params: rows, cols.
 
-__device__ float2 row_stats(const float* xr, unsigned int cols, unsigned int lid) {
-    __shared__ float pm[256];
-    __shared__ float ps[256];
-    float m = FLT_LOWEST, s = 0.0f;
-    for (unsigned int c = lid; c < cols; c += 256) {
-        float v = xr[c];
-        if (v > m) { s = s * expf(m - v) + 1.0f; m = v; } else { s += expf(v - m); }
-    }
-    pm[lid] = m;
-    ps[lid] = s;
-    __syncthreads();
-    for (unsigned int k = 128; k > 0; k >>= 1) {
-        if (lid < k) {
-            float m2 = fmaxf(pm[lid], pm[lid + k]);
-            ps[lid] = ps[lid] * expf(pm[lid] - m2) + ps[lid + k] * expf(pm[lid + k] - m2);
-            pm[lid] = m2;
-        }
-        __syncthreads();
-    }
-    return make_float2(pm[0], ps[0]);
-}
-
 extern "C" __global__ void softmax(const float* x, float* out, const Params p) {
     unsigned int row = blockIdx.x, lid = threadIdx.x, cols = p.w[1];
     if (row >= p.w[0]) return;

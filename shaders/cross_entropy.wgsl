@@ -9,7 +9,7 @@
 
 struct Params { rows: u32, v: u32, groups_x: u32, dloss_len: u32, scale: f32, pad0: u32, pad1: u32, pad2: u32 }
 
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(0) var<storage, read> x: array<f32>; // logits
 @group(0) @binding(1) var<storage, read> targets: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
@@ -18,36 +18,19 @@ struct Params { rows: u32, v: u32, groups_x: u32, dloss_len: u32, scale: f32, pa
 
 const IGNORE: u32 = 0xffffffffu;
 
-var<workgroup> pm: array<f32, 256>;
-var<workgroup> ps: array<f32, 256>;
+// #include "row_stats.wgsl"
 
 @compute @workgroup_size(256)
 fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * p.groups_x + wid.x;
     if (row >= p.rows) { return; }
     let base = row * p.v;
-    var m = -3.402823e38;
-    var s = 0.0;
-    for (var c = lid; c < p.v; c += 256u) {
-        let x = logits[base + c];
-        if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s += exp(x - m); }
-    }
-    pm[lid] = m;
-    ps[lid] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k >>= 1u) {
-        if (lid < k) {
-            let m2 = max(pm[lid], pm[lid + k]);
-            ps[lid] = ps[lid] * exp(pm[lid] - m2) + ps[lid + k] * exp(pm[lid + k] - m2);
-            pm[lid] = m2;
-        }
-        workgroupBarrier();
-    }
+    let st = row_stats(base, p.v, lid);
     if (lid == 0u) {
-        let l = pm[0] + log(ps[0]);
+        let l = st.x + log(st.y);
         lse[row] = l;
         let t = targets[row];
-        if (t == IGNORE) { out[row] = 0.0; } else { out[row] = l - logits[base + t]; }
+        if (t == IGNORE) { out[row] = 0.0; } else { out[row] = l - x[base + t]; }
     }
 }
 
@@ -64,7 +47,7 @@ fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let g = dloss[row % p.dloss_len] * p.scale;
     let l = lse[row];
     for (var c = lid; c < p.v; c += 256u) {
-        var d = g * exp(logits[base + c] - l);
+        var d = g * exp(x[base + c] - l);
         if (c == t) { d -= g; }
         out[base + c] = d;
     }

@@ -12,37 +12,14 @@ struct Params { rows: u32, cols: u32, groups_x: u32, pad: u32 }
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-var<workgroup> pm: array<f32, 256>;
-var<workgroup> ps: array<f32, 256>;
-
-// Row statistics (max, sum of exp(x - max)) shared by both kernels.
-fn row_stats(base: u32, lid: u32) -> vec2<f32> {
-    var m = -3.402823e38;
-    var s = 0.0;
-    for (var c = lid; c < p.cols; c += 256u) {
-        let v = x[base + c];
-        if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s += exp(v - m); }
-    }
-    pm[lid] = m;
-    ps[lid] = s;
-    workgroupBarrier();
-    for (var k = 128u; k > 0u; k >>= 1u) {
-        if (lid < k) {
-            let m2 = max(pm[lid], pm[lid + k]);
-            ps[lid] = ps[lid] * exp(pm[lid] - m2) + ps[lid + k] * exp(pm[lid + k] - m2);
-            pm[lid] = m2;
-        }
-        workgroupBarrier();
-    }
-    return vec2<f32>(pm[0], ps[0]);
-}
+// #include "row_stats.wgsl"
 
 @compute @workgroup_size(256)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * p.groups_x + wid.x;
     if (row >= p.rows) { return; }
     let base = row * p.cols;
-    let st = row_stats(base, lid);
+    let st = row_stats(base, p.cols, lid);
     let inv = 1.0 / st.y;
     for (var c = lid; c < p.cols; c += 256u) { out[base + c] = exp(x[base + c] - st.x) * inv; }
 }
@@ -52,7 +29,7 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let row = wid.y * p.groups_x + wid.x;
     if (row >= p.rows) { return; }
     let base = row * p.cols;
-    let st = row_stats(base, lid);
+    let st = row_stats(base, p.cols, lid);
     let lse = st.x + log(st.y);
     for (var c = lid; c < p.cols; c += 256u) { out[base + c] = x[base + c] - lse; }
 }

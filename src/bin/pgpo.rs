@@ -200,14 +200,15 @@ fn run_checks(which: &str, filter: Option<&str>) -> pgpo::Result<bool> {
     let devices = devices(which)?;
     let checks: Vec<_> = check::all().into_iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))).collect();
     let width = devices.iter().map(|d| d.name().len()).max().unwrap_or(4).max(7);
-    println!("{:<14} {:<width$} {:>12} {:>8}  result", "kernel", "backend", "max |err|", "err/tol");
+    let kw = checks.iter().map(|c| c.name.len()).max().unwrap_or(6);
+    println!("{:<kw$} {:<width$} {:>12} {:>8}  result", "kernel", "backend", "max |err|", "err/tol");
     let mut all_pass = true;
     for c in &checks {
         for d in &devices {
             let row = check::run(c, d);
             all_pass &= row.pass;
             println!(
-                "{:<14} {:<width$} {:>12.3e} {:>8.3}  {}",
+                "{:<kw$} {:<width$} {:>12.3e} {:>8.3}  {}",
                 row.kernel,
                 row.backend,
                 row.max_abs_err,

@@ -120,19 +120,26 @@ pub fn attention_delta(o: &[f32], dout: &[f32], d: usize, delta: &mut [f32]) {
     delta.par_iter_mut().enumerate().for_each(|(r, x)| *x = dot(&o[r * d..(r + 1) * d], &dout[r * d..(r + 1) * d]));
 }
 
+/// What the backward reads: the forward's inputs and lse, delta = rowsum(dO * O), and dO.
+#[derive(Clone, Copy)]
+pub struct BackwardInputs<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub lse: &'a [f32],
+    pub delta: &'a [f32],
+    pub dout: &'a [f32],
+}
+
+/// The probability p = exp(scale q.k - lse) and the score gradient ds = p (dO.v - delta) scale.
+fn p_and_ds(s: &AttnDims, qi: &[f32], kj: &[f32], doi: &[f32], vj: &[f32], lse: f32, delta: f32) -> (f32, f32) {
+    let p = (s.scale * dot(qi, kj) - lse).exp();
+    (p, p * (dot(doi, vj) - delta) * s.scale)
+}
+
 /// dq [B, Hq, Tq, D].
-#[allow(clippy::too_many_arguments)]
-pub fn attention_backward_dq(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    lse: &[f32],
-    delta: &[f32],
-    dout: &[f32],
-    s: AttnDims,
-    m: AttnMasks,
-    dq: &mut [f32],
-) {
+pub fn attention_backward_dq(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut [f32]) {
+    let BackwardInputs { q, k, v, lse, delta, dout } = x;
     let d = s.d;
     let group = s.hq / s.hkv;
     dq.par_chunks_mut(d).enumerate().for_each(|(row, dq)| {
@@ -150,8 +157,7 @@ pub fn attention_backward_dq(
                 continue;
             }
             let kj = &k[kv + j * d..kv + (j + 1) * d];
-            let p = (s.scale * dot(qr, kj) - lse[row]).exp();
-            let ds = p * (dot(dor, &v[kv + j * d..kv + (j + 1) * d]) - delta[row]) * s.scale;
+            let (_, ds) = p_and_ds(&s, qr, kj, dor, &v[kv + j * d..kv + (j + 1) * d], lse[row], delta[row]);
             for (x, kk) in dq.iter_mut().zip(kj) {
                 *x += ds * kk;
             }
@@ -160,19 +166,8 @@ pub fn attention_backward_dq(
 }
 
 /// dk and dv [B, Hkv, Tk, D], summed over the query heads of each KV head.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_backward_dkv(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    lse: &[f32],
-    delta: &[f32],
-    dout: &[f32],
-    s: AttnDims,
-    m: AttnMasks,
-    dk: &mut [f32],
-    dv: &mut [f32],
-) {
+pub fn attention_backward_dkv(x: BackwardInputs, s: AttnDims, m: AttnMasks, dk: &mut [f32], dv: &mut [f32]) {
+    let BackwardInputs { q, k, v, lse, delta, dout } = x;
     let d = s.d;
     let group = s.hq / s.hkv;
     dk.par_chunks_mut(d).zip(dv.par_chunks_mut(d)).enumerate().for_each(|(krow, (dk, dv))| {
@@ -191,8 +186,7 @@ pub fn attention_backward_dkv(
                     continue;
                 }
                 let (qi, doi) = (&q[row * d..(row + 1) * d], &dout[row * d..(row + 1) * d]);
-                let p = (s.scale * dot(qi, kj) - lse[row]).exp();
-                let ds = p * (dot(doi, vj) - delta[row]) * s.scale;
+                let (p, ds) = p_and_ds(&s, qi, kj, doi, vj, lse[row], delta[row]);
                 for c in 0..d {
                     dv[c] += p * doi[c];
                     dk[c] += ds * qi[c];

@@ -3,8 +3,20 @@
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 
-/// The WGSL source of a kernel family, compiled into the binary.
-pub fn source(family: &str) -> Option<&'static str> {
+/// Shared WGSL pieces, spliced in where a shader has the line `// #include "<name>"`.
+const INCLUDES: &[(&str, &str)] = &[("row_stats.wgsl", include_str!("../../../shaders/include/row_stats.wgsl"))];
+
+/// The WGSL source of a kernel family with its includes expanded.
+pub fn source(family: &str) -> Option<String> {
+    let mut src = raw_source(family)?.to_string();
+    for (name, text) in INCLUDES {
+        src = src.replace(&format!("// #include \"{name}\""), text);
+    }
+    Some(src)
+}
+
+/// The WGSL file of a kernel family, compiled into the binary.
+fn raw_source(family: &str) -> Option<&'static str> {
     Some(match family {
         "elementwise" => include_str!("../../../shaders/elementwise.wgsl"),
         "reduce" => include_str!("../../../shaders/reduce.wgsl"),
