@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod ops;
 pub mod params;
+pub mod rl;
 pub mod rng;
 pub mod tensor;
 pub mod toy;

@@ -47,7 +47,8 @@ kernel_tests!(
     gelu_tanh_backward, gelu_erf_backward, swiglu, swiglu_backward, rms_norm, rms_norm_backward, rope, rope_mrope,
     rope_vision, rope_backward, attention, attention_causal, attention_padded, attention_blind, attention_segments,
     attention_backward, attention_backward_causal, attention_backward_padded, attention_backward_blind,
-    attention_backward_segments, cross_entropy, cross_entropy_backward, adamw, sum_squares,
+    attention_backward_segments, cross_entropy, cross_entropy_backward, adamw, sum_squares, kl_dual, pgpo_weights,
+    pgpo_weights_quantile, pgpo_weights_floor, pgpo_weights_no_norm, policy_loss, policy_loss_ref_kl,
 );
 
 #[test]

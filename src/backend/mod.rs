@@ -26,6 +26,9 @@ pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
     ("attention", &["attention_forward", "attention_delta", "attention_backward_dq", "attention_backward_dkv"]),
     ("cross_entropy", &["cross_entropy_forward", "cross_entropy_backward"]),
     ("adamw", &["adamw", "sum_squares"]),
+    ("kl_dual", &["kl_dual"]),
+    ("pgpo_weights", &["pgpo_weights"]),
+    ("policy_loss", &["policy_loss"]),
 ];
 
 /// u32 data on a device (token ids, offsets), uploaded by the op that needs it.

@@ -399,5 +399,6 @@ pub fn all() -> Vec<KernelCheck> {
         },
     ];
     checks.extend(super::transformer::all());
+    checks.extend(super::rl::all());
     checks
 }

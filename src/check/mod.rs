@@ -6,6 +6,7 @@
 
 mod cases;
 pub mod reference;
+mod rl;
 mod transformer;
 
 pub use cases::all;

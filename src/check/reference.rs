@@ -136,3 +136,76 @@ pub fn finite_difference(f: impl Fn(&[Vec<f64>]) -> Vec<f64>, inputs: &[Vec<f64>
         })
         .collect()
 }
+
+/// Per row: (logp_clean, logp_blind, exact KL, k3) at temperature t, in f64.
+pub fn kl_dual(clean: &[f64], blind: &[f64], tokens: &[u32], v: usize, t: f64, d_clamp: f64) -> [Vec<f64>; 4] {
+    let mut out: [Vec<f64>; 4] = Default::default();
+    for (r, &tok) in tokens.iter().enumerate() {
+        let a: Vec<f64> = clean[r * v..(r + 1) * v].iter().map(|x| x / t).collect();
+        let b: Vec<f64> = blind[r * v..(r + 1) * v].iter().map(|x| x / t).collect();
+        let (la, lb) = (logsumexp(&a), logsumexp(&b));
+        let kl: f64 = a.iter().zip(&b).map(|(x, y)| (x - la).exp() * ((x - la) - (y - lb))).sum();
+        let (lc, lbl) = (a[tok as usize] - la, b[tok as usize] - lb);
+        let d = (lbl - lc).clamp(-d_clamp, d_clamp);
+        for (o, x) in out.iter_mut().zip([lc, lbl, kl, d.exp() - 1.0 - d]) {
+            o.push(x);
+        }
+    }
+    out
+}
+
+/// PGPO weights of one response, written from PGPO_METHOD.md section 3 in f64.
+pub fn pgpo_response(s: &[f64], valid: &[bool], tau: f64, beta: f64, eps: f64, variant: &str, floor: f64) -> Vec<f64> {
+    let idx: Vec<usize> = (0..s.len()).filter(|&i| valid[i]).collect();
+    let mut out = vec![0.0; s.len()];
+    if idx.is_empty() {
+        return out;
+    }
+    let st: Vec<f64> = idx.iter().map(|&i| s[i].ln_1p()).collect();
+    let lo = st.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = st.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let norm: Vec<f64> = st.iter().map(|x| (x - lo) / (hi - lo + eps)).collect();
+    let thr = if variant == "quantile" {
+        let mut sorted = norm.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[((sorted.len() as f64 * tau).floor() as usize).min(sorted.len() - 1)]
+    } else {
+        tau
+    };
+    let w: Vec<f64> = norm
+        .iter()
+        .map(|&i| {
+            if i < thr {
+                let w = i / (thr + eps);
+                if variant == "floor" { w.max(floor) } else { w }
+            } else {
+                1.0 + beta * (i - thr) / (1.0 - thr + eps)
+            }
+        })
+        .collect();
+    let sum: f64 = w.iter().sum();
+    for (k, &i) in idx.iter().enumerate() {
+        out[i] = if sum <= 0.0 {
+            1.0
+        } else if variant == "no-norm" {
+            w[k]
+        } else {
+            w[k] * idx.len() as f64 / sum
+        };
+    }
+    out
+}
+
+/// The clipped policy loss of one token from its log-prob, in f64.
+pub fn token_policy_loss(logp: f64, old: f64, adv: f64, reference: f64, clip: (f64, f64), dual: f64, kl_coef: f64) -> f64 {
+    let ratio = (logp - old).exp();
+    let mut loss = (-adv * ratio).max(-adv * ratio.clamp(1.0 - clip.0, 1.0 + clip.1));
+    if dual > 0.0 && adv < 0.0 {
+        loss = loss.min(-adv * dual);
+    }
+    if kl_coef > 0.0 {
+        let d = reference - logp;
+        loss += kl_coef * (d.exp() - 1.0 - d);
+    }
+    loss
+}

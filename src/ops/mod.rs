@@ -6,8 +6,11 @@ pub mod concat;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
+pub mod kl_dual;
 pub mod matmul;
 pub mod permute;
+pub mod pgpo_weights;
+pub mod policy_loss;
 pub mod reduce;
 pub mod rms_norm;
 pub mod rope;
@@ -24,8 +27,11 @@ pub use elementwise::{
 pub use rms_norm::{rms_norm, rms_norm_backward};
 pub use rope::{rope, rope_backward, RopeTables};
 pub use embedding::{gather, scatter_add};
+pub use kl_dual::{kl_dual, KlDual, KlOptions};
 pub use matmul::{matmul, Transpose};
 pub use permute::{permute, transpose};
+pub use pgpo_weights::{pgpo_weights, Variant, WeightConfig};
+pub use policy_loss::{policy_loss, LossConfig, PolicyLoss, TokenInputs};
 pub use reduce::{row_max, row_sum};
 pub use softmax::{log_softmax, softmax};
 

@@ -20,6 +20,9 @@ pub fn source(family: &str) -> Option<&'static str> {
         "attention" => include_str!("../../../cuda/attention.cu"),
         "cross_entropy" => include_str!("../../../cuda/cross_entropy.cu"),
         "adamw" => include_str!("../../../cuda/adamw.cu"),
+        "kl_dual" => include_str!("../../../cuda/kl_dual.cu"),
+        "pgpo_weights" => include_str!("../../../cuda/pgpo_weights.cu"),
+        "policy_loss" => include_str!("../../../cuda/policy_loss.cu"),
         _ => return None,
     })
 }

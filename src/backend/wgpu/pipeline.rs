@@ -30,6 +30,9 @@ fn raw_source(family: &str) -> Option<&'static str> {
         "attention" => include_str!("../../../shaders/attention.wgsl"),
         "cross_entropy" => include_str!("../../../shaders/cross_entropy.wgsl"),
         "adamw" => include_str!("../../../shaders/adamw.wgsl"),
+        "kl_dual" => include_str!("../../../shaders/kl_dual.wgsl"),
+        "pgpo_weights" => include_str!("../../../shaders/pgpo_weights.wgsl"),
+        "policy_loss" => include_str!("../../../shaders/policy_loss.wgsl"),
         _ => return None,
     })
 }
