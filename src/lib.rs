@@ -8,6 +8,7 @@ pub mod bench;
 pub mod check;
 pub mod device;
 pub mod error;
+pub mod io;
 pub mod ops;
 pub mod params;
 pub mod rl;

@@ -1,5 +1,8 @@
 //! The pgpo command line: `info`, `check`.
 
+#[path = "pgpo/rl_cmds.rs"]
+mod rl_cmds;
+
 use clap::{Parser, Subcommand};
 use pgpo::check;
 use pgpo::Device;
@@ -31,6 +34,49 @@ enum Command {
         #[arg(long)]
         ptx_dir: Option<std::path::PathBuf>,
     },
+    /// GRPO advantages, token visual dependency (k3), PGPO weights and token advantages.
+    /// IN holds rewards F32[B], group I64[B], logp_clean, logp_blind and mask F32[B, L];
+    /// OUT gets adv [B], tvd, weights and token_adv [B, L].
+    Advantages {
+        #[arg(long = "in")]
+        input: std::path::PathBuf,
+        #[arg(long = "out")]
+        output: std::path::PathBuf,
+        #[arg(long, default_value_t = 0.4)]
+        tau: f32,
+        #[arg(long, default_value_t = 2.0)]
+        beta: f32,
+        /// paper, quantile, floor or no-norm.
+        #[arg(long, default_value = "paper")]
+        variant: String,
+        /// Clamp of d = logp_blind - logp_clean in k3.
+        #[arg(long, default_value_t = 20.0)]
+        d_clamp: f32,
+    },
+    /// The clipped policy loss and its gradient with respect to the logits.
+    /// IN holds logits F32[N, V], tokens I64[N], old_logp and adv F32[N], optionally mask
+    /// F32[N] and seq I64[N]; OUT gets loss F32[1] and dlogits F32[N, V].
+    PolicyLoss {
+        #[arg(long = "in")]
+        input: std::path::PathBuf,
+        #[arg(long = "out")]
+        output: std::path::PathBuf,
+        #[arg(long, default_value_t = 0.2)]
+        clip_low: f32,
+        #[arg(long, default_value_t = 0.28)]
+        clip_high: f32,
+        /// Dual-clip constant for negative advantages; 0 turns it off.
+        #[arg(long, default_value_t = 3.0)]
+        dual_clip: f32,
+        /// token-mean, seq-mean-token-mean or seq-mean-token-sum.
+        #[arg(long, default_value = "token-mean")]
+        agg: String,
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// cpu, wgpu, cuda or auto.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+    },
     /// Time every kernel on every backend present: median ms, GFLOP/s or GB/s, % of peak.
     Bench {
         /// Backends to time: all, cpu, wgpu or cuda.
@@ -55,6 +101,33 @@ fn main() -> ExitCode {
         }
         Command::Check { backend, kernel, .. } => run_checks(&backend, kernel.as_deref()),
         Command::Bench { backend, json, quick } => bench(&backend, json, quick),
+        Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {
+            input: &input,
+            output: &output,
+            tau,
+            beta,
+            variant: &variant,
+            d_clamp,
+        })
+        .map(|()| {
+            println!("wrote {}", output.display());
+            true
+        }),
+        Command::PolicyLoss { input, output, clip_low, clip_high, dual_clip, agg, temperature, backend } => Device::parse(&backend)
+            .and_then(|device| {
+                let config = pgpo::ops::LossConfig { clip_low, clip_high, dual_clip, kl_coef: 0.0, temperature };
+                rl_cmds::policy_loss(&rl_cmds::PolicyLossArgs { input: &input, output: &output, config, agg: &agg, device })
+            })
+            .map(|(loss, out)| {
+                println!(
+                    "loss {loss:.6}  clip_frac {:.4}  approx_kl {:.6}  entropy {:.4}  wrote {}",
+                    out.clip_frac,
+                    out.approx_kl,
+                    out.entropy,
+                    output.display()
+                );
+                true
+            }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
