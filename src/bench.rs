@@ -132,6 +132,47 @@ pub fn cases(dev: &Device, quick: bool) -> Result<Vec<Case>> {
         }),
     });
 
+    // The PGPO kernels at the Qwen2.5 vocabulary.
+    let (nk, vq) = (size(dev, quick, 4096, 512, 32), 151_936);
+    let clean = rand(dev, &[nk, vq], 11)?;
+    let blind = rand(dev, &[nk, vq], 12)?;
+    let toks: Vec<u32> = (0..nk).map(|i| (i * 7919 % vq) as u32).collect();
+    out.push(Case {
+        kernel: "kl_dual",
+        shape: format!("[{nk}, {vq}]"),
+        // Both logit rows are read once.
+        work: Work::Bytes(8.0 * (nk * vq) as f64),
+        run: Box::new({
+            let (d, toks) = (d.clone(), toks.clone());
+            move || {
+                let o = ops::kl_dual(&clean, &blind, &toks, ops::KlOptions::default())?;
+                d.synchronize()?;
+                drop(o);
+                Ok(())
+            }
+        }),
+    });
+    let old = vec![-12.0f32; nk];
+    let adv: Vec<f32> = (0..nk).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    let weight = vec![1.0 / nk as f32; nk];
+    let plogits = rand(dev, &[nk, vq], 13)?;
+    out.push(Case {
+        kernel: "policy_loss fwd+bwd",
+        shape: format!("[{nk}, {vq}]"),
+        // Logits read twice, dlogits written once.
+        work: Work::Bytes(12.0 * (nk * vq) as f64),
+        run: Box::new({
+            let d = d.clone();
+            move || {
+                let x = ops::TokenInputs { tokens: &toks, old_logp: &old, adv: &adv, weight: &weight, ref_logp: None };
+                let o = ops::policy_loss(&plogits, &x, &ops::LossConfig::default())?;
+                d.synchronize()?;
+                drop(o);
+                Ok(())
+            }
+        }),
+    });
+
     let (h, t, hd) = (16, size(dev, quick, 2048, 1024, 256), 128);
     let q = rand(dev, &[1, h, t, hd], 7)?;
     let k = rand(dev, &[1, h, t, hd], 8)?;
