@@ -1,6 +1,7 @@
 //! Where tensors live, chosen at run time: `cpu`, `wgpu` or `cuda`.
 
 use crate::error::{Error, Result};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 use std::sync::Arc;
 
 #[derive(Clone)]
