@@ -33,9 +33,7 @@ pub fn cross_entropy_backward(
             return;
         }
         let g = dloss[r % dloss.len()] * scale;
-        for (d, &x) in d.iter_mut().zip(row) {
-            *d = g * (x - lse[r]).exp();
-        }
+        super::rowstats::exp_map(row, 1.0, lse[r], g, d);
         d[targets[r] as usize] -= g;
     });
 }

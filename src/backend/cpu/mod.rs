@@ -7,6 +7,7 @@ pub mod concat;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
+pub mod fastmath;
 pub mod kl_dual;
 pub mod matmul;
 pub mod permute;
@@ -15,6 +16,7 @@ pub mod policy_loss;
 pub mod reduce;
 pub mod rms_norm;
 pub mod rope;
+pub mod rowstats;
 pub mod softmax;
 
 /// Rows per rayon task for row-wise kernels: enough work to amortise scheduling.

@@ -51,24 +51,8 @@ pub fn policy_loss(logits: &[f32], tokens: &[u32], tok_in: &[f32], v: usize, c: 
     let inv_t = 1.0 / c.temperature;
     dlogits.par_chunks_mut(v).zip(tok_out.par_chunks_mut(TOKEN_OUT)).enumerate().for_each(|(r, (d, o))| {
         let row = &logits[r * v..(r + 1) * v];
-        // One pass for max, sum exp and sum exp * z (entropy), blocked so the rescale is rare.
-        let (mut m, mut s, mut te) = (f32::NEG_INFINITY, 0.0f32, 0.0f32);
-        for chunk in row.chunks(512) {
-            let cm = chunk.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) * inv_t;
-            if cm > m {
-                let r = (m - cm).exp();
-                s *= r;
-                te *= r;
-                m = cm;
-            }
-            for &x in chunk {
-                let z = x * inv_t;
-                let e = (z - m).exp();
-                s += e;
-                te += e * z;
-            }
-        }
-        let lse = m + s.ln();
+        let st = super::rowstats::lse_stats(row, inv_t);
+        let (lse, s, te) = (st.lse(), st.sum, st.zsum);
         let x = &tok_in[r * TOKEN_IN..(r + 1) * TOKEN_IN];
         let (old, adv, weight, reference) = (x[0], x[1], x[2], x[3]);
         let t = tokens[r] as usize;
@@ -81,9 +65,7 @@ pub fn policy_loss(logits: &[f32], tokens: &[u32], tok_in: &[f32], v: usize, c: 
             d.fill(0.0);
             return;
         }
-        for (d, &x) in d.iter_mut().zip(row) {
-            *d = -g * (x * inv_t - lse).exp();
-        }
+        super::rowstats::exp_map(row, inv_t, lse, -g, d);
         d[t] += g;
     });
 }

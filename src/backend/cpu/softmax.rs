@@ -4,8 +4,8 @@ use rayon::prelude::*;
 
 /// (max, sum of exp(x - max)) of one row.
 pub fn row_stats(row: &[f32]) -> (f32, f32) {
-    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    (m, row.iter().map(|&v| (v - m).exp()).sum())
+    let s = super::rowstats::lse_stats(row, 1.0);
+    (s.max, s.sum)
 }
 
 fn rows(x: &[f32], cols: usize, out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
@@ -20,10 +20,7 @@ fn rows(x: &[f32], cols: usize, out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) 
 pub fn softmax(x: &[f32], cols: usize, out: &mut [f32]) {
     rows(x, cols, out, |row, o| {
         let (m, s) = row_stats(row);
-        let inv = 1.0 / s;
-        for (o, &v) in o.iter_mut().zip(row) {
-            *o = (v - m).exp() * inv;
-        }
+        super::rowstats::exp_map(row, 1.0, m, 1.0 / s, o);
     });
 }
 

@@ -1,0 +1,133 @@
+//! Lane-parallel online statistics of logit rows, the inner loops of softmax, cross-entropy,
+//! kl_dual and policy_loss. Sixteen independent lanes each keep an online (max, sums) over
+//! blocks of the row, so the loops vectorise without reassociating a float reduction; the
+//! lanes merge at the end as the GPU kernels' trees do.
+
+use super::fastmath::{dispatch, exp};
+
+const L: usize = 16;
+const BLOCK: usize = 256;
+
+/// (max, sum exp(z - max), sum exp(z - max) z) of z = x * inv_t.
+#[derive(Clone, Copy, Debug)]
+pub struct Lse {
+    pub max: f32,
+    pub sum: f32,
+    pub zsum: f32,
+}
+
+impl Lse {
+    pub fn lse(&self) -> f32 {
+        self.max + self.sum.ln()
+    }
+}
+
+#[inline(always)]
+fn merge(m: &[f32; L], sums: &[&[f32; L]]) -> (f32, Vec<f32>) {
+    let top = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let out = sums
+        .iter()
+        .map(|s| (0..L).map(|l| if m[l] == f32::NEG_INFINITY { 0.0 } else { s[l] * exp(m[l] - top) }).sum())
+        .collect();
+    (top, out)
+}
+
+/// Raises each lane's max to cover the block, rescaling its sums (once per block).
+#[inline(always)]
+fn rescale(m: &mut [f32; L], bm: &[f32; L], sums: &mut [&mut [f32; L]]) {
+    for l in 0..L {
+        let nm = m[l].max(bm[l]);
+        let r = if nm == f32::NEG_INFINITY { 1.0 } else { exp(m[l] - nm) };
+        for s in sums.iter_mut() {
+            s[l] *= r;
+        }
+        m[l] = nm;
+    }
+}
+
+#[inline(always)]
+fn block_max(x: &[f32], inv_t: f32) -> [f32; L] {
+    let mut bm = [f32::NEG_INFINITY; L];
+    let mut chunks = x.chunks_exact(L);
+    for c in &mut chunks {
+        for l in 0..L {
+            bm[l] = bm[l].max(c[l] * inv_t);
+        }
+    }
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        bm[l] = bm[l].max(v * inv_t);
+    }
+    bm
+}
+
+#[inline(always)]
+fn lse_stats_impl(x: &[f32], inv_t: f32) -> Lse {
+    let (mut m, mut s, mut t) = ([f32::NEG_INFINITY; L], [0.0f32; L], [0.0f32; L]);
+    for blk in x.chunks(BLOCK) {
+        rescale(&mut m, &block_max(blk, inv_t), &mut [&mut s, &mut t]);
+        let mut chunks = blk.chunks_exact(L);
+        for c in &mut chunks {
+            for l in 0..L {
+                let z = c[l] * inv_t;
+                let e = exp(z - m[l]);
+                s[l] += e;
+                t[l] += e * z;
+            }
+        }
+        for (l, &v) in chunks.remainder().iter().enumerate() {
+            let z = v * inv_t;
+            let e = exp(z - m[l]);
+            s[l] += e;
+            t[l] += e * z;
+        }
+    }
+    let (max, sums) = merge(&m, &[&s, &t]);
+    Lse { max, sum: sums[0], zsum: sums[1] }
+}
+
+dispatch!(pub fn lse_stats(x: &[f32], inv_t: f32) -> Lse => lse_stats_impl);
+
+/// Statistics of a pair of rows a = clean * inv_t, b = blind * inv_t: the Lse of each, with
+/// a.zsum replaced by sum exp(a - max_a) (a - b), so KL(p_a || p_b) = zsum / sum - lse_a + lse_b.
+#[inline(always)]
+fn kl_stats_impl(clean: &[f32], blind: &[f32], inv_t: f32) -> (Lse, Lse) {
+    let (mut ma, mut sa, mut ta) = ([f32::NEG_INFINITY; L], [0.0f32; L], [0.0f32; L]);
+    let (mut mb, mut sb) = ([f32::NEG_INFINITY; L], [0.0f32; L]);
+    for (ba, bb) in clean.chunks(BLOCK).zip(blind.chunks(BLOCK)) {
+        rescale(&mut ma, &block_max(ba, inv_t), &mut [&mut sa, &mut ta]);
+        rescale(&mut mb, &block_max(bb, inv_t), &mut [&mut sb]);
+        let (mut ca, mut cb) = (ba.chunks_exact(L), bb.chunks_exact(L));
+        for (xa, xb) in (&mut ca).zip(&mut cb) {
+            for l in 0..L {
+                let (a, b) = (xa[l] * inv_t, xb[l] * inv_t);
+                let e = exp(a - ma[l]);
+                sa[l] += e;
+                ta[l] += e * (a - b);
+                sb[l] += exp(b - mb[l]);
+            }
+        }
+        for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+            let (a, b) = (xa * inv_t, xb * inv_t);
+            let e = exp(a - ma[l]);
+            sa[l] += e;
+            ta[l] += e * (a - b);
+            sb[l] += exp(b - mb[l]);
+        }
+    }
+    let (max_a, sums_a) = merge(&ma, &[&sa, &ta]);
+    let (max_b, sums_b) = merge(&mb, &[&sb]);
+    (Lse { max: max_a, sum: sums_a[0], zsum: sums_a[1] }, Lse { max: max_b, sum: sums_b[0], zsum: 0.0 })
+}
+
+dispatch!(pub fn kl_stats(clean: &[f32], blind: &[f32], inv_t: f32) -> (Lse, Lse) => kl_stats_impl);
+
+/// out[i] = scale * exp(x[i] * inv_t - shift), the second pass of softmax and of the
+/// logits gradients.
+#[inline(always)]
+fn exp_map_impl(x: &[f32], inv_t: f32, shift: f32, scale: f32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = scale * exp(v * inv_t - shift);
+    }
+}
+
+dispatch!(pub fn exp_map(x: &[f32], inv_t: f32, shift: f32, scale: f32, out: &mut [f32]) => exp_map_impl);
