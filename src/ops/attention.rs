@@ -156,8 +156,7 @@ pub fn attention_backward(
         cpu::attention::attention_delta(ov, g, s.d, &mut delta);
         let (mut dq, mut dk, mut dv) = (cpu::alloc(q.numel()), cpu::alloc(k.numel()), cpu::alloc(v.numel()));
         let x = cpu::attention::BackwardInputs { q: qv, k: kv, v: vv, lse: l, delta: &delta, dout: g };
-        cpu::attention::attention_backward_dq(x, s, masks(opts), &mut dq);
-        cpu::attention::attention_backward_dkv(x, s, masks(opts), &mut dk, &mut dv);
+        cpu::attention::attention_backward(x, s, masks(opts), &mut dq, &mut dk, &mut dv);
         return Ok((Tensor::from_cpu(dq, q.shape()), Tensor::from_cpu(dk, k.shape()), Tensor::from_cpu(dv, v.shape())));
     }
     let dev = q.device();

@@ -1,9 +1,12 @@
-//! Fused (flash-style) attention and its backward (see shaders/attention.wgsl).
-//! Forward: per query row, keys are visited in blocks with an online softmax, so only the
-//! output and the row log-sum-exp are stored, never the [Tq, Tk] scores. Backward recomputes
-//! the probabilities from the lse: one pass over query rows for dQ, one over key rows for
-//! dK and dV (summing the query heads that share a KV head), with no atomics.
+//! Fused (flash-style) attention and its backward (see shaders/attention.wgsl for the GPU
+//! form). On the CPU the work is tiled into 64 x 64 blocks whose products run through the
+//! `gemm` crate. Forward: per block of 64 query rows, key blocks are visited with an online
+//! softmax, so only the output and the row log-sum-exp are stored, never the [Tq, Tk]
+//! scores. Backward: one task per KV head walks its key blocks and, for each, the query
+//! blocks of every query head in its group, recomputing P from the lse; dQ, dK and dV are
+//! each owned by one task, so there are no atomics and results are deterministic.
 
+use super::fastmath::exp;
 use rayon::prelude::*;
 
 /// Sizes and options of one attention call. q is [B, Hq, Tq, D]; k and v are [B, Hkv, Tk, D].
@@ -54,70 +57,133 @@ impl AttnDims {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+/// Query and key rows per block.
+const BQ: usize = 64;
+const BK: usize = 64;
 
-const KEY_BLOCK: usize = 64;
+/// dst[m, n] (+)= lhs[m, k] . rhs[k, n], each operand given by (row stride, column stride).
+/// SAFETY (callers): every pointer covers its matrix under the given strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                unsafe { std::slice::from_raw_parts_mut(dst.add(r * dst_rs), n) }.fill(0.0);
+            }
+        }
+        return;
+    }
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
 
 /// o [B, Hq, Tq, D] and lse [B, Hq, Tq].
 pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMasks, o: &mut [f32], lse: &mut [f32]) {
     let d = s.d;
     let group = s.hq / s.hkv;
-    o.par_chunks_mut(d).zip(lse.par_iter_mut()).enumerate().for_each(|(row, (o, lse))| {
-        let i = row % s.tq;
-        let h = (row / s.tq) % s.hq;
-        let b = row / (s.tq * s.hq);
+    o.par_chunks_mut(s.tq * d).zip(lse.par_chunks_mut(s.tq)).enumerate().for_each(|(bh, (o, lse))| {
+        let (b, h) = (bh / s.hq, bh % s.hq);
         let kv = (b * s.hkv + h / group) * s.tk * d;
-        let qr = &q[row * d..(row + 1) * d];
-        let (mut mx, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-        o.fill(0.0);
-        let mut scores = [0.0f32; KEY_BLOCK];
-        let end = s.key_end(i);
-        for j0 in (0..end).step_by(KEY_BLOCK) {
-            let j1 = (j0 + KEY_BLOCK).min(end);
-            let mut bmax = f32::NEG_INFINITY;
-            for j in j0..j1 {
-                let sc = if s.visible(&m, b, i, j) {
-                    s.scale * dot(qr, &k[kv + j * d..kv + (j + 1) * d])
+        let qh = &q[bh * s.tq * d..(bh + 1) * s.tq * d];
+        o.par_chunks_mut(BQ * d).zip(lse.par_chunks_mut(BQ)).enumerate().for_each(|(qb, (o, lse))| {
+            let i0 = qb * BQ;
+            let rows = lse.len();
+            let mut scores = vec![0.0f32; rows * BK];
+            let (mut mx, mut sum) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
+            o.fill(0.0);
+            let end = s.key_end(i0 + rows - 1);
+            for j0 in (0..end).step_by(BK) {
+                let cols = BK.min(end - j0);
+                // S = Q_i K_j^T.
+                unsafe {
+                    mm(
+                        (rows, cols, d),
+                        scores.as_mut_ptr(),
+                        BK,
+                        false,
+                        (qh[i0 * d..].as_ptr(), d, 1),
+                        (k[kv + j0 * d..].as_ptr(), 1, d),
+                    );
+                }
+                for r in 0..rows {
+                    let row = &mut scores[r * BK..r * BK + cols];
+                    let mut bmax = f32::NEG_INFINITY;
+                    for (c, x) in row.iter_mut().enumerate() {
+                        *x = if s.visible(&m, b, i0 + r, j0 + c) { *x * s.scale } else { f32::NEG_INFINITY };
+                        bmax = bmax.max(*x);
+                    }
+                    let nm = mx[r].max(bmax);
+                    if nm == f32::NEG_INFINITY {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let corr = exp(mx[r] - nm);
+                    if corr != 1.0 {
+                        sum[r] *= corr;
+                        o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= corr);
+                    }
+                    let mut add = 0.0;
+                    for x in row.iter_mut() {
+                        *x = exp(*x - nm);
+                        add += *x;
+                    }
+                    sum[r] += add;
+                    mx[r] = nm;
+                }
+                // O_i += P V_j.
+                unsafe {
+                    mm((rows, d, cols), o.as_mut_ptr(), d, true, (scores.as_ptr(), BK, 1), (v[kv + j0 * d..].as_ptr(), d, 1));
+                }
+            }
+            for r in 0..rows {
+                if sum[r] > 0.0 {
+                    let inv = 1.0 / sum[r];
+                    o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= inv);
+                    lse[r] = mx[r] + sum[r].ln();
                 } else {
-                    f32::NEG_INFINITY
-                };
-                scores[j - j0] = sc;
-                bmax = bmax.max(sc);
-            }
-            if bmax == f32::NEG_INFINITY {
-                continue;
-            }
-            let new_max = mx.max(bmax);
-            let corr = (mx - new_max).exp();
-            sum *= corr;
-            o.iter_mut().for_each(|x| *x *= corr);
-            for j in j0..j1 {
-                let p = (scores[j - j0] - new_max).exp();
-                if p == 0.0 {
-                    continue;
-                }
-                sum += p;
-                for (x, vv) in o.iter_mut().zip(&v[kv + j * d..kv + (j + 1) * d]) {
-                    *x += p * vv;
+                    lse[r] = NO_KEY_LSE;
                 }
             }
-            mx = new_max;
-        }
-        if sum > 0.0 {
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|x| *x *= inv);
-            *lse = mx + sum.ln();
-        } else {
-            *lse = NO_KEY_LSE;
-        }
+        });
     });
 }
 
 /// delta[row] = sum_d dO * O, the softmax-backward row term.
 pub fn attention_delta(o: &[f32], dout: &[f32], d: usize, delta: &mut [f32]) {
-    delta.par_iter_mut().enumerate().for_each(|(r, x)| *x = dot(&o[r * d..(r + 1) * d], &dout[r * d..(r + 1) * d]));
+    delta.par_iter_mut().enumerate().for_each(|(r, x)| {
+        *x = o[r * d..(r + 1) * d].iter().zip(&dout[r * d..(r + 1) * d]).map(|(a, b)| a * b).sum()
+    });
 }
 
 /// What the backward reads: the forward's inputs and lse, delta = rowsum(dO * O), and dO.
@@ -131,65 +197,51 @@ pub struct BackwardInputs<'a> {
     pub dout: &'a [f32],
 }
 
-/// The probability p = exp(scale q.k - lse) and the score gradient ds = p (dO.v - delta) scale.
-fn p_and_ds(s: &AttnDims, qi: &[f32], kj: &[f32], doi: &[f32], vj: &[f32], lse: f32, delta: f32) -> (f32, f32) {
-    let p = (s.scale * dot(qi, kj) - lse).exp();
-    (p, p * (dot(doi, vj) - delta) * s.scale)
-}
-
-/// dq [B, Hq, Tq, D].
-pub fn attention_backward_dq(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut [f32]) {
-    let BackwardInputs { q, k, v, lse, delta, dout } = x;
+/// dq [B, Hq, Tq, D], dk and dv [B, Hkv, Tk, D] (summed over the query heads of each KV head).
+pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
     let d = s.d;
     let group = s.hq / s.hkv;
-    dq.par_chunks_mut(d).enumerate().for_each(|(row, dq)| {
+    let (qn, kn) = (group * s.tq * d, s.tk * d);
+    dq.par_chunks_mut(qn).zip(dk.par_chunks_mut(kn).zip(dv.par_chunks_mut(kn))).enumerate().for_each(|(bg, (dq, (dk, dv)))| {
+        let b = bg / s.hkv;
+        let kv = bg * kn;
         dq.fill(0.0);
-        if lse[row] == NO_KEY_LSE {
-            return;
-        }
-        let i = row % s.tq;
-        let h = (row / s.tq) % s.hq;
-        let b = row / (s.tq * s.hq);
-        let kv = (b * s.hkv + h / group) * s.tk * d;
-        let (qr, dor) = (&q[row * d..(row + 1) * d], &dout[row * d..(row + 1) * d]);
-        for j in 0..s.key_end(i) {
-            if !s.visible(&m, b, i, j) {
-                continue;
-            }
-            let kj = &k[kv + j * d..kv + (j + 1) * d];
-            let (_, ds) = p_and_ds(&s, qr, kj, dor, &v[kv + j * d..kv + (j + 1) * d], lse[row], delta[row]);
-            for (x, kk) in dq.iter_mut().zip(kj) {
-                *x += ds * kk;
-            }
-        }
-    });
-}
-
-/// dk and dv [B, Hkv, Tk, D], summed over the query heads of each KV head.
-pub fn attention_backward_dkv(x: BackwardInputs, s: AttnDims, m: AttnMasks, dk: &mut [f32], dv: &mut [f32]) {
-    let BackwardInputs { q, k, v, lse, delta, dout } = x;
-    let d = s.d;
-    let group = s.hq / s.hkv;
-    dk.par_chunks_mut(d).zip(dv.par_chunks_mut(d)).enumerate().for_each(|(krow, (dk, dv))| {
         dk.fill(0.0);
         dv.fill(0.0);
-        let j = krow % s.tk;
-        let hk = (krow / s.tk) % s.hkv;
-        let b = krow / (s.tk * s.hkv);
-        let (kj, vj) = (&k[krow * d..(krow + 1) * d], &v[krow * d..(krow + 1) * d]);
-        // Under the causal mask, query i sees key j when i + tk - tq >= j.
-        let first = if s.causal { (j + s.tq).saturating_sub(s.tk) } else { 0 };
-        for h in hk * group..(hk + 1) * group {
-            for i in first..s.tq {
-                let row = (b * s.hq + h) * s.tq + i;
-                if lse[row] == NO_KEY_LSE || !s.visible(&m, b, i, j) {
-                    continue;
-                }
-                let (qi, doi) = (&q[row * d..(row + 1) * d], &dout[row * d..(row + 1) * d]);
-                let (p, ds) = p_and_ds(&s, qi, kj, doi, vj, lse[row], delta[row]);
-                for c in 0..d {
-                    dv[c] += p * doi[c];
-                    dk[c] += ds * qi[c];
+        let mut p = vec![0.0f32; BQ * BK];
+        let mut dp = vec![0.0f32; BQ * BK];
+        for j0 in (0..s.tk).step_by(BK) {
+            let cols = BK.min(s.tk - j0);
+            // Under the causal mask, query i sees key j when i + tk - tq >= j.
+            let first = if s.causal { (j0 + s.tq).saturating_sub(s.tk) } else { 0 };
+            for g in 0..group {
+                let h = (bg % s.hkv) * group + g;
+                let base = (b * s.hq + h) * s.tq;
+                for i0 in (first - first % BQ..s.tq).step_by(BQ) {
+                    let rows = BQ.min(s.tq - i0);
+                    let (qi, doi) = (&x.q[(base + i0) * d..], &x.dout[(base + i0) * d..]);
+                    unsafe {
+                        // S = Q_i K_j^T, then P = exp(S scale - lse) on visible entries.
+                        mm((rows, cols, d), p.as_mut_ptr(), BK, false, (qi.as_ptr(), d, 1), (x.k[kv + j0 * d..].as_ptr(), 1, d));
+                        // dP = dO_i V_j^T.
+                        mm((rows, cols, d), dp.as_mut_ptr(), BK, false, (doi.as_ptr(), d, 1), (x.v[kv + j0 * d..].as_ptr(), 1, d));
+                    }
+                    for r in 0..rows {
+                        let (l, delta) = (x.lse[base + i0 + r], x.delta[base + i0 + r]);
+                        for c in 0..cols {
+                            let e = r * BK + c;
+                            let pv = if l != NO_KEY_LSE && s.visible(&m, b, i0 + r, j0 + c) { exp(p[e] * s.scale - l) } else { 0.0 };
+                            p[e] = pv;
+                            dp[e] = pv * (dp[e] - delta) * s.scale;
+                        }
+                    }
+                    let dq_i = dq[(g * s.tq + i0) * d..].as_mut_ptr();
+                    unsafe {
+                        // dV_j += P^T dO_i; dK_j += dS^T Q_i; dQ_i += dS K_j.
+                        mm((cols, d, rows), dv[j0 * d..].as_mut_ptr(), d, true, (p.as_ptr(), 1, BK), (doi.as_ptr(), d, 1));
+                        mm((cols, d, rows), dk[j0 * d..].as_mut_ptr(), d, true, (dp.as_ptr(), 1, BK), (qi.as_ptr(), d, 1));
+                        mm((rows, d, cols), dq_i, d, true, (dp.as_ptr(), BK, 1), (x.k[kv + j0 * d..].as_ptr(), d, 1));
+                    }
                 }
             }
         }
