@@ -1,7 +1,7 @@
 //! `pgpo bench`: each kernel's median time at a fixed shape, its throughput (GFLOP/s for
 //! compute-bound kernels, GB/s of compulsory traffic for memory-bound ones) and the share of
-//! the backend's measured peak: a large copy gives the bandwidth, the best matmul the FLOP
-//! rate. The criterion benches (benches/kernels.rs) run the same cases.
+//! the backend's measured peak: the faster of a large copy and a large read gives the
+//! bandwidth, the best matmul the FLOP rate. The criterion benches (benches/kernels.rs) run the same cases.
 
 use crate::device::Device;
 use crate::error::Result;
@@ -72,6 +72,19 @@ pub fn cases(dev: &Device, quick: bool) -> Result<Vec<Case>> {
         run: Box::new({
             let d = d.clone();
             move || sync(&d, || ops::scale(&x, 1.0))
+        }),
+    });
+
+    // A large read: the bandwidth the row kernels (kl_dual, policy_loss) can reach.
+    let rows = size(dev, quick, 1 << 15, 1 << 14, 1 << 12);
+    let x = rand(dev, &[rows, 1024], 14)?;
+    out.push(Case {
+        kernel: "read (row_sum)",
+        shape: format!("[{rows}, 1024]"),
+        work: Work::Bytes(4.0 * (rows * 1024) as f64),
+        run: Box::new({
+            let d = d.clone();
+            move || sync(&d, || ops::row_sum(&x))
         }),
     });
 
@@ -232,7 +245,11 @@ pub fn run(dev: &Device, quick: bool) -> Result<Vec<Row>> {
         };
         rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, pct_peak: None });
     }
-    let peak_bw = rows.iter().filter(|r| r.kernel.starts_with("copy")).filter_map(|r| r.gbps).fold(0.0, f64::max);
+    let peak_bw = rows
+        .iter()
+        .filter(|r| r.kernel.starts_with("copy") || r.kernel.starts_with("read"))
+        .filter_map(|r| r.gbps)
+        .fold(0.0, f64::max);
     let peak_fl = rows.iter().filter(|r| r.kernel == "matmul").filter_map(|r| r.gflops).fold(0.0, f64::max);
     for r in &mut rows {
         r.pct_peak = match (r.gflops, r.gbps) {
