@@ -7,6 +7,7 @@
 //! each owned by one task, so there are no atomics and results are deterministic.
 
 use super::fastmath::exp;
+use super::rowstats::{attention_grad_row, softmax_block_row};
 use rayon::prelude::*;
 
 /// Sizes and options of one attention call. q is [B, Hq, Tq, D]; k and v are [B, Hkv, Tk, D].
@@ -49,6 +50,23 @@ impl AttnDims {
             return false;
         }
         true
+    }
+
+    /// Whether every key of [j0, j0 + cols) is visible to every query of [i0, i0 + rows):
+    /// such blocks skip the per-element mask.
+    fn block_visible(&self, m: &AttnMasks, i0: usize, j0: usize, cols: usize) -> bool {
+        m.key_mask.is_none() && m.segments.is_none() && (!self.causal || j0 + cols + self.tq <= i0 + 1 + self.tk)
+    }
+
+    /// Writes -inf over the scores [rows, cols] (row stride `stride`) of hidden pairs.
+    fn mask_block(&self, m: &AttnMasks, b: usize, i0: usize, j0: usize, rows: usize, cols: usize, scores: &mut [f32], stride: usize) {
+        for r in 0..rows {
+            for c in 0..cols {
+                if !self.visible(m, b, i0 + r, j0 + c) {
+                    scores[r * stride + c] = f32::NEG_INFINITY;
+                }
+            }
+        }
     }
 
     /// Last key (exclusive) a query row may see under the causal mask.
@@ -136,27 +154,18 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
                         (k[kv + j0 * d..].as_ptr(), 1, d),
                     );
                 }
+                if !s.block_visible(&m, i0, j0, cols) {
+                    s.mask_block(&m, b, i0, j0, rows, cols, &mut scores, BK);
+                }
                 for r in 0..rows {
-                    let row = &mut scores[r * BK..r * BK + cols];
-                    let mut bmax = f32::NEG_INFINITY;
-                    for (c, x) in row.iter_mut().enumerate() {
-                        *x = if s.visible(&m, b, i0 + r, j0 + c) { *x * s.scale } else { f32::NEG_INFINITY };
-                        bmax = bmax.max(*x);
-                    }
-                    let nm = mx[r].max(bmax);
+                    let (nm, add) = softmax_block_row(&mut scores[r * BK..r * BK + cols], s.scale, mx[r]);
                     if nm == f32::NEG_INFINITY {
-                        row.fill(0.0);
                         continue;
                     }
                     let corr = exp(mx[r] - nm);
                     if corr != 1.0 {
                         sum[r] *= corr;
                         o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= corr);
-                    }
-                    let mut add = 0.0;
-                    for x in row.iter_mut() {
-                        *x = exp(*x - nm);
-                        add += *x;
                     }
                     sum[r] += add;
                     mx[r] = nm;
@@ -226,13 +235,17 @@ pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut
                         // dP = dO_i V_j^T.
                         mm((rows, cols, d), dp.as_mut_ptr(), BK, false, (doi.as_ptr(), d, 1), (x.v[kv + j0 * d..].as_ptr(), 1, d));
                     }
+                    if !s.block_visible(&m, i0, j0, cols) {
+                        s.mask_block(&m, b, i0, j0, rows, cols, &mut p, BK);
+                    }
                     for r in 0..rows {
                         let (l, delta) = (x.lse[base + i0 + r], x.delta[base + i0 + r]);
-                        for c in 0..cols {
-                            let e = r * BK + c;
-                            let pv = if l != NO_KEY_LSE && s.visible(&m, b, i0 + r, j0 + c) { exp(p[e] * s.scale - l) } else { 0.0 };
-                            p[e] = pv;
-                            dp[e] = pv * (dp[e] - delta) * s.scale;
+                        let (pr, dpr) = (&mut p[r * BK..r * BK + cols], &mut dp[r * BK..r * BK + cols]);
+                        if l == NO_KEY_LSE {
+                            pr.fill(0.0);
+                            dpr.fill(0.0);
+                        } else {
+                            attention_grad_row(pr, dpr, s.scale, l, delta);
                         }
                     }
                     let dq_i = dq[(g * s.tq + i0) * d..].as_mut_ptr();

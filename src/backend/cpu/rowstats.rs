@@ -131,3 +131,55 @@ fn exp_map_impl(x: &[f32], inv_t: f32, shift: f32, scale: f32, out: &mut [f32]) 
 }
 
 dispatch!(pub fn exp_map(x: &[f32], inv_t: f32, shift: f32, scale: f32, out: &mut [f32]) => exp_map_impl);
+
+/// One row of an attention score block, in place: z = x * scale; the new running max
+/// m' = max(m, max z); x = exp(z - m'). Returns (m', sum of the new x). Entries already at
+/// -inf (masked) become 0. When every entry is masked and m is -inf, the row is zeroed.
+#[inline(always)]
+fn softmax_block_row_impl(row: &mut [f32], scale: f32, m: f32) -> (f32, f32) {
+    let mut bm = [f32::NEG_INFINITY; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for l in 0..L {
+            c[l] *= scale;
+            bm[l] = bm[l].max(c[l]);
+        }
+    }
+    for (l, x) in chunks.into_remainder().iter_mut().enumerate() {
+        *x *= scale;
+        bm[l] = bm[l].max(*x);
+    }
+    let nm = bm.iter().copied().fold(m, f32::max);
+    if nm == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return (nm, 0.0);
+    }
+    let mut sums = [0.0f32; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for l in 0..L {
+            c[l] = exp(c[l] - nm);
+            sums[l] += c[l];
+        }
+    }
+    for (l, x) in chunks.into_remainder().iter_mut().enumerate() {
+        *x = exp(*x - nm);
+        sums[l] += *x;
+    }
+    (nm, sums.iter().sum())
+}
+
+dispatch!(pub fn softmax_block_row(row: &mut [f32], scale: f32, m: f32) -> (f32, f32) => softmax_block_row_impl);
+
+/// One row of the attention backward, in place: p = exp(s * scale - lse) (s holds the
+/// scores, masked entries -inf), then ds = p (dp - delta) scale (dp holds dO . v).
+#[inline(always)]
+fn attention_grad_row_impl(s: &mut [f32], dp: &mut [f32], scale: f32, lse: f32, delta: f32) {
+    for (x, g) in s.iter_mut().zip(dp.iter_mut()) {
+        let p = exp(*x * scale - lse);
+        *x = p;
+        *g = p * (*g - delta) * scale;
+    }
+}
+
+dispatch!(pub fn attention_grad_row(s: &mut [f32], dp: &mut [f32], scale: f32, lse: f32, delta: f32) => attention_grad_row_impl);
