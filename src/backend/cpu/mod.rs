@@ -24,7 +24,38 @@ pub(crate) const MIN_ELEMS_PER_TASK: usize = 1 << 14;
 
 /// An output buffer: NaN when poisoning is on, so unwritten elements show.
 pub fn alloc(n: usize) -> Vec<f32> {
-    vec![if crate::poison_outputs() { f32::NAN } else { 0.0 }; n]
+    if crate::poison_outputs() {
+        let mut v = Vec::with_capacity(n);
+        huge_pages(&v, n);
+        v.resize(n, f32::NAN);
+        v
+    } else {
+        // Zeroed pages come lazily from the OS; the kernel's first write faults them in.
+        let v = vec![0.0; n];
+        huge_pages(&v, n);
+        v
+    }
+}
+
+/// Asks Linux to back a large, not yet touched buffer with transparent huge pages: a
+/// 2.5 GB logits gradient then faults in 1,200 times instead of 600,000.
+fn huge_pages(v: &Vec<f32>, n: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let bytes = n * 4;
+        if bytes < 4 * HUGE {
+            return;
+        }
+        let start = (v.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (v.as_ptr() as usize + bytes) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside this allocation; madvise only changes how the
+            // kernel backs it, and failure is harmless.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    let _ = (v, n);
 }
 
 /// Rows per parallel chunk for a row length of `cols`.

@@ -183,3 +183,40 @@ fn attention_grad_row_impl(s: &mut [f32], dp: &mut [f32], scale: f32, lse: f32, 
 }
 
 dispatch!(pub fn attention_grad_row(s: &mut [f32], dp: &mut [f32], scale: f32, lse: f32, delta: f32) => attention_grad_row_impl);
+
+/// max of x * inv_t (inv_t > 0).
+#[inline(always)]
+fn row_max_impl(x: &[f32], inv_t: f32) -> f32 {
+    block_max(x, inv_t).iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+dispatch!(pub fn row_max(x: &[f32], inv_t: f32) -> f32 => row_max_impl);
+
+/// out = exp(x * inv_t - max); returns (sum out, sum out * z) with z = x * inv_t. With the
+/// row max known this needs one exp per element and leaves the probabilities (times sum) in
+/// `out` for a cheap in-place rescale.
+#[inline(always)]
+fn exp_store_impl(x: &[f32], inv_t: f32, max: f32, out: &mut [f32]) -> (f32, f32) {
+    let (mut s, mut t) = ([0.0f32; L], [0.0f32; L]);
+    let mut xs = x.chunks_exact(L);
+    let mut os = out.chunks_exact_mut(L);
+    for (c, o) in (&mut xs).zip(&mut os) {
+        for l in 0..L {
+            let z = c[l] * inv_t;
+            let e = exp(z - max);
+            o[l] = e;
+            s[l] += e;
+            t[l] += e * z;
+        }
+    }
+    for (l, (&v, o)) in xs.remainder().iter().zip(os.into_remainder()).enumerate() {
+        let z = v * inv_t;
+        let e = exp(z - max);
+        *o = e;
+        s[l] += e;
+        t[l] += e * z;
+    }
+    (s.iter().sum(), t.iter().sum())
+}
+
+dispatch!(pub fn exp_store(x: &[f32], inv_t: f32, max: f32, out: &mut [f32]) -> (f32, f32) => exp_store_impl);
