@@ -1,6 +1,7 @@
-//! Criterion benches of every kernel in `pgpo bench`, on every backend present, at the
-//! quick shapes (software adapters get their smaller shapes). Throughput is reported per
-//! case as bytes or as FLOPs counted in elements (criterion has no FLOP unit).
+//! Criterion benches, on every backend present: the workloads of `pgpo bench` at their quick
+//! shapes (software adapters get smaller ones), with throughput as bytes or as FLOPs counted
+//! in elements (criterion has no FLOP unit); and every kernel of `pgpo check` at the largest
+//! shape of its correctness cases, so no kernel goes unmeasured.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pgpo::bench::{cases, Work};
@@ -24,5 +25,27 @@ fn kernels(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, kernels);
+fn every_checked_kernel(c: &mut Criterion) {
+    let mut devices = vec![Device::Cpu];
+    devices.extend(Device::wgpu().ok());
+    devices.extend(Device::cuda(0).ok());
+    for dev in &devices {
+        let mut group = c.benchmark_group(format!("{} check shapes", dev.kind()));
+        group.sample_size(10);
+        for check in pgpo::check::all() {
+            let shape = check.shapes.last().expect("every check has a shape");
+            let inputs = (check.inputs)(shape, &mut pgpo::rng::Rng::new(1));
+            group.bench_function(format!("{} {shape:?}", check.name), |b| {
+                b.iter(|| {
+                    let out = (check.run)(dev, shape, &inputs).expect("kernel runs");
+                    dev.synchronize().expect("device finishes");
+                    out
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, kernels, every_checked_kernel);
 criterion_main!(benches);
