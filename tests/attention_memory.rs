@@ -4,32 +4,11 @@
 
 use pgpo::ops::{attention, AttnOptions};
 use pgpo::{Device, Tensor};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-            PEAK.fetch_max(now, Ordering::SeqCst);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting::Counting = counting::Counting;
 
 /// Bytes allocated at peak by a causal attention forward at T tokens, beyond its outputs.
 fn workspace(t: usize, d: usize) -> (usize, usize) {
@@ -37,10 +16,7 @@ fn workspace(t: usize, d: usize) -> (usize, usize) {
     let mut mk = || Tensor::from_vec(rng.vec(t * d, -1.0, 1.0), &[1, 1, t, d], &Device::Cpu).unwrap();
     let (q, k, v) = (mk(), mk(), mk());
     let opts = AttnOptions { causal: true, ..Default::default() };
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
-    let (o, lse) = attention(&q, &k, &v, &opts).unwrap();
-    let extra = PEAK.load(Ordering::SeqCst) - before;
+    let ((o, lse), extra) = counting::peak_during(|| attention(&q, &k, &v, &opts).unwrap());
     assert!(o.to_vec().unwrap().iter().all(|x| x.is_finite()));
     let outputs = (o.numel() + lse.numel()) * 4;
     (extra.saturating_sub(outputs), outputs)

@@ -4,32 +4,11 @@
 
 use pgpo::ops::{kl_dual, policy_loss, KlOptions, LossConfig, TokenInputs};
 use pgpo::{Device, Tensor};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-            PEAK.fetch_max(now, Ordering::SeqCst);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting::Counting = counting::Counting;
 
 const N: usize = 4096;
 const V: usize = 151_936;
@@ -42,14 +21,6 @@ fn logits(seed: usize) -> Tensor {
     Tensor::from_vec(data, &[N, V], &Device::Cpu).unwrap()
 }
 
-/// Peak bytes allocated by `f` above what was live before it.
-fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
-    let out = f();
-    (out, PEAK.load(Ordering::SeqCst) - before)
-}
-
 #[test]
 fn kl_dual_and_policy_loss_at_qwen_vocabulary_allocate_no_n_by_v_temporaries() {
     let tokens: Vec<u32> = (0..N).map(|i| (i * 7919 % V) as u32).collect();
@@ -59,7 +30,7 @@ fn kl_dual_and_policy_loss_at_qwen_vocabulary_allocate_no_n_by_v_temporaries() {
     kl_dual(&small, &small, &[1, 2, 3, 4], KlOptions::default()).unwrap();
 
     let (clean, blind) = (logits(1), logits(2));
-    let (out, extra) = peak_during(|| kl_dual(&clean, &blind, &tokens, KlOptions::default()).unwrap());
+    let (out, extra) = counting::peak_during(|| kl_dual(&clean, &blind, &tokens, KlOptions::default()).unwrap());
     println!("kl_dual: {extra} B beyond its {} B of inputs (an [N, V] buffer is {nv_bytes} B)", 2 * nv_bytes);
     assert!(extra <= 4 * N * 4 + SLACK, "kl_dual allocated {extra} B");
     assert!(out.kl.to_vec().unwrap().iter().all(|k| k.is_finite() && *k >= 0.0));
@@ -70,7 +41,7 @@ fn kl_dual_and_policy_loss_at_qwen_vocabulary_allocate_no_n_by_v_temporaries() {
     let adv: Vec<f32> = (0..N).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
     let weight = vec![1.0 / N as f32; N];
     let inputs = TokenInputs { tokens: &tokens, old_logp: &old, adv: &adv, weight: &weight, ref_logp: None };
-    let (out, extra) = peak_during(|| policy_loss(&x, &inputs, &LossConfig::default()).unwrap());
+    let (out, extra) = counting::peak_during(|| policy_loss(&x, &inputs, &LossConfig::default()).unwrap());
     println!("policy_loss: {extra} B beyond its input logits; dlogits is {nv_bytes} B");
     assert!(extra <= nv_bytes + SLACK, "policy_loss allocated {extra} B");
     assert!(out.loss.is_finite());
