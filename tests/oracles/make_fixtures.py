@@ -7,6 +7,8 @@ Needs: pip install torch safetensors numpy. Writes tests/fixtures/*.safetensors.
              KL(p_clean || p_blind) and k3, at temperature 0.7.
 - policy_*:  the clipped policy loss (clip 0.2/0.28, dual clip 3.0) for each aggregation
              mode, and its gradient with respect to the logits by autograd.
+- rope_*:    Qwen2.5-VL's M-RoPE and vision 2-D rotary cos/sin tables, following
+             transformers' modeling_qwen2_5_vl (split/cat by mrope_section * 2; rot_pos_emb).
 - adv_*:     GRPO advantages, k3 dependency, PGPO weights (tau 0.4, beta 2) and token
              advantages, written from PGPO_METHOD.md independently of the Rust code.
 """
@@ -105,9 +107,31 @@ def advantages_fixture():
     save("adv_out.safetensors", {"adv": adv.float(), "tvd": tvd.float(), "weights": weights.float(), "token_adv": (adv[:, None] * weights).float()})
 
 
+def rope_fixture():
+    b, t, head_dim, theta, section = 2, 11, 16, 1_000_000.0, [2, 3, 3]
+    position_ids = torch.randint(0, 20, (3, b, t))
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    inv = inv_freq[None, None, :, None].float().expand(3, b, -1, 1)
+    freqs = (inv @ position_ids[:, :, None, :].float()).transpose(2, 3)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    split = lambda x: torch.cat([m[i % 3] for i, m in enumerate(x.split(section * 2, dim=-1))], dim=-1)
+    mcos, msin = split(emb.cos()), split(emb.sin())
+    # Vision: rows and columns of a 4 x 6 patch grid; VisionRotaryEmbedding(head_dim // 2).
+    rows = torch.arange(4).repeat_interleave(6)
+    cols = torch.arange(6).repeat(4)
+    dim = head_dim // 2
+    vinv = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    table = torch.outer(torch.arange(6, dtype=torch.float), vinv)
+    rot = table[torch.stack([rows, cols], -1)].flatten(1)
+    vemb = torch.cat((rot, rot), dim=-1)
+    save("rope_in.safetensors", {"position_ids": position_ids.float(), "rows": rows.float(), "cols": cols.float()})
+    save("rope_out.safetensors", {"mrope_cos": mcos, "mrope_sin": msin, "vision_cos": vemb.cos(), "vision_sin": vemb.sin()})
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     kl_fixture()
     policy_fixture()
     advantages_fixture()
+    rope_fixture()
     print("fixtures written to", os.path.abspath(OUT))
