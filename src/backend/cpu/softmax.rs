@@ -19,8 +19,11 @@ fn rows(x: &[f32], cols: usize, out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) 
 
 pub fn softmax(x: &[f32], cols: usize, out: &mut [f32]) {
     rows(x, cols, out, |row, o| {
-        let (m, s) = row_stats(row);
-        super::rowstats::exp_map(row, 1.0, m, 1.0 / s, o);
+        // One exp per element: exp(x - max) stored, then rescaled while the row is in cache.
+        let m = super::rowstats::row_max(row, 1.0);
+        let (s, _) = super::rowstats::exp_store(row, 1.0, m, o);
+        let inv = 1.0 / s;
+        o.iter_mut().for_each(|x| *x *= inv);
     });
 }
 
