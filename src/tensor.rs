@@ -71,7 +71,8 @@ impl Tensor {
         Tensor::from_vec(data.iter().map(|x| x.to_f32()).collect(), shape, device)
     }
 
-    /// An output tensor for a kernel to fill: NaN when poisoning is on, else zeros.
+    /// An output tensor for a kernel to fill: NaN when poisoning is on; otherwise its
+    /// contents are unspecified (pooled GPU buffers are reused), so kernels write every element.
     pub(crate) fn empty(shape: &[usize], device: &Device) -> Result<Tensor> {
         let n = numel(shape);
         let storage = match device {

@@ -112,7 +112,7 @@ fn attn_opts(variant: &str, s: &[usize]) -> AttnOptions {
         // Blind pass: a span of "visual" keys hidden from every query.
         "blind" => o.key_mask = Some((0..b * tk).map(|i| if (tk / 4..tk / 2).contains(&(i % tk)) { 0.0 } else { 1.0 }).collect()),
         // Three uneven segments per sequence (block-diagonal).
-        "segments" => o.segments = Some((0..b * tq).map(|i| ((i % tq) * 3 / tq.max(1) + (i % tq) % 2 * 0) as u32).collect()),
+        "segments" => o.segments = Some((0..b * tq).map(|i| ((i % tq) * 3 / tq.max(1)) as u32).collect()),
         _ => {}
     }
     o

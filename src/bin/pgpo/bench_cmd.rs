@@ -1,0 +1,52 @@
+//! `pgpo bench`: the kernel timing table, or JSON.
+
+use super::check_cmd::devices;
+
+fn json_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub fn bench(which: &str, json: bool, quick: bool) -> pgpo::Result<bool> {
+    let devices = devices(which)?;
+    let mut all = Vec::new();
+    if !json {
+        println!("{:<22} {:<10} {:<26} {:>10} {:>10} {:>10} {:>7}", "kernel", "backend", "shape", "ms", "GFLOP/s", "GB/s", "% peak");
+    }
+    for d in &devices {
+        for r in pgpo::bench::run(d, quick)? {
+            if !json {
+                let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
+                println!(
+                    "{:<22} {:<10} {:<26} {:>10.3} {:>10} {:>10} {:>7}",
+                    r.kernel,
+                    d.kind(),
+                    r.shape,
+                    r.ms,
+                    opt(r.gflops),
+                    opt(r.gbps),
+                    opt(r.pct_peak)
+                );
+            }
+            all.push(r);
+        }
+    }
+    if json {
+        let items: Vec<String> = all
+            .iter()
+            .map(|r| {
+                let mut f = vec![
+                    format!("\"kernel\":{}", json_str(r.kernel)),
+                    format!("\"backend\":{}", json_str(&r.backend)),
+                    format!("\"shape\":{}", json_str(&r.shape)),
+                    format!("\"ms\":{:.6}", r.ms),
+                ];
+                f.extend(r.gflops.map(|g| format!("\"gflops\":{g:.3}")));
+                f.extend(r.gbps.map(|g| format!("\"gbps\":{g:.3}")));
+                f.extend(r.pct_peak.map(|p| format!("\"pct_peak\":{p:.2}")));
+                format!("{{{}}}", f.join(","))
+            })
+            .collect();
+        println!("[{}]", items.join(",\n "));
+    }
+    Ok(true)
+}
