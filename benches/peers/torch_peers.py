@@ -4,7 +4,8 @@
     python benches/peers/torch_peers.py [--quick] [--threads N]
 
 Each workload runs in its own subprocess, so its peak resident memory (ru_maxrss) is its
-own; the time is the median of repeated runs after a warm-up. The script then runs
+own; the time is the median of repeated runs after a warm-up, and the table shows the
+median over --runs whole comparisons (the machine this was written on is noisy). The script then runs
 `target/release/pgpo bench --json --backend cpu` at the same shapes and prints a markdown
 table: PyTorch ms, pgpo ms, speed-up (PyTorch time / pgpo time), and PyTorch's peak memory.
 """
@@ -126,20 +127,30 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     ap.add_argument("--child")
     ap.add_argument("--pgpo", default="target/release/pgpo")
+    ap.add_argument("--runs", type=int, default=3, help="whole comparisons to run; the table shows medians")
     a = ap.parse_args()
     import os
 
     threads = a.threads or os.cpu_count()
     if a.child:
         return child(a.child, a.quick, threads)
-    torch_rows = []
-    for name in NAMES:
-        cmd = [sys.executable, __file__, "--child", name] + (["--quick"] if a.quick else []) + ["--threads", str(threads)]
-        torch_rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
-    cmd = [a.pgpo, "bench", "--json", "--backend", "cpu"] + (["--quick"] if a.quick else [])
-    pgpo_rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    by_key = {(r["kernel"], r["shape"]): r for r in pgpo_rows}
-    print(f"PyTorch {torch_rows[0]['torch']} eager, {threads} threads; pgpo CPU backend\n")
+    # Interleave the runs so a slow spell of the machine hits both sides alike.
+    torch_runs, pgpo_runs = [], []
+    for _ in range(a.runs):
+        rows = []
+        for name in NAMES:
+            cmd = [sys.executable, __file__, "--child", name] + (["--quick"] if a.quick else []) + ["--threads", str(threads)]
+            rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+        torch_runs.append(rows)
+        cmd = [a.pgpo, "bench", "--json", "--backend", "cpu"] + (["--quick"] if a.quick else [])
+        pgpo_runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
+    torch_rows = [dict(r, ms=statistics.median(run[i]["ms"] for run in torch_runs)) for i, r in enumerate(torch_runs[0])]
+    by_key = {}
+    for run in pgpo_runs:
+        for r in run:
+            by_key.setdefault((r["kernel"], r["shape"]), []).append(r["ms"])
+    by_key = {k: {"ms": statistics.median(v)} for k, v in by_key.items()}
+    print(f"PyTorch {torch_rows[0]['torch']} eager, {threads} threads; pgpo CPU backend; medians of {a.runs} runs\n")
     print("| kernel | shape | PyTorch ms | pgpo ms | speed-up (PyTorch / pgpo) | PyTorch peak RSS MB |")
     print("|---|---|---:|---:|---:|---:|")
     for t in torch_rows:
