@@ -54,7 +54,7 @@ pub fn devices(which: &str) -> pgpo::Result<Vec<Device>> {
         match dev() {
             Ok(d) => out.push(d),
             Err(e) if which == name => return Err(e),
-            Err(e) => println!("skipping {name}: {e}"),
+            Err(e) => eprintln!("skipping {name}: {e}"),
         }
     }
     Ok(out)
