@@ -128,6 +128,7 @@ def main():
     ap.add_argument("--child")
     ap.add_argument("--pgpo", default="target/release/pgpo")
     ap.add_argument("--runs", type=int, default=3, help="whole comparisons to run; the table shows medians")
+    ap.add_argument("--skip", default="", help="comma-separated workloads to leave out, e.g. kl_dual,policy_loss")
     a = ap.parse_args()
     import os
 
@@ -138,7 +139,7 @@ def main():
     torch_runs, pgpo_runs = [], []
     for _ in range(a.runs):
         rows = []
-        for name in NAMES:
+        for name in [n for n in NAMES if n not in a.skip.split(",")]:
             cmd = [sys.executable, __file__, "--child", name] + (["--quick"] if a.quick else []) + ["--threads", str(threads)]
             rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
         torch_runs.append(rows)
