@@ -33,7 +33,7 @@ pub fn cross_entropy_backward(
             return;
         }
         let g = dloss[r % dloss.len()] * scale;
-        super::rowstats::exp_map(row, 1.0, lse[r], g, d);
+        super::rowstats::exp_map_stream(row, 1.0, lse[r], g, d);
         d[targets[r] as usize] -= g;
     });
 }
