@@ -2,6 +2,7 @@
 // One block of 256 threads per token row: an online (max, sum exp, sum exp z) pass merged by
 // a shared-memory tree, the token's loss and gradient coefficient by thread 0, then a pass
 // writing dlogits. Params: rows, v, inv_t, clip_low, clip_high, dual_clip, kl_coef.
+// Non-finite inputs and the cancellation-free KL term as in the WGSL file.
 
 extern "C" __global__ void policy_loss(const float* logits, const unsigned int* tokens, float* dlogits,
                                        const float* tok_in, float* tok_out, const Params p) {
@@ -16,7 +17,7 @@ extern "C" __global__ void policy_loss(const float* logits, const unsigned int* 
     for (unsigned int c = lid; c < v; c += 256) {
         float z = xr[c] * inv_t;
         if (z > m) { float r = expf(m - z); s = s * r + 1.0f; te = te * r + z; m = z; }
-        else { float e = expf(z - m); s += e; te += e * z; }
+        else { float e = expf(z - m); s += e; te += e == 0.0f ? 0.0f : e * z; }
     }
     pm[lid] = m; ps[lid] = s; pt[lid] = te;
     __syncthreads();
@@ -41,10 +42,11 @@ extern "C" __global__ void policy_loss(const float* logits, const unsigned int* 
         float loss = pg2, grad = 0.0f;
         if (pg1 >= pg2) { loss = pg1; grad = -adv * ratio; }
         if (dual > 0.0f && adv < 0.0f && -adv * dual < loss) { loss = -adv * dual; grad = 0.0f; }
+        if (is_nan(ratio) || is_nan(adv)) { loss = nan_f32(); grad = loss; }
         if (kl_coef > 0.0f) {
             float d = refp - logp;
-            loss += kl_coef * (expf(d) - 1.0f - d);
-            grad += kl_coef * (1.0f - expf(d));
+            loss += kl_coef * k3(d);
+            grad -= kl_coef * expm1_acc(d);
         }
         float* o = tok_out + 4 * (size_t)row;
         o[0] = loss; o[1] = logp; o[2] = lse - pt[0] / ps[0]; o[3] = pg2 > pg1 ? 1.0f : 0.0f;

@@ -4,8 +4,10 @@
 //   pass 1: lse, and entropy H = lse - sum_v p_v z_v, in one online pass; logp = z_t - lse
 //   ratio = exp(logp - old); pg1 = -adv ratio; pg2 = -adv clamp(ratio, 1 - clip_low, 1 + clip_high)
 //   loss = max(pg1, pg2), then min(loss, -adv dual_clip) when adv < 0 and dual_clip > 0
-//   plus kl_coef (exp(ref - logp) - 1 - (ref - logp)) when kl_coef > 0
-//   grad = d loss / d logp (-adv ratio where the unclipped branch is active, plus the KL term)
+//   plus kl_coef k3(ref - logp) when kl_coef > 0 (k3(d) = e^d - 1 - d, series for |d| < 0.5)
+//   grad = d loss / d logp (-adv ratio where the unclipped branch is active, minus
+//   kl_coef expm1(ref - logp)); a NaN ratio or advantage makes loss and grad NaN.
+//   Entropy terms of logits at -inf are 0 (0 log 0 = 0).
 //   pass 2: dlogits[r, v] = weight grad (onehot(t) - p_v) / T, written once.
 //   tok_out[r] = (loss, logp, entropy, clipped = pg2 > pg1).
 // Launch: one workgroup of 256 threads per row (grid folded into (x, y)); each thread keeps
@@ -20,6 +22,8 @@ struct Params { rows: u32, v: u32, inv_t: f32, clip_low: f32, clip_high: f32, du
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> tok_in: array<f32>;
 @group(0) @binding(5) var<storage, read_write> tok_out: array<f32>;
+
+// #include "numerics.wgsl"
 
 var<workgroup> pm: array<f32, 256>;
 var<workgroup> ps: array<f32, 256>;
@@ -38,7 +42,7 @@ fn policy_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     for (var c = lid; c < p.v; c += 256u) {
         let z = logits[base + c] * p.inv_t;
         if (z > m) { let r = exp(m - z); s = s * r + 1.0; te = te * r + z; m = z; }
-        else { let e = exp(z - m); s += e; te += e * z; }
+        else { let e = exp(z - m); s += e; te += select(e * z, 0.0, e == 0.0); }
     }
     pm[lid] = m;
     ps[lid] = s;
@@ -73,10 +77,14 @@ fn policy_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             let pg3 = -adv * p.dual_clip;
             if (pg3 < loss) { loss = pg3; grad = 0.0; }
         }
+        if (is_nan(ratio) || is_nan(adv)) {
+            loss = nan_from(row);
+            grad = loss;
+        }
         if (p.kl_coef > 0.0) {
             let d = refp - logp;
-            loss += p.kl_coef * (exp(d) - 1.0 - d);
-            grad += p.kl_coef * (1.0 - exp(d));
+            loss += p.kl_coef * k3(d);
+            grad -= p.kl_coef * expm1(d);
         }
         tok_out[4u * row] = loss;
         tok_out[4u * row + 1u] = logp;

@@ -9,12 +9,11 @@ fn assert_kernel(name: &str, kind: &str) {
     let row = pgpo::check::run(&check, &dev);
     assert!(
         row.pass,
-        "{name} on {}: max |err| {:.3e}, err/tol {:.3} (atol {}, rtol {}) {}",
+        "{name} on {}: max |err| {:.3e}, err/tol {:.3} (tolerances {:?}) {}",
         row.backend,
         row.max_abs_err,
         row.worst_ratio,
-        check.atol,
-        check.rtol,
+        check.tols,
         row.error.unwrap_or_default()
     );
 }
@@ -46,6 +45,7 @@ kernel_tests!(
     matmul_tn, matmul_tt, gather, scatter_add, permute, transpose, concat, slice, silu_backward,
     gelu_tanh_backward, gelu_erf_backward, swiglu, swiglu_backward, rms_norm, rms_norm_backward, rope, rope_mrope,
     rope_vision, rope_backward, attention, attention_causal, attention_padded, attention_blind, attention_segments,
+    attention_segments_causal, attention_key_mask, attention_backward_segments_causal, attention_backward_key_mask,
     attention_backward, attention_backward_causal, attention_backward_padded, attention_backward_blind,
     attention_backward_segments, cross_entropy, cross_entropy_backward, adamw, sum_squares, kl_dual, pgpo_weights,
     pgpo_weights_quantile, pgpo_weights_floor, pgpo_weights_no_norm, policy_loss, policy_loss_ref_kl,
@@ -58,14 +58,71 @@ fn every_checked_kernel_has_backend_tests() {
     }
 }
 
+fn fails(got: &[f32], want: &[f64]) -> bool {
+    let (abs, ratio) = pgpo::check::compare(got, want, 1e-3, 1e-3);
+    abs.is_infinite() && ratio > 1.0
+}
+
 #[test]
 fn harness_catches_an_unwritten_element() {
     // A result with one NaN (an element the kernel never wrote) must fail the comparison.
     let want = vec![1.0f64; 10];
     let mut got = vec![1.0f32; 10];
     got[7] = f32::NAN;
-    let (abs, ratio) = pgpo::check::compare(&got, &want, 1e-3, 1e-3);
-    assert!(abs.is_infinite() && ratio > 1.0);
+    assert!(fails(&got, &want));
+}
+
+#[test]
+fn harness_fails_finite_against_nan() {
+    assert!(fails(&[1.0, 2.0], &[1.0, f64::NAN]));
+}
+
+#[test]
+fn harness_fails_nan_against_finite() {
+    assert!(fails(&[1.0, f32::NAN], &[1.0, 2.0]));
+}
+
+#[test]
+fn harness_fails_opposite_infinities() {
+    assert!(fails(&[f32::INFINITY], &[f64::NEG_INFINITY]));
+    assert!(fails(&[f32::NEG_INFINITY], &[f64::INFINITY]));
+    assert!(fails(&[3.0e38], &[f64::INFINITY]));
+    assert!(fails(&[f32::INFINITY], &[1.0]));
+}
+
+#[test]
+fn harness_matches_non_finite_values_by_class() {
+    let (abs, ratio) = pgpo::check::compare(
+        &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0],
+        &[f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.0],
+        0.0,
+        0.0,
+    );
+    assert_eq!((abs, ratio), (0.0, 0.0));
+}
+
+#[test]
+fn harness_fails_a_missing_or_extra_output() {
+    let want = vec![vec![1.0f64; 3], vec![2.0; 2]];
+    let tols = [(1e-3, 1e-3), (1e-3, 1e-3)];
+    let got = vec![vec![1.0f32; 3], vec![2.0; 2]];
+    assert_eq!(pgpo::check::compare_outputs(&got, &want, &tols), Ok((0.0, 0.0)));
+    assert!(pgpo::check::compare_outputs(&got[..1], &want, &tols).is_err(), "a missing output passed");
+    let extra = vec![vec![1.0f32; 3], vec![2.0; 2], vec![0.0; 1]];
+    assert!(pgpo::check::compare_outputs(&extra, &want, &tols).is_err(), "an extra output passed");
+    assert!(pgpo::check::compare_outputs(&got, &want, &tols[..1]).is_err(), "an output without a tolerance passed");
+    let short = vec![vec![1.0f32; 3], vec![2.0; 1]];
+    assert!(pgpo::check::compare_outputs(&short, &want, &tols).is_err(), "a short output passed");
+}
+
+#[test]
+fn every_check_states_one_tolerance_per_output() {
+    let mut rng = pgpo::rng::Rng::new(1);
+    for c in pgpo::check::all() {
+        let shape = c.shapes[0];
+        let want = (c.reference)(shape, &(c.inputs)(shape, &mut rng));
+        assert_eq!(c.tols.len(), want.len(), "{}: {} tolerances for {} outputs", c.name, c.tols.len(), want.len());
+    }
 }
 
 #[test]

@@ -187,8 +187,7 @@ macro_rules! unary {
     ($name:literal, $op:path, $f:expr, $atol:expr, $rtol:expr) => {
         KernelCheck {
             name: $name,
-            atol: $atol,
-            rtol: $rtol,
+            tols: &[($atol, $rtol)],
             extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: one,
@@ -202,8 +201,7 @@ macro_rules! matmul_check {
     ($name:literal, $t:expr) => {
         KernelCheck {
             name: $name,
-            atol: 1e-4,
-            rtol: 1e-4,
+            tols: &[(1e-4, 1e-4)],
             extra_shapes: &[],
             shapes: MATMUL,
             inputs: mm_inputs,
@@ -217,8 +215,7 @@ pub fn all() -> Vec<KernelCheck> {
     let mut checks = vec![
         KernelCheck {
             name: "add",
-            atol: 1e-6,
-            rtol: 1e-6,
+            tols: &[(1e-6, 1e-6)],
             extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: binary_inputs,
@@ -227,8 +224,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "mul",
-            atol: 1e-6,
-            rtol: 1e-6,
+            tols: &[(1e-6, 1e-6)],
             extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: binary_inputs,
@@ -237,8 +233,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "scale",
-            atol: 1e-6,
-            rtol: 1e-6,
+            tols: &[(1e-6, 1e-6)],
             extra_shapes: &[],
             shapes: ELEMENTWISE,
             inputs: one,
@@ -256,8 +251,7 @@ pub fn all() -> Vec<KernelCheck> {
         unary!("gelu_erf", ops::gelu_erf, super::reference::gelu_erf, 1e-6, 1e-5),
         KernelCheck {
             name: "row_sum",
-            atol: 1e-4,
-            rtol: 1e-5,
+            tols: &[(1e-4, 1e-5)],
             extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
@@ -266,8 +260,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "row_max",
-            atol: 0.0,
-            rtol: 0.0,
+            tols: &[(0.0, 0.0)],
             extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
@@ -276,8 +269,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "softmax",
-            atol: 1e-7,
-            rtol: 1e-4,
+            tols: &[(1e-7, 1e-4)],
             extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
@@ -291,8 +283,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "log_softmax",
-            atol: 1e-5,
-            rtol: 1e-5,
+            tols: &[(1e-5, 1e-5)],
             extra_shapes: &[],
             shapes: ROWS,
             inputs: one,
@@ -310,8 +301,7 @@ pub fn all() -> Vec<KernelCheck> {
         matmul_check!("matmul_tt", Transpose::TT),
         KernelCheck {
             name: "gather",
-            atol: 0.0,
-            rtol: 0.0,
+            tols: &[(0.0, 0.0)],
             extra_shapes: &[],
             shapes: EMBEDDING,
             inputs: emb_inputs,
@@ -323,8 +313,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "scatter_add",
-            atol: 1e-5,
-            rtol: 1e-5,
+            tols: &[(1e-5, 1e-5)],
             extra_shapes: &[],
             shapes: EMBEDDING,
             inputs: emb_inputs,
@@ -342,8 +331,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "permute",
-            atol: 0.0,
-            rtol: 0.0,
+            tols: &[(0.0, 0.0)],
             extra_shapes: &[],
             shapes: PERMUTE,
             inputs: one,
@@ -352,8 +340,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "transpose",
-            atol: 0.0,
-            rtol: 0.0,
+            tols: &[(0.0, 0.0)],
             extra_shapes: &[],
             shapes: PERMUTE,
             inputs: one,
@@ -366,8 +353,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "concat",
-            atol: 0.0,
-            rtol: 0.0,
+            tols: &[(0.0, 0.0)],
             extra_shapes: &[],
             shapes: CONCAT,
             inputs: concat_inputs,
@@ -381,8 +367,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "slice",
-            atol: 0.0,
-            rtol: 0.0,
+            tols: &[(0.0, 0.0)],
             extra_shapes: &[],
             shapes: CONCAT,
             inputs: concat_inputs,

@@ -65,6 +65,25 @@ pub fn rope(x: &[f64], cos: &[f64], sin: &[f64], heads: usize, t: usize, d: usiz
     out
 }
 
+/// The scaled scores of query row `i` of (b, h) against every key, -inf where masked.
+fn attention_scores(q: &[f64], k: &[f64], s: &AttnDims, m: &AttnMasks, b: usize, h: usize, i: usize) -> Vec<f64> {
+    let d = s.d;
+    let kv = (b * s.hkv + h / (s.hq / s.hkv)) * s.tk * d;
+    let row = (b * s.hq + h) * s.tq + i;
+    (0..s.tk)
+        .map(|j| {
+            let causal_ok = !s.causal || j + s.tq <= i + s.tk;
+            let key_ok = m.key_mask.is_none_or(|km| km[b * s.tk + j] != 0.0);
+            let seg_ok = m.segments.is_none_or(|sg| sg[b * s.tq + i] == sg[b * s.tk + j]);
+            if causal_ok && key_ok && seg_ok {
+                f64::from(s.scale) * (0..d).map(|c| q[row * d + c] * k[kv + j * d + c]).sum::<f64>()
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+        .collect()
+}
+
 /// Attention with the full score matrix: returns (o, lse), lse = -inf and o = 0 for a row
 /// that sees no key.
 pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttnDims, m: &AttnMasks) -> (Vec<f64>, Vec<f64>) {
@@ -76,18 +95,7 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttnDims, m: &AttnMasks) -
             let kv = (b * s.hkv + h / (s.hq / s.hkv)) * s.tk * d;
             for i in 0..s.tq {
                 let row = (b * s.hq + h) * s.tq + i;
-                let scores: Vec<f64> = (0..s.tk)
-                    .map(|j| {
-                        let causal_ok = !s.causal || j + s.tq <= i + s.tk;
-                        let key_ok = m.key_mask.is_none_or(|km| km[b * s.tk + j] != 0.0);
-                        let seg_ok = m.segments.is_none_or(|sg| sg[b * s.tq + i] == sg[b * s.tk + j]);
-                        if causal_ok && key_ok && seg_ok {
-                            f64::from(s.scale) * (0..d).map(|c| q[row * d + c] * k[kv + j * d + c]).sum::<f64>()
-                        } else {
-                            f64::NEG_INFINITY
-                        }
-                    })
-                    .collect();
+                let scores = attention_scores(q, k, s, m, b, h, i);
                 let l = logsumexp(&scores);
                 lse[row] = l;
                 if l == f64::NEG_INFINITY {
@@ -103,6 +111,83 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttnDims, m: &AttnMasks) -
         }
     }
     (o, lse)
+}
+
+/// Gradients (dq, dk, dv) of sum(dout * o) for `attention`, from the softmax backward
+/// dS = P (dP - rowsum(P dP)), dP = dO V^T, written as plain loops (checked against finite
+/// differences at small sizes in tests/kernels.rs).
+pub fn attention_backward(q: &[f64], k: &[f64], v: &[f64], dout: &[f64], s: &AttnDims, m: &AttnMasks) -> [Vec<f64>; 3] {
+    let d = s.d;
+    let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    let scale = f64::from(s.scale);
+    for b in 0..s.b {
+        for h in 0..s.hq {
+            let kv = (b * s.hkv + h / (s.hq / s.hkv)) * s.tk * d;
+            for i in 0..s.tq {
+                let row = (b * s.hq + h) * s.tq + i;
+                let scores = attention_scores(q, k, s, m, b, h, i);
+                let l = logsumexp(&scores);
+                if l == f64::NEG_INFINITY {
+                    continue;
+                }
+                let p: Vec<f64> = scores.iter().map(|sc| (sc - l).exp()).collect();
+                let dp: Vec<f64> = (0..s.tk).map(|j| (0..d).map(|c| dout[row * d + c] * v[kv + j * d + c]).sum()).collect();
+                let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                for j in 0..s.tk {
+                    let ds = p[j] * (dp[j] - delta) * scale;
+                    for c in 0..d {
+                        dq[row * d + c] += ds * k[kv + j * d + c];
+                        dk[kv + j * d + c] += ds * q[row * d + c];
+                        dv[kv + j * d + c] += p[j] * dout[row * d + c];
+                    }
+                }
+            }
+        }
+    }
+    [dq, dk, dv]
+}
+
+/// Gradients (dx, dw) of sum(dy * rms_norm(x, w)): with xhat = x rstd,
+/// dx = rstd (w dy - xhat mean(w dy xhat)), dw = sum over rows of dy xhat.
+pub fn rms_norm_backward(x: &[f64], w: &[f64], dy: &[f64], eps: f64) -> [Vec<f64>; 2] {
+    let d = w.len();
+    let (_, rstd) = rms_norm(x, w, eps);
+    let (mut dx, mut dw) = (Vec::with_capacity(x.len()), vec![0.0; d]);
+    for ((xr, dyr), r) in x.chunks(d).zip(dy.chunks(d)).zip(rstd) {
+        let mean: f64 = (0..d).map(|i| w[i] * dyr[i] * xr[i] * r).sum::<f64>() / d as f64;
+        for i in 0..d {
+            dx.push(r * (w[i] * dyr[i] - xr[i] * r * mean));
+            dw[i] += dyr[i] * xr[i] * r;
+        }
+    }
+    [dx, dw]
+}
+
+/// Gradient of sum(dy * rope(x)): the rotation's transpose.
+pub fn rope_backward(dy: &[f64], cos: &[f64], sin: &[f64], heads: usize, t: usize, d: usize) -> Vec<f64> {
+    let h = d / 2;
+    let mut out = vec![0.0; dy.len()];
+    for (row, o) in out.chunks_mut(d).enumerate() {
+        let (ti, b) = (row % t, row / (t * heads));
+        let tab = if cos.len() == t * d { ti * d } else { (b * t + ti) * d };
+        let g = &dy[row * d..(row + 1) * d];
+        for i in 0..d {
+            o[i] = g[i] * cos[tab + i] + if i < h { g[i + h] * sin[tab + i + h] } else { -g[i - h] * sin[tab + i - h] };
+        }
+    }
+    out
+}
+
+/// Gradient of sum(w * cross_entropy(logits)): w (softmax - onehot) per row, 0 on ignored rows.
+pub fn cross_entropy_backward(logits: &[f64], targets: &[u32], w: &[f64], v: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(logits.len());
+    for ((row, &t), &g) in logits.chunks(v).zip(targets).zip(w) {
+        let l = logsumexp(row);
+        for (j, x) in row.iter().enumerate() {
+            out.push(if t == u32::MAX { 0.0 } else { g * ((x - l).exp() - if j == t as usize { 1.0 } else { 0.0 }) });
+        }
+    }
+    out
 }
 
 /// Per-row cross-entropy; rows with the ignore target give 0.
@@ -137,6 +222,11 @@ pub fn finite_difference(f: impl Fn(&[Vec<f64>]) -> Vec<f64>, inputs: &[Vec<f64>
         .collect()
 }
 
+/// e^d - 1 - d, with expm1 so that small |d| keeps its digits in f64 too.
+pub fn k3(d: f64) -> f64 {
+    d.exp_m1() - d
+}
+
 /// Per row: (logp_clean, logp_blind, exact KL, k3) at temperature t, in f64.
 pub fn kl_dual(clean: &[f64], blind: &[f64], tokens: &[u32], v: usize, t: f64, d_clamp: f64) -> [Vec<f64>; 4] {
     let mut out: [Vec<f64>; 4] = Default::default();
@@ -144,10 +234,18 @@ pub fn kl_dual(clean: &[f64], blind: &[f64], tokens: &[u32], v: usize, t: f64, d
         let a: Vec<f64> = clean[r * v..(r + 1) * v].iter().map(|x| x / t).collect();
         let b: Vec<f64> = blind[r * v..(r + 1) * v].iter().map(|x| x / t).collect();
         let (la, lb) = (logsumexp(&a), logsumexp(&b));
-        let kl: f64 = a.iter().zip(&b).map(|(x, y)| (x - la).exp() * ((x - la) - (y - lb))).sum();
+        // Terms with p = 0 add nothing (0 log 0 = 0), also where the blind logit is -inf.
+        let kl: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| {
+                let p = (x - la).exp();
+                if p == 0.0 { 0.0 } else { p * ((x - la) - (y - lb)) }
+            })
+            .sum();
         let (lc, lbl) = (a[tok as usize] - la, b[tok as usize] - lb);
         let d = (lbl - lc).clamp(-d_clamp, d_clamp);
-        for (o, x) in out.iter_mut().zip([lc, lbl, kl, d.exp() - 1.0 - d]) {
+        for (o, x) in out.iter_mut().zip([lc, lbl, kl, k3(d)]) {
             o.push(x);
         }
     }
@@ -204,8 +302,7 @@ pub fn token_policy_loss(logp: f64, old: f64, adv: f64, reference: f64, clip: (f
         loss = loss.min(-adv * dual);
     }
     if kl_coef > 0.0 {
-        let d = reference - logp;
-        loss += kl_coef * (d.exp() - 1.0 - d);
+        loss += kl_coef * k3(reference - logp);
     }
     loss
 }

@@ -13,13 +13,31 @@ use crate::tensor::Tensor;
 
 const KL: &[&[usize]] = &[&[1, 1], &[3, 7], &[5, 1000], &[2, 5000], &[70, 300]];
 const TEMP: f32 = 0.7;
+/// Small enough that the rows built to exceed it reach the clamp.
+const D_CLAMP: f32 = 4.0;
 
 fn kl_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (n, v) = (s[0], s[1]);
-    let clean = rng.vec(n * v, -4.0, 4.0);
+    let mut clean = rng.vec(n * v, -4.0, 4.0);
     // The blind row is the clean row perturbed: small KL on some rows, large on others.
-    let blind = clean.iter().enumerate().map(|(i, &x)| x + rng.range(-1.0, 1.0) * ((i / v) % 3) as f32).collect();
-    Inputs { f: vec![clean, blind], ids: (0..n).map(|_| rng.below(v) as u32).collect() }
+    let mut blind: Vec<f32> = clean.iter().enumerate().map(|(i, &x)| x + rng.range(-1.0, 1.0) * ((i / v) % 3) as f32).collect();
+    let tokens: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
+    // Every fourth row moves the sampled token far enough for |d| to pass D_CLAMP, both ways.
+    for (r, &t) in tokens.iter().enumerate().filter(|(r, _)| r % 4 == 3 && v > 1) {
+        let shift = if r % 8 == 3 { 9.0 } else { -9.0 };
+        blind[r * v + t as usize] += shift;
+        clean[r * v + t as usize] -= shift / 2.0;
+    }
+    Inputs { f: vec![clean, blind], ids: tokens }
+}
+
+fn kl_run(d: &Device, s: &[usize], x: &Inputs) -> Result<Vec<Tensor>> {
+    let o = ops::kl_dual(&up(d, &x.f[0], s)?, &up(d, &x.f[1], s)?, &x.ids, KlOptions { temperature: TEMP, d_clamp: D_CLAMP })?;
+    Ok(vec![o.logp_clean, o.logp_blind, o.kl, o.k3])
+}
+
+fn kl_ref(s: &[usize], x: &Inputs) -> Vec<Vec<f64>> {
+    r::kl_dual(&f64s(&x.f[0]), &f64s(&x.f[1]), &x.ids, s[1], f64::from(TEMP), f64::from(D_CLAMP)).to_vec()
 }
 
 // ---- pgpo_weights: shape [B, L]; row 0 is degenerate (constant scores) ----
@@ -61,7 +79,15 @@ fn weight_ref(s: &[usize], x: &Inputs, name: &str) -> Vec<Vec<f64>> {
 
 // ---- policy_loss: shape [N, V] ----
 
-const POLICY: &[&[usize]] = &[&[1, 2], &[7, 33], &[5, 1000], &[3, 5000]];
+const POLICY: &[&[usize]] = &[&[1, 2], &[7, 33], &[5, 1000], &[3, 5000], &[12, 77]];
+
+/// The reference's options, written out rather than taken from `LossConfig::default()`, so
+/// a changed default cannot move kernel and reference together.
+const CLIP_LOW: f64 = 0.2;
+const CLIP_HIGH: f64 = 0.28;
+const DUAL_CLIP: f64 = 3.0;
+const KL_COEF: f64 = 0.05;
+const POLICY_TEMP: f64 = 0.9;
 
 /// f[0] logits, f[1] packed per token (old_logp, adv, weight, ref_logp).
 fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
@@ -70,11 +96,15 @@ fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let tokens: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
     let mut per = Vec::new();
     for (i, &t) in tokens.iter().enumerate() {
-        let row: Vec<f64> = logits[i * v..(i + 1) * v].iter().map(|&x| f64::from(x)).collect();
-        let logp = f64::from(logits[i * v + t as usize]) - r::logsumexp(&row);
-        // Ratios from 0.5 to 1.6: inside and outside both clip bounds.
-        let old = logp as f32 - rng.range(-0.7, 0.47);
-        let adv = if i % 3 == 0 { -rng.range(0.1, 2.0) } else { rng.range(-2.0, 2.0) };
+        let row: Vec<f64> = logits[i * v..(i + 1) * v].iter().map(|&x| f64::from(x) / POLICY_TEMP).collect();
+        let logp = row[t as usize] - r::logsumexp(&row);
+        // Ratios from 0.5 to 1.6 (inside and outside both clip bounds); every fifth token
+        // from 3.3 to 12 with a negative advantage, where the dual clip decides.
+        let (old, adv) = if i % 5 == 4 {
+            (logp as f32 - rng.range(1.2, 2.5), -rng.range(0.1, 2.0))
+        } else {
+            (logp as f32 - rng.range(-0.7, 0.47), if i % 3 == 0 { -rng.range(0.1, 2.0) } else { rng.range(-2.0, 2.0) })
+        };
         let weight = if i % 4 == 3 { 0.0 } else { rng.range(0.1, 1.0) };
         per.extend([old, adv, weight, logp as f32 + rng.range(-0.5, 0.5)]);
     }
@@ -82,59 +112,91 @@ fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
 }
 
 fn policy_config(kl: bool) -> LossConfig {
-    LossConfig { kl_coef: if kl { 0.05 } else { 0.0 }, temperature: 0.9, ..LossConfig::default() }
+    LossConfig {
+        clip_low: CLIP_LOW as f32,
+        clip_high: CLIP_HIGH as f32,
+        dual_clip: DUAL_CLIP as f32,
+        kl_coef: if kl { KL_COEF as f32 } else { 0.0 },
+        temperature: POLICY_TEMP as f32,
+    }
 }
 
+/// Outputs: dlogits, then per token logp, loss, entropy and the clip flag, then the
+/// aggregates (weighted loss, clip fraction, approximate KL, mean entropy).
 fn policy_run(d: &Device, s: &[usize], x: &Inputs, kl: bool) -> Result<Vec<Tensor>> {
     let col = |k: usize| x.f[1].iter().skip(k).step_by(4).copied().collect::<Vec<f32>>();
     let (old, adv, w, rf) = (col(0), col(1), col(2), col(3));
     let inputs = TokenInputs { tokens: &x.ids, old_logp: &old, adv: &adv, weight: &w, ref_logp: Some(&rf) };
     let out = ops::policy_loss(&up(d, &x.f[0], s)?, &inputs, &policy_config(kl))?;
-    Ok(vec![
-        out.dlogits,
-        Tensor::from_vec(out.logp, &[s[0]], &Device::Cpu)?,
-        Tensor::from_vec(vec![out.loss as f32], &[1], &Device::Cpu)?,
-    ])
+    let host = |v: Vec<f32>| Tensor::from_vec(v.clone(), &[v.len()], &Device::Cpu);
+    let aggregates = vec![out.loss as f32, out.clip_frac as f32, out.approx_kl as f32, out.entropy as f32];
+    Ok(vec![out.dlogits, host(out.logp)?, host(out.token_loss)?, host(out.token_entropy)?, host(out.token_clipped)?, host(aggregates)?])
+}
+
+/// Per token (loss, logp, entropy, clipped) in f64 from one row of logits.
+fn policy_token_ref(row: &[f64], t: usize, p: &[f32], kl: bool) -> (f64, f64, f64, bool) {
+    let z: Vec<f64> = row.iter().map(|x| x / POLICY_TEMP).collect();
+    let lse = r::logsumexp(&z);
+    let logp = z[t] - lse;
+    let entropy = lse - z.iter().map(|&zi| { let q = (zi - lse).exp(); if q == 0.0 { 0.0 } else { q * zi } }).sum::<f64>();
+    let (old, adv) = (f64::from(p[0]), f64::from(p[1]));
+    let ratio = (logp - old).exp();
+    let clipped = -adv * ratio.clamp(1.0 - CLIP_LOW, 1.0 + CLIP_HIGH) > -adv * ratio;
+    let kl_coef = if kl { KL_COEF } else { 0.0 };
+    let loss = r::token_policy_loss(logp, old, adv, f64::from(p[3]), (CLIP_LOW, CLIP_HIGH), DUAL_CLIP, kl_coef);
+    (loss, logp, entropy, clipped)
 }
 
 /// The loss in f64, and its gradient by central differences row by row (a token's loss
 /// depends only on its own row of logits).
 fn policy_ref(s: &[usize], x: &Inputs, kl: bool) -> Vec<Vec<f64>> {
     let (n, v) = (s[0], s[1]);
-    let c = policy_config(kl);
-    let t = f64::from(c.temperature);
-    let row_loss = |i: usize, row: &[f64]| -> (f64, f64) {
-        let z: Vec<f64> = row.iter().map(|x| x / t).collect();
-        let logp = z[x.ids[i] as usize] - r::logsumexp(&z);
-        let p = &x.f[1][i * 4..i * 4 + 4];
-        let l = r::token_policy_loss(
-            logp,
-            f64::from(p[0]),
-            f64::from(p[1]),
-            f64::from(p[3]),
-            (f64::from(c.clip_low), f64::from(c.clip_high)),
-            f64::from(c.dual_clip),
-            f64::from(c.kl_coef),
-        );
-        (f64::from(p[2]) * l, logp)
-    };
-    let (mut grad, mut logps, mut total) = (Vec::new(), Vec::new(), 0.0);
+    let mut cols: [Vec<f64>; 5] = Default::default();
+    let (mut total, mut counted, mut clipped, mut approx_kl, mut entropy) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for i in 0..n {
+        let p = &x.f[1][i * 4..i * 4 + 4];
+        let (t, weight) = (x.ids[i] as usize, f64::from(p[2]));
         let row = f64s(&x.f[0][i * v..(i + 1) * v]);
-        let (l, logp) = row_loss(i, &row);
-        total += l;
-        logps.push(logp);
-        grad.extend(r::finite_difference(|xs| vec![row_loss(i, &xs[0]).0], &[row], &[1.0], &[0]).remove(0));
+        let (loss, logp, ent, clip) = policy_token_ref(&row, t, p, kl);
+        let grad = r::finite_difference(|xs| vec![weight * policy_token_ref(&xs[0], t, p, kl).0], &[row], &[1.0], &[0]);
+        cols[0].extend(&grad[0]);
+        for (c, value) in cols[1..].iter_mut().zip([logp, loss, ent, if clip { 1.0 } else { 0.0 }]) {
+            c.push(value);
+        }
+        total += weight * loss;
+        if weight > 0.0 {
+            counted += 1.0;
+            clipped += if clip { 1.0 } else { 0.0 };
+            approx_kl += f64::from(p[0]) - logp;
+            entropy += ent;
+        }
     }
-    vec![grad, logps, vec![total]]
+    let mean = |x: f64| if counted > 0.0 { x / counted } else { 0.0 };
+    let mut out = cols.to_vec();
+    out.push(vec![total, mean(clipped), mean(approx_kl), mean(entropy)]);
+    out
+}
+
+macro_rules! policy_check {
+    ($name:literal, $kl:expr) => {
+        KernelCheck {
+            name: $name,
+            // dlogits, logp, token loss, entropy, clip flag (exact), aggregates.
+            tols: &[(1e-6, 1e-4), (1e-5, 1e-5), (1e-5, 1e-5), (1e-5, 1e-5), (0.0, 0.0), (1e-5, 1e-5)],
+            shapes: POLICY,
+            extra_shapes: &[],
+            inputs: policy_inputs,
+            run: |d, s, x| policy_run(d, s, x, $kl),
+            reference: |s, x| policy_ref(s, x, $kl),
+        }
+    };
 }
 
 macro_rules! weights_check {
     ($name:literal, $variant:expr, $key:literal) => {
         KernelCheck {
             name: $name,
-            atol: 1e-5,
-            rtol: 1e-4,
+            tols: &[(1e-5, 1e-4)],
             shapes: WEIGHTS,
             extra_shapes: &[],
             inputs: weight_inputs,
@@ -148,40 +210,19 @@ pub fn all() -> Vec<KernelCheck> {
     vec![
         KernelCheck {
             name: "kl_dual",
-            atol: 1e-5,
-            rtol: 1e-4,
+            // logp_clean, logp_blind, exact KL, k3.
+            tols: &[(1e-5, 1e-5), (1e-5, 1e-5), (5e-6, 1e-4), (1e-6, 1e-5)],
             shapes: KL,
             extra_shapes: &[],
             inputs: kl_inputs,
-            run: |d, s, x| {
-                let o = ops::kl_dual(&up(d, &x.f[0], s)?, &up(d, &x.f[1], s)?, &x.ids, KlOptions { temperature: TEMP, d_clamp: 20.0 })?;
-                Ok(vec![o.logp_clean, o.logp_blind, o.kl, o.k3])
-            },
-            reference: |s, x| r::kl_dual(&f64s(&x.f[0]), &f64s(&x.f[1]), &x.ids, s[1], f64::from(TEMP), 20.0).to_vec(),
+            run: kl_run,
+            reference: kl_ref,
         },
         weights_check!("pgpo_weights", Variant::Paper, "paper"),
         weights_check!("pgpo_weights_quantile", Variant::Quantile, "quantile"),
         weights_check!("pgpo_weights_floor", Variant::Floor, "floor"),
         weights_check!("pgpo_weights_no_norm", Variant::NoNorm, "no-norm"),
-        KernelCheck {
-            name: "policy_loss",
-            atol: 1e-5,
-            rtol: 1e-3,
-            shapes: POLICY,
-            extra_shapes: &[],
-            inputs: policy_inputs,
-            run: |d, s, x| policy_run(d, s, x, false),
-            reference: |s, x| policy_ref(s, x, false),
-        },
-        KernelCheck {
-            name: "policy_loss_ref_kl",
-            atol: 1e-5,
-            rtol: 1e-3,
-            shapes: POLICY,
-            extra_shapes: &[],
-            inputs: policy_inputs,
-            run: |d, s, x| policy_run(d, s, x, true),
-            reference: |s, x| policy_ref(s, x, true),
-        },
+        policy_check!("policy_loss", false),
+        policy_check!("policy_loss_ref_kl", true),
     ]
 }

@@ -98,21 +98,30 @@ fn rope_ref(s: &[usize], x: &Inputs, kind: &str) -> Vec<Vec<f64>> {
 
 const ATTN: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[2, 4, 2, 37, 37, 16], &[1, 2, 1, 70, 70, 128], &[1, 2, 2, 5, 23, 8]];
 const ATTN_SQUARE: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[2, 4, 2, 37, 37, 16], &[1, 2, 1, 70, 70, 128]];
-const ATTN_GRAD: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[1, 2, 1, 9, 9, 4], &[2, 2, 2, 17, 17, 8], &[1, 1, 1, 66, 66, 4]];
-const ATTN_GRAD_LARGE: &[&[usize]] = &[&[2, 4, 2, 100, 100, 64], &[1, 2, 1, 70, 70, 128]];
+const ATTN_GRAD: &[&[usize]] =
+    &[&[1, 1, 1, 1, 1, 1], &[1, 2, 1, 9, 9, 4], &[2, 2, 2, 17, 17, 8], &[1, 1, 1, 66, 66, 4], &[1, 2, 2, 5, 13, 8]];
+/// Real head sizes, square and with Tq < Tk (the causal offset of a continued sequence),
+/// against the analytic f64 backward.
+const ATTN_GRAD_LARGE: &[&[usize]] = &[&[2, 4, 2, 100, 100, 64], &[1, 2, 1, 70, 70, 128], &[1, 2, 1, 37, 90, 64]];
+/// Segments index queries and keys alike, so their cases are square.
+const ATTN_GRAD_SQUARE: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[1, 2, 1, 9, 9, 4], &[2, 2, 2, 17, 17, 8], &[1, 1, 1, 66, 66, 4]];
+const ATTN_GRAD_LARGE_SQUARE: &[&[usize]] = &[&[2, 4, 2, 100, 100, 64], &[1, 2, 1, 70, 70, 128]];
 
 fn attn_opts(variant: &str, s: &[usize]) -> AttnOptions {
     let (b, tq, tk) = (s[0], s[3], s[4]);
-    let mut o = AttnOptions { causal: variant != "plain" && variant != "segments", ..Default::default() };
+    let causal = matches!(variant, "causal" | "padded" | "blind" | "segments_causal");
+    let mut o = AttnOptions { causal, ..Default::default() };
     match variant {
-        // Left padding: batch bi starts with a few hidden keys; their query rows see nothing.
-        "padded" => {
+        // Left padding: batch bi starts with a few hidden keys; their query rows see nothing
+        // under the causal mask ("padded"); without it ("key_mask") every row sees some key.
+        "padded" | "key_mask" => {
             o.key_mask = Some((0..b * tk).map(|i| if i % tk < (i / tk * 3 + 2) % (tk / 2 + 1) { 0.0 } else { 1.0 }).collect())
         }
         // Blind pass: a span of "visual" keys hidden from every query.
         "blind" => o.key_mask = Some((0..b * tk).map(|i| if (tk / 4..tk / 2).contains(&(i % tk)) { 0.0 } else { 1.0 }).collect()),
-        // Three uneven segments per sequence (block-diagonal).
-        "segments" => o.segments = Some((0..b * tq).map(|i| ((i % tq) * 3 / tq.max(1)) as u32).collect()),
+        // Three uneven segments per sequence (block-diagonal), alone or with the causal mask
+        // (packed sequences in training).
+        "segments" | "segments_causal" => o.segments = Some((0..b * tq).map(|i| ((i % tq) * 3 / tq.max(1)) as u32).collect()),
         _ => {}
     }
     o
@@ -161,11 +170,22 @@ fn attn_backward_run(dev: &Device, s: &[usize], x: &Inputs, variant: &str) -> Re
     Ok(vec![dq, dk, dv])
 }
 
+/// Finite differences at small sizes; the f64 analytic backward (itself checked against
+/// finite differences in `tests`) where differences would take too long.
 fn attn_backward_ref(s: &[usize], x: &Inputs, variant: &str) -> Vec<Vec<f64>> {
-    let f = attn_ref_fn(s, variant);
     let inputs = [f64s(&x.f[0]), f64s(&x.f[1]), f64s(&x.f[2])];
-    r::finite_difference(|v| f(v).0, &inputs, &f64s(&x.f[3]), &[0, 1, 2])
+    if inputs.iter().map(Vec::len).sum::<usize>() <= FD_LIMIT {
+        let f = attn_ref_fn(s, variant);
+        return r::finite_difference(|v| f(v).0, &inputs, &f64s(&x.f[3]), &[0, 1, 2]);
+    }
+    let o = attn_opts(variant, s);
+    let masks = AttnMasks { key_mask: o.key_mask.as_deref(), segments: o.segments.as_deref() };
+    r::attention_backward(&inputs[0], &inputs[1], &inputs[2], &f64s(&x.f[3]), &attn_dims(s, &o), &masks).to_vec()
 }
+
+/// Inputs (elements) up to which a backward is checked by finite differences, whose cost
+/// grows with its square.
+const FD_LIMIT: usize = 4000;
 
 // ---- cross-entropy: shape [N, V] ----
 
@@ -210,8 +230,7 @@ macro_rules! activation_backward {
     ($name:literal, $op:path, $f:path) => {
         KernelCheck {
             name: $name,
-            atol: 1e-5,
-            rtol: 1e-4,
+            tols: &[(1e-5, 1e-4)],
             shapes: ELEMENTWISE,
             extra_shapes: &[],
             inputs: two,
@@ -225,8 +244,7 @@ macro_rules! attention_check {
     ($name:literal, $variant:literal, $shapes:expr) => {
         KernelCheck {
             name: $name,
-            atol: 2e-5,
-            rtol: 1e-4,
+            tols: &[(2e-5, 1e-4), (2e-5, 1e-4)],
             shapes: $shapes,
             extra_shapes: &[],
             inputs: attn_inputs,
@@ -238,12 +256,14 @@ macro_rules! attention_check {
 
 macro_rules! attention_backward_check {
     ($name:literal, $variant:literal) => {
+        attention_backward_check!($name, $variant, ATTN_GRAD, ATTN_GRAD_LARGE)
+    };
+    ($name:literal, $variant:literal, $shapes:expr, $extra:expr) => {
         KernelCheck {
             name: $name,
-            atol: 1e-4,
-            rtol: 1e-3,
-            shapes: ATTN_GRAD,
-            extra_shapes: ATTN_GRAD_LARGE,
+            tols: &[(1e-4, 1e-3), (1e-4, 1e-3), (1e-4, 1e-3)],
+            shapes: $shapes,
+            extra_shapes: $extra,
             inputs: attn_inputs,
             run: |d, s, x| attn_backward_run(d, s, x, $variant),
             reference: |s, x| attn_backward_ref(s, x, $variant),
@@ -255,8 +275,7 @@ macro_rules! rope_check {
     ($name:literal, $kind:literal) => {
         KernelCheck {
             name: $name,
-            atol: 1e-5,
-            rtol: 1e-5,
+            tols: &[(1e-5, 1e-5)],
             shapes: ROPE,
             extra_shapes: &[],
             inputs: one,
@@ -273,8 +292,7 @@ pub fn all() -> Vec<KernelCheck> {
         activation_backward!("gelu_erf_backward", ops::gelu_erf_backward, r::gelu_erf),
         KernelCheck {
             name: "swiglu",
-            atol: 1e-6,
-            rtol: 1e-5,
+            tols: &[(1e-6, 1e-5)],
             shapes: ELEMENTWISE,
             extra_shapes: &[],
             inputs: two,
@@ -283,8 +301,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "swiglu_backward",
-            atol: 1e-5,
-            rtol: 1e-4,
+            tols: &[(1e-5, 1e-4), (1e-5, 1e-4)],
             shapes: ELEMENTWISE,
             extra_shapes: &[],
             inputs: three,
@@ -302,8 +319,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "rms_norm",
-            atol: 1e-5,
-            rtol: 1e-5,
+            tols: &[(1e-5, 1e-5), (1e-5, 1e-5)],
             shapes: RMS,
             extra_shapes: &[],
             inputs: rms_inputs,
@@ -318,8 +334,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "rms_norm_backward",
-            atol: 1e-4,
-            rtol: 1e-3,
+            tols: &[(1e-4, 1e-3), (1e-4, 1e-3)],
             shapes: RMS_GRAD,
             extra_shapes: RMS_GRAD_LARGE,
             inputs: rms_inputs,
@@ -331,6 +346,9 @@ pub fn all() -> Vec<KernelCheck> {
             },
             reference: |_, x| {
                 let inputs = [f64s(&x.f[0]), f64s(&x.f[1])];
+                if inputs[0].len() > FD_LIMIT {
+                    return r::rms_norm_backward(&inputs[0], &inputs[1], &f64s(&x.f[2]), f64::from(EPS)).to_vec();
+                }
                 r::finite_difference(|v| r::rms_norm(&v[0], &v[1], f64::from(EPS)).0, &inputs, &f64s(&x.f[2]), &[0, 1])
             },
         },
@@ -339,8 +357,7 @@ pub fn all() -> Vec<KernelCheck> {
         rope_check!("rope_vision", "vision"),
         KernelCheck {
             name: "rope_backward",
-            atol: 1e-5,
-            rtol: 1e-4,
+            tols: &[(1e-5, 1e-4)],
             shapes: ROPE_GRAD,
             extra_shapes: ROPE,
             inputs: two,
@@ -348,6 +365,9 @@ pub fn all() -> Vec<KernelCheck> {
             reference: |s, x| {
                 let t = rope_tables("mrope", s, &Device::Cpu).expect("valid tables");
                 let (c, sn) = (f64s(t.cos.as_cpu().unwrap()), f64s(t.sin.as_cpu().unwrap()));
+                if x.f[0].len() > FD_LIMIT {
+                    return vec![r::rope_backward(&f64s(&x.f[1]), &c, &sn, s[1], s[2], s[3])];
+                }
                 r::finite_difference(|v| r::rope(&v[0], &c, &sn, s[1], s[2], s[3]), &[f64s(&x.f[0])], &f64s(&x.f[1]), &[0])
             },
         },
@@ -356,15 +376,23 @@ pub fn all() -> Vec<KernelCheck> {
         attention_check!("attention_padded", "padded", ATTN),
         attention_check!("attention_blind", "blind", ATTN),
         attention_check!("attention_segments", "segments", ATTN_SQUARE),
+        attention_check!("attention_segments_causal", "segments_causal", ATTN_SQUARE),
+        attention_check!("attention_key_mask", "key_mask", ATTN),
         attention_backward_check!("attention_backward", "plain"),
         attention_backward_check!("attention_backward_causal", "causal"),
         attention_backward_check!("attention_backward_padded", "padded"),
         attention_backward_check!("attention_backward_blind", "blind"),
-        attention_backward_check!("attention_backward_segments", "segments"),
+        attention_backward_check!("attention_backward_segments", "segments", ATTN_GRAD_SQUARE, ATTN_GRAD_LARGE_SQUARE),
+        attention_backward_check!(
+            "attention_backward_segments_causal",
+            "segments_causal",
+            ATTN_GRAD_SQUARE,
+            ATTN_GRAD_LARGE_SQUARE
+        ),
+        attention_backward_check!("attention_backward_key_mask", "key_mask"),
         KernelCheck {
             name: "cross_entropy",
-            atol: 1e-5,
-            rtol: 1e-5,
+            tols: &[(1e-5, 1e-5), (1e-5, 1e-5)],
             shapes: CE,
             extra_shapes: &[],
             inputs: ce_inputs,
@@ -379,8 +407,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "cross_entropy_backward",
-            atol: 1e-5,
-            rtol: 1e-3,
+            tols: &[(1e-5, 1e-3)],
             shapes: CE_GRAD,
             extra_shapes: CE_GRAD_LARGE,
             inputs: ce_inputs,
@@ -390,13 +417,15 @@ pub fn all() -> Vec<KernelCheck> {
                 tensors(vec![ops::cross_entropy_backward(&logits, &x.ids, &lse, &up(d, &x.f[1], &[s[0]])?, 1.0)?])
             },
             reference: |s, x| {
+                if x.f[0].len() > FD_LIMIT {
+                    return vec![r::cross_entropy_backward(&f64s(&x.f[0]), &x.ids, &f64s(&x.f[1]), s[1])];
+                }
                 r::finite_difference(|v| r::cross_entropy(&v[0], &x.ids, s[1]), &[f64s(&x.f[0])], &f64s(&x.f[1]), &[0])
             },
         },
         KernelCheck {
             name: "adamw",
-            atol: 1e-6,
-            rtol: 1e-5,
+            tols: &[(1e-6, 1e-5), (1e-6, 1e-5), (1e-6, 1e-5)],
             shapes: ELEMENTWISE,
             extra_shapes: &[],
             inputs: adamw_inputs,
@@ -409,8 +438,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "sum_squares",
-            atol: 1e-3,
-            rtol: 1e-5,
+            tols: &[(1e-3, 1e-5)],
             shapes: &[&[1], &[4095], &[4097], &[70_000]],
             extra_shapes: &[],
             inputs: one,
@@ -418,4 +446,60 @@ pub fn all() -> Vec<KernelCheck> {
             reference: |_, x| vec![vec![x.f[0].iter().map(|&v| f64::from(v) * f64::from(v)).sum()]],
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    //! The analytic f64 backwards that stand in for finite differences at large sizes must
+    //! agree with finite differences where both run.
+    use super::*;
+
+    fn close(a: &[Vec<f64>], b: &[Vec<f64>]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.len(), y.len());
+            for (p, q) in x.iter().zip(y) {
+                assert!((p - q).abs() <= 1e-6 * (1.0 + q.abs()), "{p} vs {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn analytic_attention_backward_matches_finite_differences() {
+        for variant in ["plain", "causal", "padded", "blind", "key_mask", "segments", "segments_causal"] {
+            for s in [&[1, 2, 1, 9, 9, 4][..], &[2, 2, 2, 7, 7, 8], &[1, 2, 2, 5, 13, 8]] {
+                if variant.starts_with("segments") && s[3] != s[4] {
+                    continue;
+                }
+                let x = attn_inputs(s, &mut Rng::new(7));
+                let inputs = [f64s(&x.f[0]), f64s(&x.f[1]), f64s(&x.f[2])];
+                let f = attn_ref_fn(s, variant);
+                let fd = r::finite_difference(|v| f(v).0, &inputs, &f64s(&x.f[3]), &[0, 1, 2]);
+                let o = attn_opts(variant, s);
+                let m = AttnMasks { key_mask: o.key_mask.as_deref(), segments: o.segments.as_deref() };
+                close(&r::attention_backward(&inputs[0], &inputs[1], &inputs[2], &f64s(&x.f[3]), &attn_dims(s, &o), &m), &fd);
+            }
+        }
+    }
+
+    #[test]
+    fn analytic_rms_norm_rope_and_cross_entropy_backwards_match_finite_differences() {
+        let x = rms_inputs(&[5, 7], &mut Rng::new(3));
+        let inputs = [f64s(&x.f[0]), f64s(&x.f[1])];
+        let fd = r::finite_difference(|v| r::rms_norm(&v[0], &v[1], f64::from(EPS)).0, &inputs, &f64s(&x.f[2]), &[0, 1]);
+        close(&r::rms_norm_backward(&inputs[0], &inputs[1], &f64s(&x.f[2]), f64::from(EPS)), &fd);
+
+        let s = [2, 3, 7, 8];
+        let x = two(&s, &mut Rng::new(4));
+        for kind in ["1d", "mrope", "vision"] {
+            let t = rope_tables(kind, &s, &Device::Cpu).unwrap();
+            let (c, sn) = (f64s(t.cos.as_cpu().unwrap()), f64s(t.sin.as_cpu().unwrap()));
+            let fd = r::finite_difference(|v| r::rope(&v[0], &c, &sn, s[1], s[2], s[3]), &[f64s(&x.f[0])], &f64s(&x.f[1]), &[0]);
+            close(&[r::rope_backward(&f64s(&x.f[1]), &c, &sn, s[1], s[2], s[3])], &fd);
+        }
+
+        let x = ce_inputs(&[4, 33], &mut Rng::new(5));
+        let fd = r::finite_difference(|v| r::cross_entropy(&v[0], &x.ids, 33), &[f64s(&x.f[0])], &f64s(&x.f[1]), &[0]);
+        close(&[r::cross_entropy_backward(&f64s(&x.f[0]), &x.ids, &f64s(&x.f[1]), 33)], &fd);
+    }
 }

@@ -32,6 +32,12 @@ pub struct PolicyLoss {
     pub dlogits: Tensor,
     /// Per-token log-prob of the sampled token under the current policy.
     pub logp: Vec<f32>,
+    /// Per-token loss before the aggregation weight.
+    pub token_loss: Vec<f32>,
+    /// Per-token entropy of the current policy.
+    pub token_entropy: Vec<f32>,
+    /// Per token, 1 where the clipped branch was taken, else 0.
+    pub token_clipped: Vec<f32>,
     /// Fraction of weighted tokens where the clipped branch was taken.
     pub clip_frac: f64,
     /// Mean over weighted tokens of (old_logp - logp), the approximate KL to the old policy.
@@ -101,9 +107,9 @@ pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<P
         (d, o.to_vec()?)
     };
     let (mut loss, mut wsum, mut clipped, mut kl, mut ent) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let mut logp = Vec::with_capacity(n);
+    let column = |k: usize| tok_out.iter().skip(k).step_by(TOKEN_OUT).copied().collect::<Vec<f32>>();
+    let (token_loss, logp, token_entropy, token_clipped) = (column(0), column(1), column(2), column(3));
     for (i, o) in tok_out.chunks(TOKEN_OUT).enumerate() {
-        logp.push(o[1]);
         let w = f64::from(x.weight[i]);
         loss += w * f64::from(o[0]);
         if w > 0.0 {
@@ -114,5 +120,15 @@ pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<P
         }
     }
     let mean = |s: f64| if wsum > 0.0 { s / wsum } else { 0.0 };
-    Ok(PolicyLoss { loss, dlogits, logp, clip_frac: mean(clipped), approx_kl: mean(kl), entropy: mean(ent) })
+    Ok(PolicyLoss {
+        loss,
+        dlogits,
+        logp,
+        token_loss,
+        token_entropy,
+        token_clipped,
+        clip_frac: mean(clipped),
+        approx_kl: mean(kl),
+        entropy: mean(ent),
+    })
 }

@@ -139,7 +139,9 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
             let rows = lse.len();
             let mut scores = vec![0.0f32; rows * BK];
             let (mut mx, mut sum) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
-            o.fill(0.0);
+            // Accumulate apart from `o`, so every element of `o` is written exactly once below
+            // (a poisoned output then shows any row this kernel fails to finish).
+            let mut acc = vec![0.0f32; rows * d];
             let end = s.key_end(i0 + rows - 1);
             for j0 in (0..end).step_by(BK) {
                 let cols = BK.min(end - j0);
@@ -165,23 +167,26 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
                     let corr = exp(mx[r] - nm);
                     if corr != 1.0 {
                         sum[r] *= corr;
-                        o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= corr);
+                        acc[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= corr);
                     }
                     sum[r] += add;
                     mx[r] = nm;
                 }
                 // O_i += P V_j.
                 unsafe {
-                    mm((rows, d, cols), o.as_mut_ptr(), d, true, (scores.as_ptr(), BK, 1), (v[kv + j0 * d..].as_ptr(), d, 1));
+                    mm((rows, d, cols), acc.as_mut_ptr(), d, true, (scores.as_ptr(), BK, 1), (v[kv + j0 * d..].as_ptr(), d, 1));
                 }
             }
             for r in 0..rows {
-                if sum[r] > 0.0 {
-                    let inv = 1.0 / sum[r];
-                    o[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= inv);
-                    lse[r] = mx[r] + sum[r].ln();
-                } else {
+                let (out, a) = (&mut o[r * d..(r + 1) * d], &acc[r * d..(r + 1) * d]);
+                // A row that sees no key has sum 0 (its output is 0); NaN sums propagate.
+                if sum[r] == 0.0 {
+                    out.fill(0.0);
                     lse[r] = NO_KEY_LSE;
+                } else {
+                    let inv = 1.0 / sum[r];
+                    out.iter_mut().zip(a).for_each(|(x, y)| *x = y * inv);
+                    lse[r] = mx[r] + sum[r].ln();
                 }
             }
         });
@@ -214,9 +219,9 @@ pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut
     dq.par_chunks_mut(qn).zip(dk.par_chunks_mut(kn).zip(dv.par_chunks_mut(kn))).enumerate().for_each(|(bg, (dq, (dk, dv)))| {
         let b = bg / s.hkv;
         let kv = bg * kn;
-        dq.fill(0.0);
-        dk.fill(0.0);
-        dv.fill(0.0);
+        // Accumulators apart from the outputs, copied out once at the end, so a poisoned
+        // output shows any element the kernel fails to write.
+        let (mut dq_acc, mut dk_acc, mut dv_acc) = (vec![0.0f32; qn], vec![0.0f32; kn], vec![0.0f32; kn]);
         let mut p = vec![0.0f32; BQ * BK];
         let mut dp = vec![0.0f32; BQ * BK];
         for j0 in (0..s.tk).step_by(BK) {
@@ -248,15 +253,18 @@ pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut
                             attention_grad_row(pr, dpr, s.scale, l, delta);
                         }
                     }
-                    let dq_i = dq[(g * s.tq + i0) * d..].as_mut_ptr();
+                    let dq_i = dq_acc[(g * s.tq + i0) * d..].as_mut_ptr();
                     unsafe {
                         // dV_j += P^T dO_i; dK_j += dS^T Q_i; dQ_i += dS K_j.
-                        mm((cols, d, rows), dv[j0 * d..].as_mut_ptr(), d, true, (p.as_ptr(), 1, BK), (doi.as_ptr(), d, 1));
-                        mm((cols, d, rows), dk[j0 * d..].as_mut_ptr(), d, true, (dp.as_ptr(), 1, BK), (qi.as_ptr(), d, 1));
+                        mm((cols, d, rows), dv_acc[j0 * d..].as_mut_ptr(), d, true, (p.as_ptr(), 1, BK), (doi.as_ptr(), d, 1));
+                        mm((cols, d, rows), dk_acc[j0 * d..].as_mut_ptr(), d, true, (dp.as_ptr(), 1, BK), (qi.as_ptr(), d, 1));
                         mm((rows, d, cols), dq_i, d, true, (dp.as_ptr(), BK, 1), (x.k[kv + j0 * d..].as_ptr(), d, 1));
                     }
                 }
             }
         }
+        dq.copy_from_slice(&dq_acc);
+        dk.copy_from_slice(&dk_acc);
+        dv.copy_from_slice(&dv_acc);
     });
 }

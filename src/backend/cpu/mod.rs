@@ -22,12 +22,13 @@ pub mod softmax;
 /// Rows per rayon task for row-wise kernels: enough work to amortise scheduling.
 pub(crate) const MIN_ELEMS_PER_TASK: usize = 1 << 14;
 
-/// An output buffer: NaN when poisoning is on, so unwritten elements show.
+/// An output buffer: filled with the poison value when poisoning is on, so unwritten
+/// elements show.
 pub fn alloc(n: usize) -> Vec<f32> {
-    if crate::poison_outputs() {
+    if let Some(poison) = crate::poison_value() {
         let mut v = Vec::with_capacity(n);
         huge_pages(&v, n);
-        v.resize(n, f32::NAN);
+        v.resize(n, poison);
         v
     } else {
         // Zeroed pages come lazily from the OS; the kernel's first write faults them in.

@@ -1,5 +1,6 @@
 //! Fused clipped policy loss, forward and backward (see shaders/policy_loss.wgsl).
 
+use super::fastmath::{expm1, k3};
 use rayon::prelude::*;
 
 /// Clipping and KL options of PGPO_METHOD.md section 4.
@@ -25,7 +26,9 @@ pub const TOKEN_IN: usize = 4;
 /// Per-token outputs, packed [N, 4]: loss (unweighted), logp, entropy, clipped (0 or 1).
 pub const TOKEN_OUT: usize = 4;
 
-/// The token's loss and d loss / d logp, from its log-prob and inputs.
+/// The token's loss and d loss / d logp, from its log-prob and inputs. A NaN log-prob, old
+/// log-prob or advantage gives a NaN loss and gradient (the clamp would hide it on a GPU).
+/// The reference-KL term and its gradient -(e^d - 1) are computed without cancellation.
 pub fn token_loss(logp: f32, old: f32, adv: f32, reference: f32, c: &LossConfig) -> (f32, f32, bool) {
     let ratio = (logp - old).exp();
     let pg1 = -adv * ratio;
@@ -39,10 +42,13 @@ pub fn token_loss(logp: f32, old: f32, adv: f32, reference: f32, c: &LossConfig)
             grad = 0.0;
         }
     }
+    if ratio.is_nan() || adv.is_nan() {
+        (loss, grad) = (f32::NAN, f32::NAN);
+    }
     if c.kl_coef > 0.0 {
         let d = reference - logp;
-        loss += c.kl_coef * (d.exp() - 1.0 - d);
-        grad += c.kl_coef * (1.0 - d.exp());
+        loss += c.kl_coef * k3(d);
+        grad -= c.kl_coef * expm1(d);
     }
     (loss, grad, clipped)
 }

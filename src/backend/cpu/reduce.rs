@@ -15,6 +15,7 @@ pub fn row_sum(x: &[f32], cols: usize, out: &mut [f32]) {
     rows(x, cols, out, |r| r.iter().sum());
 }
 
+/// The row's maximum; NaN if the row holds a NaN (as torch.amax), unlike `f32::max`.
 pub fn row_max(x: &[f32], cols: usize, out: &mut [f32]) {
-    rows(x, cols, out, |r| r.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+    rows(x, cols, out, |r| r.iter().copied().fold(f32::NEG_INFINITY, |a, b| if a > b || a.is_nan() { a } else { b }));
 }

@@ -2,8 +2,12 @@
 //! kl_dual and policy_loss. Sixteen independent lanes each keep an online (max, sums) over
 //! blocks of the row, so the loops vectorise without reassociating a float reduction; the
 //! lanes merge at the end as the GPU kernels' trees do.
+//!
+//! Non-finite inputs follow PyTorch: a NaN anywhere in a row makes its statistics NaN, and so
+//! does +inf (inf - inf); -inf entries have probability 0 and add nothing (0 log 0 = 0). The
+//! maxima start at f32::MIN rather than -inf so that exp(-inf - max) is 0, never NaN.
 
-use super::fastmath::{dispatch, exp};
+use super::fastmath::{dispatch, exp, k3};
 
 const L: usize = 16;
 const BLOCK: usize = 256;
@@ -24,11 +28,8 @@ impl Lse {
 
 #[inline(always)]
 fn merge(m: &[f32; L], sums: &[&[f32; L]]) -> (f32, Vec<f32>) {
-    let top = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let out = sums
-        .iter()
-        .map(|s| (0..L).map(|l| if m[l] == f32::NEG_INFINITY { 0.0 } else { s[l] * exp(m[l] - top) }).sum())
-        .collect();
+    let top = m.iter().copied().fold(f32::MIN, f32::max);
+    let out = sums.iter().map(|s| (0..L).map(|l| s[l] * exp(m[l] - top)).sum()).collect();
     (top, out)
 }
 
@@ -37,7 +38,7 @@ fn merge(m: &[f32; L], sums: &[&[f32; L]]) -> (f32, Vec<f32>) {
 fn rescale(m: &mut [f32; L], bm: &[f32; L], sums: &mut [&mut [f32; L]]) {
     for l in 0..L {
         let nm = m[l].max(bm[l]);
-        let r = if nm == f32::NEG_INFINITY { 1.0 } else { exp(m[l] - nm) };
+        let r = exp(m[l] - nm);
         for s in sums.iter_mut() {
             s[l] *= r;
         }
@@ -47,7 +48,7 @@ fn rescale(m: &mut [f32; L], bm: &[f32; L], sums: &mut [&mut [f32; L]]) {
 
 #[inline(always)]
 fn block_max(x: &[f32], inv_t: f32) -> [f32; L] {
-    let mut bm = [f32::NEG_INFINITY; L];
+    let mut bm = [f32::MIN; L];
     let mut chunks = x.chunks_exact(L);
     for c in &mut chunks {
         for l in 0..L {
@@ -60,9 +61,15 @@ fn block_max(x: &[f32], inv_t: f32) -> [f32; L] {
     bm
 }
 
+/// e * z, with 0 where e is 0 (z = -inf there: 0 log 0 = 0 in the entropy).
+#[inline(always)]
+fn weighted(e: f32, z: f32) -> f32 {
+    if e == 0.0 { 0.0 } else { e * z }
+}
+
 #[inline(always)]
 fn lse_stats_impl(x: &[f32], inv_t: f32) -> Lse {
-    let (mut m, mut s, mut t) = ([f32::NEG_INFINITY; L], [0.0f32; L], [0.0f32; L]);
+    let (mut m, mut s, mut t) = ([f32::MIN; L], [0.0f32; L], [0.0f32; L]);
     for blk in x.chunks(BLOCK) {
         rescale(&mut m, &block_max(blk, inv_t), &mut [&mut s, &mut t]);
         let mut chunks = blk.chunks_exact(L);
@@ -71,14 +78,14 @@ fn lse_stats_impl(x: &[f32], inv_t: f32) -> Lse {
                 let z = c[l] * inv_t;
                 let e = exp(z - m[l]);
                 s[l] += e;
-                t[l] += e * z;
+                t[l] += weighted(e, z);
             }
         }
         for (l, &v) in chunks.remainder().iter().enumerate() {
             let z = v * inv_t;
             let e = exp(z - m[l]);
             s[l] += e;
-            t[l] += e * z;
+            t[l] += weighted(e, z);
         }
     }
     let (max, sums) = merge(&m, &[&s, &t]);
@@ -87,39 +94,72 @@ fn lse_stats_impl(x: &[f32], inv_t: f32) -> Lse {
 
 dispatch!(pub fn lse_stats(x: &[f32], inv_t: f32) -> Lse => lse_stats_impl);
 
-/// Statistics of a pair of rows a = clean * inv_t, b = blind * inv_t: the Lse of each, with
-/// a.zsum replaced by sum exp(a - max_a) (a - b), so KL(p_a || p_b) = zsum / sum - lse_a + lse_b.
+/// What kl_dual needs of a pair of rows a = clean / T, b = blind / T, with the shift
+/// c = b_t - a_t of the sampled token (see shaders/kl_dual.wgsl for the method):
+/// `a` and `b` are each row's (max, sum exp(x - max)); `a.zsum` holds sum e_a u with
+/// u = b - a - c and e_a = exp(a - max_a); `k` holds sum e_a k3(u), scaled by exp(-r) with
+/// r = max(max_a, max_b - c) (so no term exceeds 1).
+#[derive(Clone, Copy, Debug)]
+pub struct PairStats {
+    pub a: Lse,
+    pub b: Lse,
+    pub k: f32,
+    pub r: f32,
+}
+
+/// One element's share of k: e_a k3(u), which is e_b c2 - e_a c1 (1 + u) in the direct form
+/// (e_b c2 = e_a c1 e^u, also when e_a underflows to 0); c1, c2 rescale from the rows'
+/// maxima to r.
 #[inline(always)]
-fn kl_stats_impl(clean: &[f32], blind: &[f32], inv_t: f32) -> (Lse, Lse) {
-    let (mut ma, mut sa, mut ta) = ([f32::NEG_INFINITY; L], [0.0f32; L], [0.0f32; L]);
-    let (mut mb, mut sb) = ([f32::NEG_INFINITY; L], [0.0f32; L]);
+fn k_term(ea: f32, eb: f32, u: f32, ue: f32, c1: f32, c2: f32) -> f32 {
+    if u.abs() < 0.5 { ea * c1 * k3(u) } else { eb * c2 - ea * c1 * (1.0 + ue) }
+}
+
+#[inline(always)]
+fn kl_stats_impl(clean: &[f32], blind: &[f32], inv_t: f32, c: f32) -> PairStats {
+    let (mut ma, mut sa, mut ta) = ([f32::MIN; L], [0.0f32; L], [0.0f32; L]);
+    let (mut mb, mut sb) = ([f32::MIN; L], [0.0f32; L]);
+    let (mut r, mut k) = ([f32::MIN; L], [0.0f32; L]);
     for (ba, bb) in clean.chunks(BLOCK).zip(blind.chunks(BLOCK)) {
         rescale(&mut ma, &block_max(ba, inv_t), &mut [&mut sa, &mut ta]);
         rescale(&mut mb, &block_max(bb, inv_t), &mut [&mut sb]);
+        let target: [f32; L] = std::array::from_fn(|l| ma[l].max(mb[l] - c));
+        rescale(&mut r, &target, &mut [&mut k]);
+        let c1: [f32; L] = std::array::from_fn(|l| exp(ma[l] - r[l]));
+        let c2: [f32; L] = std::array::from_fn(|l| exp(mb[l] - c - r[l]));
+        let mut step = |l: usize, xa: f32, xb: f32| {
+            let (a, b) = (xa * inv_t, xb * inv_t);
+            let (ea, eb) = (exp(a - ma[l]), exp(b - mb[l]));
+            let u = b - a - c;
+            // Where p_a is 0 (a = -inf), u is infinite and weighs nothing in the mean.
+            let ue = if ea == 0.0 { 0.0 } else { u };
+            sa[l] += ea;
+            ta[l] += ea * ue;
+            sb[l] += eb;
+            k[l] += k_term(ea, eb, u, ue, c1[l], c2[l]);
+        };
         let (mut ca, mut cb) = (ba.chunks_exact(L), bb.chunks_exact(L));
         for (xa, xb) in (&mut ca).zip(&mut cb) {
             for l in 0..L {
-                let (a, b) = (xa[l] * inv_t, xb[l] * inv_t);
-                let e = exp(a - ma[l]);
-                sa[l] += e;
-                ta[l] += e * (a - b);
-                sb[l] += exp(b - mb[l]);
+                step(l, xa[l], xb[l]);
             }
         }
         for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-            let (a, b) = (xa * inv_t, xb * inv_t);
-            let e = exp(a - ma[l]);
-            sa[l] += e;
-            ta[l] += e * (a - b);
-            sb[l] += exp(b - mb[l]);
+            step(l, xa, xb);
         }
     }
     let (max_a, sums_a) = merge(&ma, &[&sa, &ta]);
     let (max_b, sums_b) = merge(&mb, &[&sb]);
-    (Lse { max: max_a, sum: sums_a[0], zsum: sums_a[1] }, Lse { max: max_b, sum: sums_b[0], zsum: 0.0 })
+    let (top_r, sums_k) = merge(&r, &[&k]);
+    PairStats {
+        a: Lse { max: max_a, sum: sums_a[0], zsum: sums_a[1] },
+        b: Lse { max: max_b, sum: sums_b[0], zsum: 0.0 },
+        k: sums_k[0],
+        r: top_r,
+    }
 }
 
-dispatch!(pub fn kl_stats(clean: &[f32], blind: &[f32], inv_t: f32) -> (Lse, Lse) => kl_stats_impl);
+dispatch!(pub fn kl_stats(clean: &[f32], blind: &[f32], inv_t: f32, c: f32) -> PairStats => kl_stats_impl);
 
 /// out[i] = scale * exp(x[i] * inv_t - shift), the second pass of softmax and of the
 /// logits gradients.
@@ -187,7 +227,7 @@ dispatch!(pub fn attention_grad_row(s: &mut [f32], dp: &mut [f32], scale: f32, l
 /// max of x * inv_t (inv_t > 0).
 #[inline(always)]
 fn row_max_impl(x: &[f32], inv_t: f32) -> f32 {
-    block_max(x, inv_t).iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    block_max(x, inv_t).iter().copied().fold(f32::MIN, f32::max)
 }
 
 dispatch!(pub fn row_max(x: &[f32], inv_t: f32) -> f32 => row_max_impl);

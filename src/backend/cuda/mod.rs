@@ -70,8 +70,8 @@ impl CudaDevice {
     }
 
     pub fn alloc(&self, n: usize) -> Result<CudaSlice<f32>> {
-        if crate::poison_outputs() {
-            return self.upload(&vec![f32::NAN; n]);
+        if let Some(poison) = crate::poison_value() {
+            return self.upload(&vec![poison; n]);
         }
         self.stream.alloc_zeros::<f32>(n.max(1)).map_err(cuda_err)
     }

@@ -127,12 +127,12 @@ impl WgpuDevice {
         Ok(pool::take(&self.pool, &self.device, bytes))
     }
 
-    /// An output buffer of `n` f32; NaN-filled when poisoning is on.
+    /// An output buffer of `n` f32; filled with the poison value when poisoning is on.
     pub fn alloc(&self, n: usize) -> Result<GpuBuffer> {
         let buf = self.buffer(4 * n as u64)?;
-        if crate::poison_outputs() {
-            let nan = vec![f32::NAN; (buf.bytes() / 4) as usize];
-            self.queue.write_buffer(buf.raw(), 0, bytemuck::cast_slice(&nan));
+        if let Some(poison) = crate::poison_value() {
+            let fill = vec![poison; (buf.bytes() / 4) as usize];
+            self.queue.write_buffer(buf.raw(), 0, bytemuck::cast_slice(&fill));
         }
         Ok(buf)
     }

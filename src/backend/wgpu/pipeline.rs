@@ -4,7 +4,10 @@ use crate::error::{Error, Result};
 use std::collections::HashMap;
 
 /// Shared WGSL pieces, spliced in where a shader has the line `// #include "<name>"`.
-const INCLUDES: &[(&str, &str)] = &[("row_stats.wgsl", include_str!("../../../shaders/include/row_stats.wgsl"))];
+const INCLUDES: &[(&str, &str)] = &[
+    ("row_stats.wgsl", include_str!("../../../shaders/include/row_stats.wgsl")),
+    ("numerics.wgsl", include_str!("../../../shaders/include/numerics.wgsl")),
+];
 
 /// The WGSL source of a kernel family with its includes expanded.
 pub fn source(family: &str) -> Option<String> {
