@@ -73,6 +73,8 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, flo
         __syncthreads();
         if (live) {
             float sc[BC], bmax = FLT_LOWEST;
+            // A NaN score is kept (it makes the row NaN, as in PyTorch), not taken for masked.
+            bool any = false;
             for (unsigned int jj = 0; jj < BC; jj++) {
                 float s = FLT_LOWEST;
                 if (visible(a, i, j0 + jj, qinfo, tinfo[jj])) {
@@ -81,13 +83,14 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, flo
                 }
                 sc[jj] = s;
                 bmax = fmaxf(bmax, s);
+                any = any || s > FLT_LOWEST || is_nan(s);
             }
-            if (bmax > FLT_LOWEST) {
+            if (any) {
                 float nm = fmaxf(mx, bmax), corr = expf(mx - nm);
                 sum *= corr;
                 for (unsigned int c = 0; c < a.d; c++) acc[c] *= corr;
                 for (unsigned int jj = 0; jj < BC; jj++) {
-                    if (sc[jj] > FLT_LOWEST) {
+                    if (sc[jj] > FLT_LOWEST || is_nan(sc[jj])) {
                         float pj = expf(sc[jj] - nm);
                         sum += pj;
                         for (unsigned int c = 0; c < a.d; c++) acc[c] += pj * tb[jj * DMAX + c];
@@ -100,9 +103,10 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, flo
     }
     if (live) {
         size_t r = (size_t)(b * a.hq + h) * a.tq + i;
-        float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        // A row that sees no key has sum 0; a NaN sum (NaN or +inf scores) propagates.
+        float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
         for (unsigned int c = 0; c < a.d; c++) o[qrow + c] = acc[c] * inv;
-        lse[r] = sum > 0.0f ? mx + logf(sum) : a.neg_inf;
+        lse[r] = sum == 0.0f ? a.neg_inf : mx + logf(sum);
     }
 }
 

@@ -37,6 +37,8 @@ const HIDDEN: u32 = 0x80000000u;
 const SEG: u32 = 0x7fffffffu;
 const NEG: f32 = -3.402823e38;
 
+// #include "numerics.wgsl"
+
 var<workgroup> ta: array<f32, 2048>; // BC x DMAX: keys, or queries in dkv
 var<workgroup> tb: array<f32, 2048>; // BC x DMAX: values, or dO in dkv
 var<workgroup> tinfo: array<u32, 16>;
@@ -101,6 +103,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         if (live) {
             var sc: array<f32, 16>;
             var bmax = NEG;
+            // A NaN score is kept (it makes the row NaN, as in PyTorch), not taken for masked.
+            var any = false;
             for (var jj = 0u; jj < BC; jj++) {
                 var s = NEG;
                 if (visible(i, j0 + jj, qinfo, tinfo[jj])) {
@@ -109,14 +113,15 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
                 }
                 sc[jj] = s;
                 bmax = max(bmax, s);
+                any = any || s > NEG || is_nan(s);
             }
-            if (bmax > NEG) {
+            if (any) {
                 let nm = max(mx, bmax);
                 let corr = exp(mx - nm);
                 sum *= corr;
                 for (var c = 0u; c < p.d; c++) { acc[c] *= corr; }
                 for (var jj = 0u; jj < BC; jj++) {
-                    if (sc[jj] > NEG) {
+                    if (sc[jj] > NEG || is_nan(sc[jj])) {
                         let pj = exp(sc[jj] - nm);
                         sum += pj;
                         for (var c = 0u; c < p.d; c++) { acc[c] += pj * tb[jj * DMAX + c]; }
@@ -129,13 +134,14 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
     if (live) {
         let r = (b * p.hq + h) * p.tq + i;
-        if (sum > 0.0) {
+        // A row that sees no key has sum 0; a NaN sum (NaN or +inf scores) propagates.
+        if (sum == 0.0) {
+            for (var c = 0u; c < p.d; c++) { out[qrow + c] = 0.0; }
+            lse[r] = p.neg_inf;
+        } else {
             let inv = 1.0 / sum;
             for (var c = 0u; c < p.d; c++) { out[qrow + c] = acc[c] * inv; }
             lse[r] = mx + log(sum);
-        } else {
-            for (var c = 0u; c < p.d; c++) { out[qrow + c] = 0.0; }
-            lse[r] = p.neg_inf;
         }
     }
 }

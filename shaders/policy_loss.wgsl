@@ -98,8 +98,9 @@ fn policy_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let lse = lse_shared;
     let t = tokens[row];
     for (var c = lid; c < p.v; c += 256u) {
+        // Skipped only for an exact 0 (weight 0 or a clipped token); a NaN coefficient spreads.
         var d = 0.0;
-        if (g != 0.0) {
+        if (!(g == 0.0)) {
             d = -g * exp(logits[base + c] * p.inv_t - lse);
             if (c == t) { d += g; }
         }

@@ -265,7 +265,10 @@ pub fn all() -> Vec<KernelCheck> {
             shapes: ROWS,
             inputs: one,
             run: |d, s, x| Ok(vec![ops::row_max(&up(d, &x.f[0], s)?)?]),
-            reference: |s, x| vec![rows_ref(s, x, |r| vec![r.iter().copied().fold(f64::NEG_INFINITY, f64::max)]).concat()],
+            // NaN if the row holds one (f64::max would drop it).
+            reference: |s, x| {
+                vec![rows_ref(s, x, |r| vec![r.iter().copied().fold(f64::NEG_INFINITY, |a, b| if a > b || a.is_nan() { a } else { b })]).concat()]
+            },
         },
         KernelCheck {
             name: "softmax",
@@ -385,5 +388,7 @@ pub fn all() -> Vec<KernelCheck> {
     ];
     checks.extend(super::transformer::all());
     checks.extend(super::rl::all());
+    let nonfinite = super::nonfinite::all(&checks);
+    checks.extend(nonfinite);
     checks
 }

@@ -29,7 +29,12 @@ pub fn gelu_erf(x: f64) -> f64 {
     0.5 * x * (1.0 + erf_series(x / 2f64.sqrt()))
 }
 
+/// log sum exp of the row; NaN if any entry is NaN or +inf (as PyTorch's softmax), -inf if
+/// every entry is -inf.
 pub fn logsumexp(r: &[f64]) -> f64 {
+    if r.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
     let m = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
         return m;
@@ -209,7 +214,8 @@ pub fn finite_difference(f: impl Fn(&[Vec<f64>]) -> Vec<f64>, inputs: &[Vec<f64>
             (0..x[a].len())
                 .map(|i| {
                     let orig = x[a][i];
-                    let h = 1e-6 * orig.abs().max(1.0);
+                    // An infinite input stays put (its derivative is 0, or NaN where f is).
+                    let h = 1e-6 * if orig.is_finite() { orig.abs().max(1.0) } else { 1.0 };
                     x[a][i] = orig + h;
                     let up = loss(&x);
                     x[a][i] = orig - h;
@@ -297,6 +303,10 @@ pub fn pgpo_response(s: &[f64], valid: &[bool], tau: f64, beta: f64, eps: f64, v
 /// The clipped policy loss of one token from its log-prob, in f64.
 pub fn token_policy_loss(logp: f64, old: f64, adv: f64, reference: f64, clip: (f64, f64), dual: f64, kl_coef: f64) -> f64 {
     let ratio = (logp - old).exp();
+    // NaN propagates through max and min (as torch.maximum/minimum), where f64's drop it.
+    if ratio.is_nan() || adv.is_nan() {
+        return f64::NAN;
+    }
     let mut loss = (-adv * ratio).max(-adv * ratio.clamp(1.0 - clip.0, 1.0 + clip.1));
     if dual > 0.0 && adv < 0.0 {
         loss = loss.min(-adv * dual);

@@ -16,7 +16,7 @@ const TEMP: f32 = 0.7;
 /// Small enough that the rows built to exceed it reach the clamp.
 const D_CLAMP: f32 = 4.0;
 
-fn kl_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+pub(super) fn kl_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (n, v) = (s[0], s[1]);
     let mut clean = rng.vec(n * v, -4.0, 4.0);
     // The blind row is the clean row perturbed: small KL on some rows, large on others.
@@ -90,7 +90,7 @@ const KL_COEF: f64 = 0.05;
 const POLICY_TEMP: f64 = 0.9;
 
 /// f[0] logits, f[1] packed per token (old_logp, adv, weight, ref_logp).
-fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+pub(super) fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (n, v) = (s[0], s[1]);
     let logits = rng.vec(n * v, -3.0, 3.0);
     let tokens: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();

@@ -53,7 +53,7 @@ const RMS: &[&[usize]] = &[&[1, 1], &[5, 7], &[3, 1000], &[300, 65]];
 const RMS_GRAD: &[&[usize]] = &[&[1, 1], &[5, 7], &[3, 33]];
 const RMS_GRAD_LARGE: &[&[usize]] = &[&[300, 257], &[2, 1000]];
 
-fn rms_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+pub(super) fn rms_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     Inputs { f: vec![rng.vec(n(s), -2.0, 2.0), rng.vec(s[1], 0.5, 1.5), rng.vec(n(s), -1.0, 1.0)], ids: vec![] }
 }
 
@@ -131,7 +131,7 @@ fn attn_shapes(s: &[usize]) -> ([usize; 4], [usize; 4]) {
     ([s[0], s[1], s[3], s[5]], [s[0], s[2], s[4], s[5]])
 }
 
-fn attn_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+pub(super) fn attn_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (qs, ks) = attn_shapes(s);
     Inputs {
         f: vec![rng.vec(n(&qs), -1.5, 1.5), rng.vec(n(&ks), -1.5, 1.5), rng.vec(n(&ks), -1.0, 1.0), rng.vec(n(&qs), -1.0, 1.0)],
@@ -193,7 +193,7 @@ const CE: &[&[usize]] = &[&[1, 1], &[7, 33], &[5, 1000], &[3, 5000]];
 const CE_GRAD: &[&[usize]] = &[&[1, 1], &[7, 33], &[3, 300]];
 const CE_GRAD_LARGE: &[&[usize]] = &[&[5, 5000]];
 
-fn ce_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+pub(super) fn ce_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (rows, v) = (s[0], s[1]);
     // The second row (if any) is ignored.
     let ids = (0..rows).map(|i| if i == 1 { IGNORE } else { rng.below(v) as u32 }).collect();

@@ -174,7 +174,8 @@ dispatch!(pub fn exp_map(x: &[f32], inv_t: f32, shift: f32, scale: f32, out: &mu
 
 /// One row of an attention score block, in place: z = x * scale; the new running max
 /// m' = max(m, max z); x = exp(z - m'). Returns (m', sum of the new x). Entries already at
-/// -inf (masked) become 0. When every entry is masked and m is -inf, the row is zeroed.
+/// -inf (masked) become 0. When every entry is masked and m is -inf, the row is zeroed;
+/// when the only others are NaN, the row and both results are NaN.
 #[inline(always)]
 fn softmax_block_row_impl(row: &mut [f32], scale: f32, m: f32) -> (f32, f32) {
     let mut bm = [f32::NEG_INFINITY; L];
@@ -191,8 +192,10 @@ fn softmax_block_row_impl(row: &mut [f32], scale: f32, m: f32) -> (f32, f32) {
     }
     let nm = bm.iter().copied().fold(m, f32::max);
     if nm == f32::NEG_INFINITY {
-        row.fill(0.0);
-        return (nm, 0.0);
+        // Nothing visible, unless the max dropped NaN scores: those make the row NaN.
+        let fill = if row.iter().any(|x| x.is_nan()) { f32::NAN } else { 0.0 };
+        row.fill(fill);
+        return (if fill == 0.0 { nm } else { fill }, fill);
     }
     let mut sums = [0.0f32; L];
     let mut chunks = row.chunks_exact_mut(L);
