@@ -19,12 +19,7 @@ struct Params { rows: u32, l: u32, tau: f32, beta: f32, eps: f32, variant: u32, 
 
 var<workgroup> red: array<f32, 256>;
 
-// ln(1 + x) without the cancellation of log(1 + x) for small x (Goldberg's correction).
-fn log1p_(x: f32) -> f32 {
-    let u = 1.0 + x;
-    if (u == 1.0) { return x; }
-    return log(u) * x / (u - 1.0);
-}
+// #include "numerics.wgsl"
 var<workgroup> thr_shared: f32;
 
 fn tree(lid: u32, v: f32, op: u32) -> f32 {
@@ -53,7 +48,7 @@ fn pgpo_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     var hi = -3.402823e38;
     for (var c = lid; c < p.l; c += 256u) {
         if (mask[base + c] > 0.0) {
-            let st = log1p_(tvd[base + c]);
+            let st = log1p(tvd[base + c]);
             cnt += 1.0;
             lo = min(lo, st);
             hi = max(hi, st);
@@ -69,12 +64,12 @@ fn pgpo_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let k = min(u32(floor(n * p.tau)), u32(n) - 1u);
         for (var c = lid; c < p.l; c += 256u) {
             if (mask[base + c] <= 0.0) { continue; }
-            let ic = (log1p_(tvd[base + c]) - lo) / span;
+            let ic = (log1p(tvd[base + c]) - lo) / span;
             var below = 0u;
             var at_most = 0u;
             for (var j = 0u; j < p.l; j++) {
                 if (mask[base + j] <= 0.0) { continue; }
-                let ij = (log1p_(tvd[base + j]) - lo) / span;
+                let ij = (log1p(tvd[base + j]) - lo) / span;
                 if (ij < ic) { below += 1u; }
                 if (ij <= ic) { at_most += 1u; }
             }
@@ -87,7 +82,7 @@ fn pgpo_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var c = lid; c < p.l; c += 256u) {
         var w = 0.0;
         if (mask[base + c] > 0.0) {
-            let i = (log1p_(tvd[base + c]) - lo) / span;
+            let i = (log1p(tvd[base + c]) - lo) / span;
             if (i < thr) {
                 w = i / (thr + p.eps);
                 if (p.variant == 2u) { w = max(w, p.floor); }

@@ -42,3 +42,6 @@ fn log1p_minus_x(x: f32) -> f32 {
     }
     return log(1.0 + x) - x;
 }
+// log(1 + x) to f32 rounding: x + (log1p(x) - x) for |x| < 0.25. (Goldberg's correction,
+// log(u) x / (u - 1), relies on a log that WGSL only bounds to 2^-21 absolute near 1.)
+fn log1p(x: f32) -> f32 { if (abs(x) < 0.25) { return x + log1p_minus_x(x); } return log(1.0 + x); }

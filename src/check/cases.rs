@@ -117,7 +117,8 @@ fn mm_ref(s: &[usize], x: &Inputs, t: Transpose) -> Vec<Vec<f64>> {
 
 // ---- embedding: shape = [vocab, dim, tokens] ----
 
-const EMBEDDING: &[&[usize]] = &[&[1, 1, 1], &[11, 7, 30], &[50, 300, 9], &[1000, 33, 257]];
+/// [66000, 2, 40]: scatter_add runs a workgroup per vocabulary row, past one grid axis.
+const EMBEDDING: &[&[usize]] = &[&[1, 1, 1], &[11, 7, 30], &[50, 300, 9], &[1000, 33, 257], &[66000, 2, 40]];
 
 fn emb_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (v, d, t) = (s[0], s[1], s[2]);

@@ -11,7 +11,8 @@ use crate::tensor::Tensor;
 
 // ---- kl_dual: shape [N, V] ----
 
-const KL: &[&[usize]] = &[&[1, 1], &[3, 7], &[5, 1000], &[2, 5000], &[70, 300]];
+/// [66000, 3] takes the folded grid (more workgroups than one axis holds).
+const KL: &[&[usize]] = &[&[1, 1], &[3, 7], &[5, 1000], &[2, 5000], &[70, 300], &[66000, 3]];
 const TEMP: f32 = 0.7;
 /// Small enough that the rows built to exceed it reach the clamp.
 const D_CLAMP: f32 = 4.0;
@@ -42,7 +43,7 @@ fn kl_ref(s: &[usize], x: &Inputs) -> Vec<Vec<f64>> {
 
 // ---- pgpo_weights: shape [B, L]; row 0 is degenerate (constant scores) ----
 
-const WEIGHTS: &[&[usize]] = &[&[1, 1], &[3, 5], &[4, 300], &[2, 1000]];
+const WEIGHTS: &[&[usize]] = &[&[1, 1], &[3, 5], &[4, 300], &[2, 1000], &[66000, 3]];
 
 fn weight_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (b, l) = (s[0], s[1]);
@@ -51,9 +52,12 @@ fn weight_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     for row in 0..b {
         let pad = if row % 2 == 1 { l / 5 } else { 0 };
         for i in 0..l {
-            // Long-tailed scores, as TVD is: most near 0, a few large.
+            // Long-tailed scores, as TVD is: most near 0, a few large. On a grid of 1/16, so
+            // two scores tie exactly or differ enough that the min-max normalisation and the
+            // quantile threshold stay well-conditioned in f32 (nearly equal scores amplify
+            // rounding by 1 / (max - min), in every implementation alike).
             let u = rng.uniform();
-            tvd.push(if row == 0 && b > 1 { 0.25 } else { (u * u * u * u) * 5.0 });
+            tvd.push(if row == 0 && b > 1 { 0.25 } else { ((u * u * u * u) * 80.0).round() / 16.0 });
             mask.push(if i < pad { 0.0 } else { 1.0 });
         }
     }
@@ -79,7 +83,7 @@ fn weight_ref(s: &[usize], x: &Inputs, name: &str) -> Vec<Vec<f64>> {
 
 // ---- policy_loss: shape [N, V] ----
 
-const POLICY: &[&[usize]] = &[&[1, 2], &[7, 33], &[5, 1000], &[3, 5000], &[12, 77]];
+const POLICY: &[&[usize]] = &[&[1, 2], &[7, 33], &[5, 1000], &[3, 5000], &[12, 77], &[66000, 3]];
 
 /// The reference's options, written out rather than taken from `LossConfig::default()`, so
 /// a changed default cannot move kernel and reference together.

@@ -49,9 +49,10 @@ fn fd_unary(x: &Inputs, f: fn(f64) -> f64) -> Vec<Vec<f64>> {
 // ---- RMSNorm: shape [rows, d] ----
 
 const EPS: f32 = 1e-6;
-const RMS: &[&[usize]] = &[&[1, 1], &[5, 7], &[3, 1000], &[300, 65]];
+/// [66000, 3] needs more workgroups than one grid axis holds (65535): the folded grid.
+const RMS: &[&[usize]] = &[&[1, 1], &[5, 7], &[3, 1000], &[300, 65], &[66000, 3]];
 const RMS_GRAD: &[&[usize]] = &[&[1, 1], &[5, 7], &[3, 33]];
-const RMS_GRAD_LARGE: &[&[usize]] = &[&[300, 257], &[2, 1000]];
+const RMS_GRAD_LARGE: &[&[usize]] = &[&[300, 257], &[2, 1000], &[66000, 3]];
 
 pub(super) fn rms_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     Inputs { f: vec![rng.vec(n(s), -2.0, 2.0), rng.vec(s[1], 0.5, 1.5), rng.vec(n(s), -1.0, 1.0)], ids: vec![] }
@@ -189,9 +190,9 @@ const FD_LIMIT: usize = 4000;
 
 // ---- cross-entropy: shape [N, V] ----
 
-const CE: &[&[usize]] = &[&[1, 1], &[7, 33], &[5, 1000], &[3, 5000]];
+const CE: &[&[usize]] = &[&[1, 1], &[7, 33], &[5, 1000], &[3, 5000], &[66000, 3]];
 const CE_GRAD: &[&[usize]] = &[&[1, 1], &[7, 33], &[3, 300]];
-const CE_GRAD_LARGE: &[&[usize]] = &[&[5, 5000]];
+const CE_GRAD_LARGE: &[&[usize]] = &[&[5, 5000], &[66000, 3]];
 
 pub(super) fn ce_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (rows, v) = (s[0], s[1]);

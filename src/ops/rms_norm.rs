@@ -39,6 +39,9 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     Ok((y, r))
 }
 
+/// Rows per partial sum of the GPU weight gradient (the CHUNK of shaders/rms_norm.wgsl).
+const DW_CHUNK: usize = 1024;
+
 /// Gradients (dx, dw) from the forward's input, weight and rstd.
 pub fn rms_norm_backward(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     let (rows, d) = check("rms_norm_backward", x, w)?;
@@ -57,7 +60,13 @@ pub fn rms_norm_backward(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> 
     let dev = x.device();
     let dx = Tensor::empty(x.shape(), dev)?;
     let dw = Tensor::empty(&[d], dev)?;
-    let params = Params::new(&[word(rows), word(d), 0, 0]);
+    // The weight gradient sums over rows in chunks of DW_CHUNK (see shaders/rms_norm.wgsl).
+    let chunks = rows.div_ceil(DW_CHUNK).max(1);
+    if chunks > 65_535 {
+        return Err(Error::shape("rms_norm_backward", format!("{rows} rows exceed the {} the weight gradient handles", 65_535 * DW_CHUNK)));
+    }
+    let params = Params::new(&[word(rows), word(d), 0, 0, word(chunks)]);
+    let partials = Tensor::empty(&[chunks, d], dev)?;
     dev.launch(&Launch {
         family: "rms_norm",
         kernel: "rms_norm_backward",
@@ -69,8 +78,17 @@ pub fn rms_norm_backward(x: &Tensor, w: &Tensor, rstd: &Tensor, dy: &Tensor) -> 
     })?;
     dev.launch(&Launch {
         family: "rms_norm",
+        kernel: "rms_norm_dweight_partial",
+        bindings: &[(0, Buf::F32(x)), (2, Buf::F32(&partials)), (4, Buf::F32(rstd)), (5, Buf::F32(dy))],
+        params,
+        grid: Grid::Xyz(word(d.div_ceil(256)), word(chunks), 1),
+        constants: &[],
+        threads: 256,
+    })?;
+    dev.launch(&Launch {
+        family: "rms_norm",
         kernel: "rms_norm_dweight",
-        bindings: &[(0, Buf::F32(x)), (2, Buf::F32(&dw)), (4, Buf::F32(rstd)), (5, Buf::F32(dy))],
+        bindings: &[(2, Buf::F32(&dw)), (6, Buf::F32(&partials))],
         params,
         grid: Grid::elements(d, 3),
         constants: &[],
