@@ -7,6 +7,9 @@ pub enum Error {
     #[error("shape error in {op}: {msg}")]
     Shape { op: &'static str, msg: String },
 
+    #[error("{op}: option {name} = {value} is invalid: it must be {need}")]
+    Option { op: &'static str, name: &'static str, value: f64, need: &'static str },
+
     #[error("{op}: index {index} is out of range for a table of {size} rows")]
     Index { op: &'static str, index: usize, size: usize },
 

@@ -131,3 +131,136 @@ fn device_parse_rejects_an_unknown_backend() {
     assert!(Device::parse("metal2").is_err());
     assert!(matches!(Device::parse("cpu"), Ok(Device::Cpu)));
 }
+
+/// The error names the option and says what it must be; no panic on the way.
+fn assert_option_error<T>(r: pgpo::Result<T>, option: &str) {
+    match r {
+        Err(e @ Error::Option { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("option {option} ")) && msg.contains("must be"), "{msg}");
+        }
+        Err(e) => panic!("expected an error naming option {option}, got {e}"),
+        Ok(_) => panic!("expected an error naming option {option}, got Ok"),
+    }
+}
+
+#[test]
+fn kl_dual_rejects_bad_temperature_and_d_clamp() {
+    use pgpo::ops::KlOptions;
+    let (a, b) = (t(&[2, 5], &Device::Cpu), t(&[2, 5], &Device::Cpu));
+    for (temperature, d_clamp, name) in [(0.0, 20.0, "temperature"), (f32::NAN, 20.0, "temperature"), (1.0, -1.0, "d_clamp"), (1.0, f32::NAN, "d_clamp")] {
+        assert_option_error(ops::kl_dual(&a, &b, &[0, 1], KlOptions { temperature, d_clamp }), name);
+    }
+}
+
+#[test]
+fn policy_loss_rejects_each_bad_option() {
+    use pgpo::ops::{LossConfig, TokenInputs};
+    let logits = t(&[2, 3], &Device::Cpu);
+    let x = TokenInputs { tokens: &[0, 1], old_logp: &[-1.0; 2], adv: &[1.0; 2], weight: &[0.5; 2], ref_logp: Some(&[-1.0; 2]) };
+    let d = LossConfig::default();
+    let cases = [
+        (LossConfig { temperature: 0.0, ..d }, "temperature"),
+        (LossConfig { temperature: f32::INFINITY, ..d }, "temperature"),
+        (LossConfig { clip_low: f32::NAN, ..d }, "clip_low"),
+        (LossConfig { clip_low: 1.0, ..d }, "clip_low"),
+        (LossConfig { clip_high: -0.1, ..d }, "clip_high"),
+        (LossConfig { dual_clip: 0.5, ..d }, "dual_clip"),
+        (LossConfig { dual_clip: f32::NAN, ..d }, "dual_clip"),
+        (LossConfig { kl_coef: -1.0, ..d }, "kl_coef"),
+        (LossConfig { kl_coef: f32::NAN, ..d }, "kl_coef"),
+    ];
+    for (c, name) in cases {
+        assert_option_error(ops::policy_loss(&logits, &x, &c), name);
+    }
+}
+
+#[test]
+fn pgpo_weights_and_token_advantages_reject_each_bad_option() {
+    use pgpo::ops::WeightConfig;
+    let (s, m) = (t(&[2, 3], &Device::Cpu), Tensor::from_vec(vec![1.0; 6], &[2, 3], &Device::Cpu).unwrap());
+    let d = WeightConfig::default();
+    let cases = [
+        (WeightConfig { tau: 1.5, ..d }, "tau"),
+        (WeightConfig { tau: f32::NAN, ..d }, "tau"),
+        (WeightConfig { beta: -1.0, ..d }, "beta"),
+        (WeightConfig { eps: 0.0, ..d }, "eps"),
+        (WeightConfig { floor: f32::NAN, ..d }, "floor"),
+    ];
+    for (c, name) in cases {
+        assert_option_error(ops::pgpo_weights(&s, &m, &c), name);
+        let adv = pgpo::rl::advantages::token_advantages(&[1.0, 0.0], &[0, 0], &[-1.0; 6], &[-1.5; 6], &[1.0; 6], 3, &c, 20.0);
+        assert_option_error(adv, name);
+    }
+    for d_clamp in [f32::NAN, -1.0, 0.0] {
+        let adv = pgpo::rl::advantages::token_advantages(&[1.0, 0.0], &[0, 0], &[-1.0; 6], &[-1.5; 6], &[1.0; 6], 3, &d, d_clamp);
+        assert_option_error(adv, "d_clamp");
+    }
+}
+
+#[test]
+fn adamw_rms_norm_and_attention_reject_bad_options() {
+    use pgpo::ops::{AdamWStep, AttnOptions};
+    use pgpo::train::optimizer::{AdamW, AdamWConfig};
+    let p = t(&[4], &Device::Cpu);
+    let s = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, bias1: 0.1, bias2: 0.001, grad_scale: 1.0 };
+    let cases = [
+        (AdamWStep { lr: f32::NAN, ..s }, "lr"),
+        (AdamWStep { lr: -1.0, ..s }, "lr"),
+        (AdamWStep { beta1: 1.0, ..s }, "beta1"),
+        (AdamWStep { beta2: -0.1, ..s }, "beta2"),
+        (AdamWStep { eps: 0.0, ..s }, "eps"),
+        (AdamWStep { weight_decay: f32::NAN, ..s }, "weight_decay"),
+        (AdamWStep { bias1: 0.0, ..s }, "bias1"),
+        (AdamWStep { bias2: f32::NAN, ..s }, "bias2"),
+        (AdamWStep { grad_scale: f32::INFINITY, ..s }, "grad_scale"),
+    ];
+    for (step, name) in cases {
+        assert_option_error(ops::adamw(&p, &p, &p, &p, step), name);
+    }
+    let c = AdamWConfig::default();
+    for (config, name) in [
+        (AdamWConfig { lr: f32::NAN, ..c }, "lr"),
+        (AdamWConfig { beta1: 1.5, ..c }, "beta1"),
+        (AdamWConfig { beta2: f32::NAN, ..c }, "beta2"),
+        (AdamWConfig { eps: -1e-8, ..c }, "eps"),
+        (AdamWConfig { weight_decay: -0.1, ..c }, "weight_decay"),
+        (AdamWConfig { max_grad_norm: Some(0.0), ..c }, "max_grad_norm"),
+    ] {
+        assert_option_error(AdamW::new(std::slice::from_ref(&p), config), name);
+    }
+    let x = t(&[2, 4], &Device::Cpu);
+    for eps in [f32::NAN, -1.0] {
+        assert_option_error(ops::rms_norm(&x, &p, eps), "eps");
+    }
+    let q = t(&[1, 1, 3, 4], &Device::Cpu);
+    assert_option_error(ops::attention(&q, &q, &q, &AttnOptions { scale: Some(f32::NAN), ..Default::default() }), "scale");
+}
+
+#[test]
+fn clis_reject_bad_options_naming_them() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = std::env::temp_dir().join(format!("pgpo-never-{}.safetensors", std::process::id()));
+    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_pgpo")).args(args).output().unwrap();
+    let adv_in = fixtures.join("adv_in.safetensors");
+    let policy_in = fixtures.join("policy_in.safetensors");
+    let cases: [(&[&str], &str); 6] = [
+        (&["advantages", "--tau", "1.5"], "tau"),
+        (&["advantages", "--beta", "NaN"], "beta"),
+        (&["advantages", "--d-clamp=-3"], "d_clamp"),
+        (&["policy-loss", "--clip-low", "NaN"], "clip_low"),
+        (&["policy-loss", "--dual-clip", "0.5"], "dual_clip"),
+        (&["policy-loss", "--temperature", "0"], "temperature"),
+    ];
+    for (args, name) in cases {
+        let input = if args[0] == "advantages" { &adv_in } else { &policy_in };
+        let mut all = vec![args[0], "--in", input.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        all.extend(&args[1..]);
+        let r = run(&all);
+        let msg = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{all:?} succeeded");
+        assert!(msg.contains(&format!("option {name} ")), "{all:?}: {msg}");
+        assert!(!msg.contains("panicked"), "{all:?}: {msg}");
+        assert!(!out.exists(), "no output file is written on failure");
+    }
+}

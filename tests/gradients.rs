@@ -14,6 +14,9 @@ type Loss64 = dyn Fn(&[Vec<f64>]) -> f64;
 
 /// Tape gradients of `build`'s scalar loss on `dev`, for inputs of `shapes` drawn from `seed`.
 fn tape_grads(shapes: &[&[usize]], seed: u64, build: &Build, dev: &Device) -> Vec<Vec<f32>> {
+    // Every new buffer starts as NaN, so a kernel or tape step that leaves an element
+    // unwritten (or adds into a buffer it assumed zero) shows in the gradients.
+    pgpo::set_poison_outputs(true);
     let mut rng = Rng::new(seed);
     let tape = Tape::new();
     let vars: Vec<Var> = shapes

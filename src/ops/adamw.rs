@@ -1,7 +1,7 @@
 //! Fused AdamW step, and the sum of squares behind the global gradient norm and clipping.
 
 use super::elementwise::same_shape;
-use super::fits_u32;
+use super::{fits_u32, option, Need};
 use crate::backend::{cpu, Buf, Grid, Launch};
 use crate::error::Result;
 use crate::params::{word, Params};
@@ -19,6 +19,14 @@ pub fn adamw(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> Re
         same_shape("adamw", p, other)?;
     }
     fits_u32("adamw", p.numel())?;
+    option("adamw", "lr", s.lr, Need::NonNegative)?;
+    option("adamw", "beta1", s.beta1, Need::BelowOne)?;
+    option("adamw", "beta2", s.beta2, Need::BelowOne)?;
+    option("adamw", "eps", s.eps, Need::Positive)?;
+    option("adamw", "weight_decay", s.weight_decay, Need::NonNegative)?;
+    option("adamw", "bias1", s.bias1, Need::Positive)?;
+    option("adamw", "bias2", s.bias2, Need::Positive)?;
+    option("adamw", "grad_scale", s.grad_scale, Need::Finite)?;
     if let (Some(pv), Some(gv), Some(mv), Some(vv)) = (p.as_cpu(), g.as_cpu(), m.as_cpu(), v.as_cpu()) {
         let (mut p2, mut m2, mut v2) = (cpu::alloc(pv.len()), cpu::alloc(pv.len()), cpu::alloc(pv.len()));
         cpu::adamw::adamw(pv, gv, mv, vv, s, &mut p2, &mut m2, &mut v2);

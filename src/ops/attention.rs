@@ -1,7 +1,7 @@
 //! Fused attention (flash-style) and its backward.
 //! q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] with Hq a multiple of Hkv (grouped-query).
 
-use super::same_device;
+use super::{option, same_device, Need};
 use crate::backend::cpu::attention::{AttnDims, AttnMasks};
 use crate::backend::{cpu, Buf, Grid, Launch};
 use crate::device::Device;
@@ -62,6 +62,9 @@ fn dims(q: &Tensor, k: &Tensor, v: &Tensor, o: &AttnOptions) -> Result<AttnDims>
         }
     }
     super::fits_u32("attention", q.numel().max(k.numel()))?;
+    if let Some(scale) = o.scale {
+        option("attention", "scale", scale, Need::Finite)?;
+    }
     Ok(AttnDims { b, hq, hkv, tq, tk, d, causal: o.causal, scale: o.scale.unwrap_or(1.0 / (d as f32).sqrt()) })
 }
 

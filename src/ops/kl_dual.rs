@@ -1,6 +1,6 @@
 //! The fused dual-pass KL between the image-conditioned ("clean") and blind policies.
 
-use super::{fits_u32, same_device};
+use super::{fits_u32, option, same_device, Need};
 use crate::backend::cpu::kl_dual::KlOut;
 use crate::backend::{cpu, Buf, Grid, Launch};
 use crate::error::{Error, Result};
@@ -42,9 +42,8 @@ pub fn kl_dual(clean: &Tensor, blind: &Tensor, tokens: &[u32], o: KlOptions) -> 
             format!("clean {:?} and blind {:?} must both be [N, V] with N = {} tokens", clean.shape(), blind.shape(), tokens.len()),
         ));
     }
-    if !(o.temperature > 0.0) {
-        return Err(Error::shape("kl_dual", format!("temperature must be positive, got {}", o.temperature)));
-    }
+    option("kl_dual", "temperature", o.temperature, Need::Positive)?;
+    option("kl_dual", "d_clamp", o.d_clamp, Need::PositiveOrInf)?;
     let (n, v) = (tokens.len(), clean.shape()[1]);
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
         return Err(Error::Index { op: "kl_dual", index: bad as usize, size: v });

@@ -46,6 +46,39 @@ pub(crate) fn same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()
     }
 }
 
+/// The allowed values of a float option.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Need {
+    /// > 0 and finite.
+    Positive,
+    /// >= 0 and finite.
+    NonNegative,
+    /// In [0, 1].
+    Unit,
+    /// In [0, 1).
+    BelowOne,
+    /// > 0, +inf allowed (a bound that is off).
+    PositiveOrInf,
+    /// Finite.
+    Finite,
+    /// 0 (off) or finite and > 1.
+    OffOrAboveOne,
+}
+
+/// Validates one float option of `op`: an error naming it, never a panic or a silent NaN.
+pub(crate) fn option(op: &'static str, name: &'static str, value: f32, need: Need) -> Result<()> {
+    let (ok, text) = match need {
+        Need::Positive => (value > 0.0 && value.is_finite(), "a finite number > 0"),
+        Need::NonNegative => (value >= 0.0 && value.is_finite(), "a finite number >= 0"),
+        Need::Unit => ((0.0..=1.0).contains(&value), "in [0, 1]"),
+        Need::BelowOne => ((0.0..1.0).contains(&value), "in [0, 1)"),
+        Need::PositiveOrInf => (value > 0.0, "a number > 0 (inf turns it off)"),
+        Need::Finite => (value.is_finite(), "finite"),
+        Need::OffOrAboveOne => (value == 0.0 || (value > 1.0 && value.is_finite()), "0 (off) or a finite number > 1"),
+    };
+    if ok { Ok(()) } else { Err(Error::Option { op, name, value: f64::from(value), need: text }) }
+}
+
 /// GPU kernels index with 32-bit words; refuse anything larger with a clear error.
 pub(crate) fn fits_u32(op: &'static str, n: usize) -> Result<()> {
     if n > u32::MAX as usize {

@@ -1,6 +1,6 @@
 //! PGPO token weights per response: the kernel behind the token-level advantage reshaping.
 
-use super::{fits_u32, same_device};
+use super::{fits_u32, option, same_device, Need};
 use crate::backend::{cpu, Buf, Grid, Launch};
 use crate::error::{Error, Result};
 use crate::params::{word, Params};
@@ -8,15 +8,21 @@ use crate::tensor::Tensor;
 
 pub use crate::backend::cpu::pgpo_weights::{Variant, WeightConfig};
 
+/// Checks the options of `c`, for `op`: an error naming the bad one.
+pub fn validate(c: &WeightConfig, op: &'static str) -> Result<()> {
+    option(op, "tau", c.tau, Need::Unit)?;
+    option(op, "beta", c.beta, Need::NonNegative)?;
+    option(op, "eps", c.eps, Need::Positive)?;
+    option(op, "floor", c.floor, Need::Unit)
+}
+
 /// Weights [B, L] from the dependency scores `tvd` [B, L] and the response mask [B, L].
 pub fn pgpo_weights(tvd: &Tensor, mask: &Tensor, c: &WeightConfig) -> Result<Tensor> {
     same_device("pgpo_weights", tvd, mask)?;
     if tvd.rank() != 2 || mask.shape() != tvd.shape() {
         return Err(Error::shape("pgpo_weights", format!("tvd {:?} and mask {:?} must both be [B, L]", tvd.shape(), mask.shape())));
     }
-    if !(0.0..=1.0).contains(&c.tau) || !(c.beta >= 0.0) || !(c.eps > 0.0) {
-        return Err(Error::shape("pgpo_weights", format!("need 0 <= tau <= 1, beta >= 0, eps > 0; got {c:?}")));
-    }
+    validate(c, "pgpo_weights")?;
     fits_u32("pgpo_weights", tvd.numel())?;
     let (b, l) = (tvd.shape()[0], tvd.shape()[1]);
     if let (Some(s), Some(m)) = (tvd.as_cpu(), mask.as_cpu()) {

@@ -1,7 +1,7 @@
 //! The fused clipped policy loss: per-token loss and statistics, and the logits gradient
 //! written straight into dlogits [N, V]; no other [N, V] buffer is allocated.
 
-use super::fits_u32;
+use super::{fits_u32, option, Need};
 use crate::backend::cpu::policy_loss::{TOKEN_IN, TOKEN_OUT};
 use crate::backend::{cpu, Buf, Grid, Launch};
 use crate::error::{Error, Result};
@@ -65,9 +65,11 @@ pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<P
     if c.kl_coef > 0.0 && x.ref_logp.is_none() {
         return Err(Error::shape("policy_loss", "kl_coef > 0 needs ref_logp"));
     }
-    if !(c.temperature > 0.0) || !(c.clip_low >= 0.0) || !(c.clip_high >= 0.0) {
-        return Err(Error::shape("policy_loss", format!("invalid config {c:?}")));
-    }
+    option("policy_loss", "temperature", c.temperature, Need::Positive)?;
+    option("policy_loss", "clip_low", c.clip_low, Need::BelowOne)?;
+    option("policy_loss", "clip_high", c.clip_high, Need::NonNegative)?;
+    option("policy_loss", "dual_clip", c.dual_clip, Need::OffOrAboveOne)?;
+    option("policy_loss", "kl_coef", c.kl_coef, Need::NonNegative)?;
     if let Some(&bad) = x.tokens.iter().find(|&&t| t as usize >= v) {
         return Err(Error::Index { op: "policy_loss", index: bad as usize, size: v });
     }

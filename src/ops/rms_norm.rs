@@ -1,6 +1,6 @@
 //! RMSNorm with a weight over the last axis, and its backward.
 
-use super::{fits_u32, same_device};
+use super::{fits_u32, option, same_device, Need};
 use crate::backend::{cpu, Buf, Grid, Launch};
 use crate::error::{Error, Result};
 use crate::params::{word, Params};
@@ -19,6 +19,7 @@ fn check(op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize)> {
 /// y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps) per row; returns (y, rstd [rows]).
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     let (rows, d) = check("rms_norm", x, w)?;
+    option("rms_norm", "eps", eps, Need::NonNegative)?;
     let rstd_shape = &x.shape()[..x.rank() - 1];
     if let (Some(xv), Some(wv)) = (x.as_cpu(), w.as_cpu()) {
         let (mut y, mut r) = (cpu::alloc(xv.len()), cpu::alloc(rows));

@@ -94,6 +94,8 @@ pub fn token_advantages(
             return Err(Error::shape("token_advantages", format!("{name} has {len} values, expected [{b}, {l}]")));
         }
     }
+    crate::ops::pgpo_weights::validate(c, "token_advantages")?;
+    crate::ops::option("token_advantages", "d_clamp", d_clamp, crate::ops::Need::PositiveOrInf)?;
     let adv = grpo_advantages(rewards, group)?;
     let tvd = tvd_k3(logp_clean, logp_blind, mask, d_clamp);
     let mut weights = vec![0.0; b * l];

@@ -1,7 +1,7 @@
 //! AdamW over a list of parameter tensors, with global-norm gradient clipping.
 
 use crate::error::{Error, Result};
-use crate::ops::{self, AdamWStep};
+use crate::ops::{self, option, AdamWStep, Need};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -31,6 +31,15 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments shaped like `params`.
     pub fn new(params: &[Tensor], config: AdamWConfig) -> Result<AdamW> {
+        let c = &config;
+        option("AdamW", "lr", c.lr, Need::NonNegative)?;
+        option("AdamW", "beta1", c.beta1, Need::BelowOne)?;
+        option("AdamW", "beta2", c.beta2, Need::BelowOne)?;
+        option("AdamW", "eps", c.eps, Need::Positive)?;
+        option("AdamW", "weight_decay", c.weight_decay, Need::NonNegative)?;
+        if let Some(clip) = c.max_grad_norm {
+            option("AdamW", "max_grad_norm", clip, Need::Positive)?;
+        }
         let zeros = |p: &Tensor| Tensor::zeros(p.shape(), p.device());
         Ok(AdamW { config, step: 0, m: params.iter().map(zeros).collect::<Result<_>>()?, v: params.iter().map(zeros).collect::<Result<_>>()? })
     }

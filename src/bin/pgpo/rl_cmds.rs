@@ -39,9 +39,6 @@ pub fn advantages(a: &AdvantageArgs) -> Result<()> {
     let (ms, mask) = f.f32("mask", 2)?;
     expect_shape(f.path(), "mask", &ms, &cs)?;
     let c = WeightConfig { tau: a.tau, beta: a.beta, variant, ..WeightConfig::default() };
-    if !(0.0..=1.0).contains(&c.tau) || !(c.beta >= 0.0) {
-        return Err(invalid(format!("need 0 <= tau <= 1 and beta >= 0, got tau {} beta {}", c.tau, c.beta)));
-    }
     let t = token_advantages(&rewards, &group, &logp_clean, &logp_blind, &mask, l, &c, a.d_clamp)?;
     write_f32(
         a.output,
