@@ -7,10 +7,20 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pgpo::bench::{cases, Work};
 use pgpo::Device;
 
-fn kernels(c: &mut Criterion) {
+/// The CPU and every GPU backend present; an absent one is named on stderr with the reason.
+fn devices() -> Vec<Device> {
     let mut devices = vec![Device::Cpu];
-    devices.extend(Device::wgpu().ok());
-    devices.extend(Device::cuda(0).ok());
+    for (kind, dev) in [("wgpu", Device::wgpu()), ("cuda", Device::cuda(0))] {
+        match dev {
+            Ok(d) => devices.push(d),
+            Err(e) => eprintln!("skipping {kind}: {e}"),
+        }
+    }
+    devices
+}
+
+fn kernels(c: &mut Criterion) {
+    let devices = devices();
     for dev in &devices {
         let mut group = c.benchmark_group(dev.kind());
         group.sample_size(10);
@@ -26,9 +36,7 @@ fn kernels(c: &mut Criterion) {
 }
 
 fn every_checked_kernel(c: &mut Criterion) {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(Device::wgpu().ok());
-    devices.extend(Device::cuda(0).ok());
+    let devices = devices();
     for dev in &devices {
         let mut group = c.benchmark_group(format!("{} check shapes", dev.kind()));
         group.sample_size(10);

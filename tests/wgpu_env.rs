@@ -2,13 +2,15 @@
 
 #![cfg(feature = "wgpu")]
 
+mod common;
+
 use pgpo::backend::wgpu::adapter;
 
 #[test]
 fn empty_or_named_wgpu_backend_still_finds_the_adapter_and_bogus_is_an_error() {
     let baseline = adapter::enumerate().unwrap().len();
     if baseline == 0 {
-        println!("skipping: no wgpu adapter on this machine");
+        common::skip("wgpu", "no wgpu adapter on this machine");
         return;
     }
     // SAFETY: this binary's only test; no other thread reads the environment meanwhile.

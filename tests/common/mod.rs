@@ -4,19 +4,30 @@ use pgpo::Device;
 
 /// The device of `kind` ("cpu", "wgpu" or "cuda"), or `None` with a printed line when it is
 /// absent. `PGPO_REQUIRE_WGPU=1` / `PGPO_REQUIRE_CUDA=1` turn that skip into a failure.
+#[allow(dead_code)]
 pub fn backend(kind: &str) -> Option<Device> {
-    let (dev, require) = match kind {
+    let dev = match kind {
         "cpu" => return Some(Device::Cpu),
-        "wgpu" => (Device::wgpu(), "PGPO_REQUIRE_WGPU"),
-        "cuda" => (Device::cuda(0), "PGPO_REQUIRE_CUDA"),
+        "wgpu" => Device::wgpu(),
+        "cuda" => Device::cuda(0),
         other => panic!("unknown backend {other}"),
     };
     match dev {
         Ok(d) => Some(d),
-        Err(e) if std::env::var(require).as_deref() == Ok("1") => panic!("{require}=1 but {kind} is absent: {e}"),
         Err(e) => {
-            println!("skipping {kind}: {e}");
+            skip(kind, &e.to_string());
             None
         }
     }
+}
+
+/// Says in one line that a test skips because `kind` is absent, and why; a failure instead
+/// when PGPO_REQUIRE_<KIND>=1.
+#[allow(dead_code)]
+pub fn skip(kind: &str, why: &str) {
+    let require = format!("PGPO_REQUIRE_{}", kind.to_uppercase());
+    if std::env::var(&require).as_deref() == Ok("1") {
+        panic!("{require}=1 but {kind} is absent: {why}");
+    }
+    println!("skipping {kind}: {why}");
 }
