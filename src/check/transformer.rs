@@ -245,7 +245,7 @@ macro_rules! attention_check {
     ($name:literal, $variant:literal, $shapes:expr) => {
         KernelCheck {
             name: $name,
-            tols: &[(2e-5, 1e-4), (2e-5, 1e-4)],
+            tols: &[(2e-6, 1e-5), (2e-6, 1e-5)],
             shapes: $shapes,
             extra_shapes: &[],
             inputs: attn_inputs,
@@ -262,7 +262,7 @@ macro_rules! attention_backward_check {
     ($name:literal, $variant:literal, $shapes:expr, $extra:expr) => {
         KernelCheck {
             name: $name,
-            tols: &[(1e-4, 1e-3), (1e-4, 1e-3), (1e-4, 1e-3)],
+            tols: &[(1e-5, 1e-4), (1e-5, 1e-4), (1e-5, 1e-4)],
             shapes: $shapes,
             extra_shapes: $extra,
             inputs: attn_inputs,
@@ -320,7 +320,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "rms_norm",
-            tols: &[(1e-5, 1e-5), (1e-5, 1e-5)],
+            tols: &[(2e-6, 2e-6), (2e-6, 2e-6)],
             shapes: RMS,
             extra_shapes: &[],
             inputs: rms_inputs,
@@ -335,7 +335,7 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "rms_norm_backward",
-            tols: &[(1e-4, 1e-3), (1e-4, 1e-3)],
+            tols: &[(1e-5, 1e-4), (1e-5, 1e-4)],
             shapes: RMS_GRAD,
             extra_shapes: RMS_GRAD_LARGE,
             inputs: rms_inputs,
@@ -393,7 +393,7 @@ pub fn all() -> Vec<KernelCheck> {
         attention_backward_check!("attention_backward_key_mask", "key_mask"),
         KernelCheck {
             name: "cross_entropy",
-            tols: &[(1e-5, 1e-5), (1e-5, 1e-5)],
+            tols: &[(2e-6, 2e-6), (2e-6, 2e-6)],
             shapes: CE,
             extra_shapes: &[],
             inputs: ce_inputs,
