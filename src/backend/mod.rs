@@ -24,7 +24,7 @@ pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
     ("embedding", &["gather", "scatter_add"]),
     ("permute", &["permute"]),
     ("concat", &["copy_block"]),
-    ("rms_norm", &["rms_norm", "rms_norm_backward", "rms_norm_dweight"]),
+    ("rms_norm", &["rms_norm", "rms_norm_backward", "rms_norm_dweight_partial", "rms_norm_dweight"]),
     ("rope", &["rope"]),
     ("attention", &["attention_forward", "attention_delta", "attention_backward_dq", "attention_backward_dkv"]),
     ("cross_entropy", &["cross_entropy_forward", "cross_entropy_backward"]),

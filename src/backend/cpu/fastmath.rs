@@ -12,7 +12,10 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a branch.
     const ROUND: f32 = 12_582_912.0;
-    let xc = x.max(-87.3).min(88.7);
+    // Compare-and-select clamps (one maxps/minps each) that keep a NaN: it then flows through
+    // the arithmetic below, so exp(NaN) = NaN without a separate test.
+    let xc = if x < -87.3 { -87.3 } else { x };
+    let xc = if xc > 88.7 { 88.7 } else { xc };
     let k = xc * LOG2E + ROUND;
     let n = k - ROUND;
     let f = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, xc));
@@ -23,16 +26,15 @@ pub fn exp(x: f32) -> f32 {
     }
     // k's low mantissa bits hold n + 2^22: rebuild 2^n's exponent from them, no float-to-int cast.
     let scale = f32::from_bits(k.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
-    // Zero below the range (exp(-inf) = 0), as a multiply so the loop stays branch-free;
-    // the clamp above dropped a NaN, so it is put back by a select (a blend when vectorised).
-    let e = p * scale * f32::from(u8::from(x >= -87.3));
-    if x.is_nan() { x } else { e }
+    // Zero below the range (exp(-inf) = 0), as a multiply so the loop stays branch-free
+    // (NaN times 0 stays NaN).
+    p * scale * f32::from(u8::from(x >= -87.3))
 }
 
 /// The Taylor polynomial of e^d - 1 - d through d^8: relative error below 5e-8 for
 /// |d| < 0.5, where the direct form loses digits to cancellation.
 #[inline(always)]
-fn k3_series(d: f32) -> f32 {
+pub fn k3_series(d: f32) -> f32 {
     let mut p: f32 = 1.0 / 40320.0;
     for c in [1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5] {
         p = p.mul_add(d, c);

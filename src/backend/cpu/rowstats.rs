@@ -7,7 +7,7 @@
 //! does +inf (inf - inf); -inf entries have probability 0 and add nothing (0 log 0 = 0). The
 //! maxima start at f32::MIN rather than -inf so that exp(-inf - max) is 0, never NaN.
 
-use super::fastmath::{dispatch, exp, k3};
+use super::fastmath::{dispatch, exp, k3_series};
 
 const L: usize = 16;
 const BLOCK: usize = 256;
@@ -27,16 +27,16 @@ impl Lse {
 }
 
 #[inline(always)]
-fn merge(m: &[f32; L], sums: &[&[f32; L]]) -> (f32, Vec<f32>) {
+fn merge<const N: usize>(m: &[f32; N], sums: &[&[f32; N]]) -> (f32, Vec<f32>) {
     let top = m.iter().copied().fold(f32::MIN, f32::max);
-    let out = sums.iter().map(|s| (0..L).map(|l| s[l] * exp(m[l] - top)).sum()).collect();
+    let out = sums.iter().map(|s| (0..N).map(|l| s[l] * exp(m[l] - top)).sum()).collect();
     (top, out)
 }
 
 /// Raises each lane's max to cover the block, rescaling its sums (once per block).
 #[inline(always)]
-fn rescale(m: &mut [f32; L], bm: &[f32; L], sums: &mut [&mut [f32; L]]) {
-    for l in 0..L {
+fn rescale<const N: usize>(m: &mut [f32; N], bm: &[f32; N], sums: &mut [&mut [f32; N]]) {
+    for l in 0..N {
         let nm = m[l].max(bm[l]);
         let r = exp(m[l] - nm);
         for s in sums.iter_mut() {
@@ -47,11 +47,11 @@ fn rescale(m: &mut [f32; L], bm: &[f32; L], sums: &mut [&mut [f32; L]]) {
 }
 
 #[inline(always)]
-fn block_max(x: &[f32], inv_t: f32) -> [f32; L] {
-    let mut bm = [f32::MIN; L];
-    let mut chunks = x.chunks_exact(L);
+fn block_max<const N: usize>(x: &[f32], inv_t: f32) -> [f32; N] {
+    let mut bm = [f32::MIN; N];
+    let mut chunks = x.chunks_exact(N);
     for c in &mut chunks {
-        for l in 0..L {
+        for l in 0..N {
             bm[l] = bm[l].max(c[l] * inv_t);
         }
     }
@@ -61,10 +61,11 @@ fn block_max(x: &[f32], inv_t: f32) -> [f32; L] {
     bm
 }
 
-/// e * z, with 0 where e is 0 (z = -inf there: 0 log 0 = 0 in the entropy).
+/// e * z, 0 where z = -inf (and so e = 0: 0 log 0 = 0 in the entropy). The clamp is one
+/// maxps that keeps a NaN.
 #[inline(always)]
 fn weighted(e: f32, z: f32) -> f32 {
-    if e == 0.0 { 0.0 } else { e * z }
+    e * if z < f32::MIN { f32::MIN } else { z }
 }
 
 #[inline(always)]
@@ -112,40 +113,50 @@ pub struct PairStats {
 /// maxima to r.
 #[inline(always)]
 fn k_term(ea: f32, eb: f32, u: f32, ue: f32, c1: f32, c2: f32) -> f32 {
-    if u.abs() < 0.5 { ea * c1 * k3(u) } else { eb * c2 - ea * c1 * (1.0 + ue) }
+    // Only the series: the direct form of k3 would cost an exp per element (both sides of a
+    // select are computed once vectorised), and e_b c2 already holds e_a c1 e^u.
+    if u.abs() < 0.5 { ea * c1 * k3_series(u) } else { eb * c2 - ea * c1 * (1.0 + ue) }
 }
+
+/// Lanes of kl_stats: its eight per-lane arrays at 8 lanes fill eight AVX registers; at 16
+/// they spilled to the stack and the loop ran 2.8x slower.
+const KL_LANES: usize = 8;
 
 #[inline(always)]
 fn kl_stats_impl(clean: &[f32], blind: &[f32], inv_t: f32, c: f32) -> PairStats {
-    let (mut ma, mut sa, mut ta) = ([f32::MIN; L], [0.0f32; L], [0.0f32; L]);
-    let (mut mb, mut sb) = ([f32::MIN; L], [0.0f32; L]);
-    let (mut r, mut k) = ([f32::MIN; L], [0.0f32; L]);
+    let (mut ma, mut sa, mut ta) = ([f32::MIN; KL_LANES], [0.0f32; KL_LANES], [0.0f32; KL_LANES]);
+    let (mut mb, mut sb) = ([f32::MIN; KL_LANES], [0.0f32; KL_LANES]);
+    let (mut r, mut k) = ([f32::MIN; KL_LANES], [0.0f32; KL_LANES]);
     for (ba, bb) in clean.chunks(BLOCK).zip(blind.chunks(BLOCK)) {
         rescale(&mut ma, &block_max(ba, inv_t), &mut [&mut sa, &mut ta]);
         rescale(&mut mb, &block_max(bb, inv_t), &mut [&mut sb]);
-        let target: [f32; L] = std::array::from_fn(|l| ma[l].max(mb[l] - c));
+        let target: [f32; KL_LANES] = std::array::from_fn(|l| ma[l].max(mb[l] - c));
         rescale(&mut r, &target, &mut [&mut k]);
-        let c1: [f32; L] = std::array::from_fn(|l| exp(ma[l] - r[l]));
-        let c2: [f32; L] = std::array::from_fn(|l| exp(mb[l] - c - r[l]));
-        let mut step = |l: usize, xa: f32, xb: f32| {
+        let c1: [f32; KL_LANES] = std::array::from_fn(|l| exp(ma[l] - r[l]));
+        let c2: [f32; KL_LANES] = std::array::from_fn(|l| exp(mb[l] - c - r[l]));
+        let (mut ca, mut cb) = (ba.chunks_exact(KL_LANES), bb.chunks_exact(KL_LANES));
+        for (xa, xb) in (&mut ca).zip(&mut cb) {
+            for l in 0..KL_LANES {
+                let (a, b) = (xa[l] * inv_t, xb[l] * inv_t);
+                let (ea, eb) = (exp(a - ma[l]), exp(b - mb[l]));
+                let u = b - a - c;
+                // Where p_a is 0 (a = -inf), u is infinite and weighs nothing in the mean.
+                let ue = if ea == 0.0 { 0.0 } else { u };
+                sa[l] += ea;
+                ta[l] += ea * ue;
+                sb[l] += eb;
+                k[l] += k_term(ea, eb, u, ue, c1[l], c2[l]);
+            }
+        }
+        for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
             let (a, b) = (xa * inv_t, xb * inv_t);
             let (ea, eb) = (exp(a - ma[l]), exp(b - mb[l]));
             let u = b - a - c;
-            // Where p_a is 0 (a = -inf), u is infinite and weighs nothing in the mean.
             let ue = if ea == 0.0 { 0.0 } else { u };
             sa[l] += ea;
             ta[l] += ea * ue;
             sb[l] += eb;
             k[l] += k_term(ea, eb, u, ue, c1[l], c2[l]);
-        };
-        let (mut ca, mut cb) = (ba.chunks_exact(L), bb.chunks_exact(L));
-        for (xa, xb) in (&mut ca).zip(&mut cb) {
-            for l in 0..L {
-                step(l, xa[l], xb[l]);
-            }
-        }
-        for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-            step(l, xa, xb);
         }
     }
     let (max_a, sums_a) = merge(&ma, &[&sa, &ta]);
@@ -230,7 +241,7 @@ dispatch!(pub fn attention_grad_row(s: &mut [f32], dp: &mut [f32], scale: f32, l
 /// max of x * inv_t (inv_t > 0).
 #[inline(always)]
 fn row_max_impl(x: &[f32], inv_t: f32) -> f32 {
-    block_max(x, inv_t).iter().copied().fold(f32::MIN, f32::max)
+    block_max::<L>(x, inv_t).iter().copied().fold(f32::MIN, f32::max)
 }
 
 dispatch!(pub fn row_max(x: &[f32], inv_t: f32) -> f32 => row_max_impl);
