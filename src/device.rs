@@ -1,7 +1,7 @@
 //! Where tensors live, chosen at run time: `cpu`, `wgpu` or `cuda`.
 
 use crate::error::{Error, Result};
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[cfg(any(feature = "wgpu", feature = "cuda", feature = "cuda-emu"))]
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -11,6 +11,9 @@ pub enum Device {
     Wgpu(Arc<crate::backend::wgpu::WgpuDevice>),
     #[cfg(feature = "cuda")]
     Cuda(Arc<crate::backend::cuda::CudaDevice>),
+    /// The CUDA kernels on a CPU emulation of the CUDA execution model (tests only).
+    #[cfg(feature = "cuda-emu")]
+    CudaEmu(Arc<crate::backend::cuda_emu::EmuDevice>),
 }
 
 impl std::fmt::Debug for Device {
@@ -46,6 +49,18 @@ impl Device {
         Err(Error::Unavailable { backend: "cuda", reason: "pgpo was built without the `cuda` feature".into() })
     }
 
+    /// The CUDA kernels on the CPU emulation of the CUDA execution model (feature
+    /// `cuda-emu`, for tests; never chosen by `auto`).
+    #[cfg(feature = "cuda-emu")]
+    pub fn cuda_emu() -> Result<Device> {
+        Ok(Device::CudaEmu(crate::backend::cuda_emu::EmuDevice::shared()))
+    }
+
+    #[cfg(not(feature = "cuda-emu"))]
+    pub fn cuda_emu() -> Result<Device> {
+        Err(Error::Unavailable { backend: "cuda-emu", reason: "pgpo was built without the `cuda-emu` feature".into() })
+    }
+
     /// A real GPU if there is one (CUDA first, then a wgpu adapter that is not a CPU), else the CPU.
     pub fn auto() -> Device {
         if let Ok(d) = Device::cuda(0) {
@@ -60,18 +75,19 @@ impl Device {
         Device::Cpu
     }
 
-    /// Parses `auto|cpu|wgpu|cuda|cuda:N`, as given to `--backend`.
+    /// Parses `auto|cpu|wgpu|cuda|cuda:N|cuda-emu`, as given to `--backend`.
     pub fn parse(name: &str) -> Result<Device> {
         match name {
             "auto" => Ok(Device::auto()),
             "cpu" => Ok(Device::Cpu),
             "wgpu" => Device::wgpu(),
             "cuda" => Device::cuda(0),
+            "cuda-emu" => Device::cuda_emu(),
             other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
                 Some(n) => Device::cuda(n),
                 None => Err(Error::Unavailable {
                     backend: "unknown",
-                    reason: format!("unknown backend {other:?}; expected auto, cpu, wgpu, cuda or cuda:N"),
+                    reason: format!("unknown backend {other:?}; expected auto, cpu, wgpu, cuda, cuda:N or cuda-emu"),
                 }),
             },
         }
@@ -85,6 +101,8 @@ impl Device {
             Device::Wgpu(_) => "wgpu",
             #[cfg(feature = "cuda")]
             Device::Cuda(_) => "cuda",
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(_) => "cuda-emu",
         }
     }
 
@@ -96,6 +114,8 @@ impl Device {
             Device::Wgpu(d) => format!("wgpu ({})", d.adapter_name()),
             #[cfg(feature = "cuda")]
             Device::Cuda(d) => format!("cuda:{} ({})", d.ordinal(), d.name()),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(_) => "cuda-emu (the CUDA kernels on a CPU emulation)".into(),
         }
     }
 
@@ -106,6 +126,8 @@ impl Device {
             (Device::Wgpu(a), Device::Wgpu(b)) => Arc::ptr_eq(a, b),
             #[cfg(feature = "cuda")]
             (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "cuda-emu")]
+            (Device::CudaEmu(_), Device::CudaEmu(_)) => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -119,6 +141,8 @@ impl Device {
             Device::Wgpu(d) => d.synchronize(),
             #[cfg(feature = "cuda")]
             Device::Cuda(d) => d.synchronize(),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(_) => Ok(()),
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum Storage {
     Wgpu(crate::backend::wgpu::GpuBuffer),
     #[cfg(feature = "cuda")]
     Cuda(cudarc::driver::CudaSlice<f32>),
+    #[cfg(feature = "cuda-emu")]
+    Emu(crate::backend::cuda_emu::EmuBuffer),
 }
 
 #[derive(Clone)]
@@ -46,6 +48,8 @@ impl Tensor {
             Device::Wgpu(d) => Storage::Wgpu(d.upload(&data)?),
             #[cfg(feature = "cuda")]
             Device::Cuda(d) => Storage::Cuda(d.upload(&data)?),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(d) => Storage::Emu(d.upload(&data)),
         };
         Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage) })
     }
@@ -81,6 +85,8 @@ impl Tensor {
             Device::Wgpu(d) => Storage::Wgpu(d.alloc(n)?),
             #[cfg(feature = "cuda")]
             Device::Cuda(d) => Storage::Cuda(d.alloc(n)?),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(d) => Storage::Emu(d.alloc(n)),
         };
         Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage) })
     }
@@ -105,6 +111,8 @@ impl Tensor {
                 Device::Cuda(d) => d.download(s),
                 _ => unreachable!("cuda storage always lives on a cuda device"),
             },
+            #[cfg(feature = "cuda-emu")]
+            Storage::Emu(b) => Ok(b.read()),
         }
     }
 

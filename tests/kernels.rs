@@ -35,6 +35,10 @@ macro_rules! kernel_tests {
                 fn cuda_matches_cpu() {
                     super::assert_kernel(stringify!($kernel), "cuda");
                 }
+                #[test]
+                fn cuda_emu_matches_cpu() {
+                    super::assert_kernel(stringify!($kernel), "cuda-emu");
+                }
             }
         )*
     };

@@ -7,6 +7,8 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda-emu")]
+pub mod cuda_emu;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
@@ -40,6 +42,8 @@ pub enum IndexBuffer {
     Wgpu(wgpu::GpuBuffer),
     #[cfg(feature = "cuda")]
     Cuda(cudarc::driver::CudaSlice<u32>),
+    #[cfg(feature = "cuda-emu")]
+    Emu(Box<[u32]>),
 }
 
 /// One kernel argument, in the order of the CUDA signature; `binding` is its WGSL binding.
@@ -82,6 +86,8 @@ impl Device {
             Device::Wgpu(d) => d.launch(l),
             #[cfg(feature = "cuda")]
             Device::Cuda(d) => d.launch(l),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(d) => d.launch(l),
         }
     }
 
@@ -92,6 +98,8 @@ impl Device {
             Device::Wgpu(d) => Ok(IndexBuffer::Wgpu(d.upload_u32(data)?)),
             #[cfg(feature = "cuda")]
             Device::Cuda(d) => Ok(IndexBuffer::Cuda(d.upload_u32(data)?)),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(_) => Ok(IndexBuffer::Emu(data.into())),
         }
     }
 }

@@ -52,7 +52,8 @@ const EPS: f32 = 1e-6;
 /// [66000, 3] needs more workgroups than one grid axis holds (65535): the folded grid.
 const RMS: &[&[usize]] = &[&[1, 1], &[5, 7], &[3, 1000], &[300, 65], &[66000, 3]];
 const RMS_GRAD: &[&[usize]] = &[&[1, 1], &[5, 7], &[3, 33]];
-const RMS_GRAD_LARGE: &[&[usize]] = &[&[300, 257], &[2, 1000], &[66000, 3]];
+/// [2100, 5]: three row chunks in the GPU weight gradient.
+const RMS_GRAD_LARGE: &[&[usize]] = &[&[300, 257], &[2, 1000], &[2100, 5], &[66000, 3]];
 
 pub(super) fn rms_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     Inputs { f: vec![rng.vec(n(s), -2.0, 2.0), rng.vec(s[1], 0.5, 1.5), rng.vec(n(s), -1.0, 1.0)], ids: vec![] }

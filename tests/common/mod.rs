@@ -3,13 +3,15 @@
 use pgpo::Device;
 
 /// The device of `kind` ("cpu", "wgpu" or "cuda"), or `None` with a printed line when it is
-/// absent. `PGPO_REQUIRE_WGPU=1` / `PGPO_REQUIRE_CUDA=1` turn that skip into a failure.
+/// absent. `PGPO_REQUIRE_WGPU=1`, `PGPO_REQUIRE_CUDA=1` and `PGPO_REQUIRE_CUDA_EMU=1` turn
+/// that skip into a failure.
 #[allow(dead_code)]
 pub fn backend(kind: &str) -> Option<Device> {
     let dev = match kind {
         "cpu" => return Some(Device::Cpu),
         "wgpu" => Device::wgpu(),
         "cuda" => Device::cuda(0),
+        "cuda-emu" => Device::cuda_emu(),
         other => panic!("unknown backend {other}"),
     };
     match dev {
@@ -25,7 +27,7 @@ pub fn backend(kind: &str) -> Option<Device> {
 /// when PGPO_REQUIRE_<KIND>=1.
 #[allow(dead_code)]
 pub fn skip(kind: &str, why: &str) {
-    let require = format!("PGPO_REQUIRE_{}", kind.to_uppercase());
+    let require = format!("PGPO_REQUIRE_{}", kind.to_uppercase().replace('-', "_"));
     if std::env::var(&require).as_deref() == Ok("1") {
         panic!("{require}=1 but {kind} is absent: {why}");
     }

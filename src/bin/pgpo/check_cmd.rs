@@ -40,15 +40,21 @@ pub fn compile_only(_: Option<&std::path::Path>) -> pgpo::Result<bool> {
 
 pub fn devices(which: &str) -> pgpo::Result<Vec<Device>> {
     let want = |b: &str| which == "all" || which == b;
-    if !["all", "cpu", "wgpu", "cuda"].contains(&which) {
-        return Err(pgpo::Error::Unavailable { backend: "unknown", reason: format!("--backend {which:?}: use all, cpu, wgpu or cuda") });
+    if !["all", "cpu", "wgpu", "cuda", "cuda-emu"].contains(&which) {
+        return Err(pgpo::Error::Unavailable {
+            backend: "unknown",
+            reason: format!("--backend {which:?}: use all, cpu, wgpu, cuda or cuda-emu"),
+        });
     }
     let mut out = Vec::new();
     if want("cpu") {
         out.push(Device::Cpu);
     }
-    for (name, dev) in [("wgpu", Device::wgpu as fn() -> pgpo::Result<Device>), ("cuda", || Device::cuda(0))] {
-        if !want(name) {
+    let gpus: [(&str, fn() -> pgpo::Result<Device>); 3] =
+        [("wgpu", Device::wgpu), ("cuda", || Device::cuda(0)), ("cuda-emu", Device::cuda_emu)];
+    for (name, dev) in gpus {
+        // The emulation is a test build's backend: listed under "all" only when built in.
+        if !want(name) || (name == "cuda-emu" && which == "all" && !cfg!(feature = "cuda-emu")) {
             continue;
         }
         match dev() {
