@@ -58,8 +58,12 @@ mod emu {
         families.sort();
         let mut build = cc::Build::new();
         build.cpp(true).std("c++17").include(&cuda).include(cuda.join("emu")).warnings(false);
+        // PGPO_EMU_TSAN=1: the emulation under ThreadSanitizer (CI also passes
+        // `-C link-arg=-fsanitize=thread`; rustc links with -nodefaultlibs, so the runtime
+        // is named here).
         if std::env::var("PGPO_EMU_TSAN").as_deref() == Ok("1") {
             build.flag("-fsanitize=thread").flag("-g").opt_level(1);
+            println!("cargo:rustc-link-lib=dylib=tsan");
         }
         let mut registry = String::from("#include <string.h>\n");
         let mut table = String::new();
