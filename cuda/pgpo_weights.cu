@@ -1,6 +1,6 @@
 // PGPO token weights per response (see shaders/pgpo_weights.wgsl for the definition).
 // One block of 256 threads per response; trees for count, min, max and sum(w); the quantile
-// threshold by counting ranks. Params: rows, l, tau, beta, eps, variant, floor.
+// threshold by counting ranks (ties broken by index, so one thread writes it). Params: rows, l, tau, beta, eps, variant, floor.
 
 __device__ float tree(float v, float* red, int op) {
     unsigned int lid = threadIdx.x;
@@ -39,14 +39,16 @@ extern "C" __global__ void pgpo_weights(const float* tvd, const float* mask, flo
         for (unsigned int c = lid; c < l; c += 256) {
             if (mask[base + c] <= 0.0f) continue;
             float ic = (log1pf(tvd[base + c]) - lo) / span;
-            unsigned int below = 0, at_most = 0;
+            // The rank with ties broken by index: exactly one element has rank k, so one thread
+            // writes the threshold (tied values are equal, but several writers would race;
+            // ThreadSanitizer on the emulation found it).
+            unsigned int rank = 0;
             for (unsigned int j = 0; j < l; j++) {
                 if (mask[base + j] <= 0.0f) continue;
                 float ij = (log1pf(tvd[base + j]) - lo) / span;
-                below += ij < ic;
-                at_most += ij <= ic;
+                rank += ij < ic || (ij == ic && j < c);
             }
-            if (below <= k && k < at_most) thr_shared = ic;
+            if (rank == k) thr_shared = ic;
         }
     }
     __syncthreads();

@@ -65,15 +65,16 @@ fn pgpo_weights(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         for (var c = lid; c < p.l; c += 256u) {
             if (mask[base + c] <= 0.0) { continue; }
             let ic = (log1p(tvd[base + c]) - lo) / span;
-            var below = 0u;
-            var at_most = 0u;
+            // The rank with ties broken by index: exactly one element has rank k, so one
+            // invocation writes the threshold (tied values are equal, but several writers
+            // would race).
+            var rank = 0u;
             for (var j = 0u; j < p.l; j++) {
                 if (mask[base + j] <= 0.0) { continue; }
                 let ij = (log1p(tvd[base + j]) - lo) / span;
-                if (ij < ic) { below += 1u; }
-                if (ij <= ic) { at_most += 1u; }
+                if (ij < ic || (ij == ic && j < c)) { rank += 1u; }
             }
-            if (below <= k && k < at_most) { thr_shared = ic; }
+            if (rank == k) { thr_shared = ic; }
         }
     }
     workgroupBarrier();

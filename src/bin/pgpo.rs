@@ -26,12 +26,16 @@ enum Command {
     Info,
     /// Every kernel on every backend present, against the CPU (and the CPU against f64 loops).
     Check {
-        /// Backends to check: all, cpu, wgpu or cuda.
+        /// Backends to check: all, cpu, wgpu, cuda or cuda-emu.
         #[arg(long, default_value = "all")]
         backend: String,
         /// Only kernels whose name contains this text.
         #[arg(long)]
         kernel: Option<String>,
+        /// Only the first N cases of each kernel (its smallest shapes), e.g. for a run under a
+        /// sanitizer.
+        #[arg(long)]
+        max_cases: Option<usize>,
         /// Compile every CUDA kernel with NVRTC (no driver needed) instead of running kernels.
         #[arg(long)]
         compile_only: bool,
@@ -100,11 +104,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info_cmd::info(),
-        Command::Check { backend, kernel, compile_only: true, ptx_dir } => {
-            let _ = (backend, kernel);
+        Command::Check { backend, kernel, compile_only: true, ptx_dir, max_cases } => {
+            let _ = (backend, kernel, max_cases);
             check_cmd::compile_only(ptx_dir.as_deref())
         }
-        Command::Check { backend, kernel, .. } => check_cmd::run_checks(&backend, kernel.as_deref()),
+        Command::Check { backend, kernel, max_cases, .. } => {
+            check_cmd::run_checks(&backend, kernel.as_deref(), max_cases.unwrap_or(usize::MAX))
+        }
         Command::Bench { backend, json, quick } => bench_cmd::bench(&backend, json, quick),
         Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {
             input: &input,

@@ -89,32 +89,39 @@ fn attention_scores(q: &[f64], k: &[f64], s: &AttnDims, m: &AttnMasks, b: usize,
         .collect()
 }
 
+/// Calls f(row, kv offset, scores, lse of the scores) for every query row of every
+/// (batch, head).
+fn for_each_query_row(q: &[f64], k: &[f64], s: &AttnDims, m: &AttnMasks, mut f: impl FnMut(usize, usize, &[f64], f64)) {
+    for b in 0..s.b {
+        for h in 0..s.hq {
+            let kv = (b * s.hkv + h / (s.hq / s.hkv)) * s.tk * s.d;
+            for i in 0..s.tq {
+                let scores = attention_scores(q, k, s, m, b, h, i);
+                let l = logsumexp(&scores);
+                f((b * s.hq + h) * s.tq + i, kv, &scores, l);
+            }
+        }
+    }
+}
+
 /// Attention with the full score matrix: returns (o, lse), lse = -inf and o = 0 for a row
 /// that sees no key.
 pub fn attention(q: &[f64], k: &[f64], v: &[f64], s: &AttnDims, m: &AttnMasks) -> (Vec<f64>, Vec<f64>) {
     let d = s.d;
     let mut o = vec![0.0; q.len()];
     let mut lse = vec![0.0; s.b * s.hq * s.tq];
-    for b in 0..s.b {
-        for h in 0..s.hq {
-            let kv = (b * s.hkv + h / (s.hq / s.hkv)) * s.tk * d;
-            for i in 0..s.tq {
-                let row = (b * s.hq + h) * s.tq + i;
-                let scores = attention_scores(q, k, s, m, b, h, i);
-                let l = logsumexp(&scores);
-                lse[row] = l;
-                if l == f64::NEG_INFINITY {
-                    continue;
-                }
-                for (j, sc) in scores.iter().enumerate() {
-                    let p = (sc - l).exp();
-                    for c in 0..d {
-                        o[row * d + c] += p * v[kv + j * d + c];
-                    }
-                }
+    for_each_query_row(q, k, s, m, |row, kv, scores, l| {
+        lse[row] = l;
+        if l == f64::NEG_INFINITY {
+            return;
+        }
+        for (j, sc) in scores.iter().enumerate() {
+            let p = (sc - l).exp();
+            for c in 0..d {
+                o[row * d + c] += p * v[kv + j * d + c];
             }
         }
-    }
+    });
     (o, lse)
 }
 
@@ -125,30 +132,22 @@ pub fn attention_backward(q: &[f64], k: &[f64], v: &[f64], dout: &[f64], s: &Att
     let d = s.d;
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     let scale = f64::from(s.scale);
-    for b in 0..s.b {
-        for h in 0..s.hq {
-            let kv = (b * s.hkv + h / (s.hq / s.hkv)) * s.tk * d;
-            for i in 0..s.tq {
-                let row = (b * s.hq + h) * s.tq + i;
-                let scores = attention_scores(q, k, s, m, b, h, i);
-                let l = logsumexp(&scores);
-                if l == f64::NEG_INFINITY {
-                    continue;
-                }
-                let p: Vec<f64> = scores.iter().map(|sc| (sc - l).exp()).collect();
-                let dp: Vec<f64> = (0..s.tk).map(|j| (0..d).map(|c| dout[row * d + c] * v[kv + j * d + c]).sum()).collect();
-                let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-                for j in 0..s.tk {
-                    let ds = p[j] * (dp[j] - delta) * scale;
-                    for c in 0..d {
-                        dq[row * d + c] += ds * k[kv + j * d + c];
-                        dk[kv + j * d + c] += ds * q[row * d + c];
-                        dv[kv + j * d + c] += p[j] * dout[row * d + c];
-                    }
-                }
+    for_each_query_row(q, k, s, m, |row, kv, scores, l| {
+        if l == f64::NEG_INFINITY {
+            return;
+        }
+        let p: Vec<f64> = scores.iter().map(|sc| (sc - l).exp()).collect();
+        let dp: Vec<f64> = (0..s.tk).map(|j| (0..d).map(|c| dout[row * d + c] * v[kv + j * d + c]).sum()).collect();
+        let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+        for j in 0..s.tk {
+            let ds = p[j] * (dp[j] - delta) * scale;
+            for c in 0..d {
+                dq[row * d + c] += ds * k[kv + j * d + c];
+                dk[kv + j * d + c] += ds * q[row * d + c];
+                dv[kv + j * d + c] += p[j] * dout[row * d + c];
             }
         }
-    }
+    });
     [dq, dk, dv]
 }
 

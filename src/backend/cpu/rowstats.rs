@@ -134,29 +134,25 @@ fn kl_stats_impl(clean: &[f32], blind: &[f32], inv_t: f32, c: f32) -> PairStats 
         rescale(&mut r, &target, &mut [&mut k]);
         let c1: [f32; KL_LANES] = std::array::from_fn(|l| exp(ma[l] - r[l]));
         let c2: [f32; KL_LANES] = std::array::from_fn(|l| exp(mb[l] - c - r[l]));
-        let (mut ca, mut cb) = (ba.chunks_exact(KL_LANES), bb.chunks_exact(KL_LANES));
-        for (xa, xb) in (&mut ca).zip(&mut cb) {
-            for l in 0..KL_LANES {
-                let (a, b) = (xa[l] * inv_t, xb[l] * inv_t);
-                let (ea, eb) = (exp(a - ma[l]), exp(b - mb[l]));
-                let u = b - a - c;
-                // Where p_a is 0 (a = -inf), u is infinite and weighs nothing in the mean.
-                let ue = if ea == 0.0 { 0.0 } else { u };
-                sa[l] += ea;
-                ta[l] += ea * ue;
-                sb[l] += eb;
-                k[l] += k_term(ea, eb, u, ue, c1[l], c2[l]);
-            }
-        }
-        for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        let mut step = |l: usize, xa: f32, xb: f32| {
             let (a, b) = (xa * inv_t, xb * inv_t);
             let (ea, eb) = (exp(a - ma[l]), exp(b - mb[l]));
             let u = b - a - c;
+            // Where p_a is 0 (a = -inf), u is infinite and weighs nothing in the mean.
             let ue = if ea == 0.0 { 0.0 } else { u };
             sa[l] += ea;
             ta[l] += ea * ue;
             sb[l] += eb;
             k[l] += k_term(ea, eb, u, ue, c1[l], c2[l]);
+        };
+        let (mut ca, mut cb) = (ba.chunks_exact(KL_LANES), bb.chunks_exact(KL_LANES));
+        for (xa, xb) in (&mut ca).zip(&mut cb) {
+            for l in 0..KL_LANES {
+                step(l, xa[l], xb[l]);
+            }
+        }
+        for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+            step(l, xa, xb);
         }
     }
     let (max_a, sums_a) = merge(&ma, &[&sa, &ta]);

@@ -66,7 +66,7 @@ pub fn devices(which: &str) -> pgpo::Result<Vec<Device>> {
     Ok(out)
 }
 
-pub fn run_checks(which: &str, filter: Option<&str>) -> pgpo::Result<bool> {
+pub fn run_checks(which: &str, filter: Option<&str>, max_cases: usize) -> pgpo::Result<bool> {
     let devices = devices(which)?;
     let checks: Vec<_> = check::all().into_iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))).collect();
     let width = devices.iter().map(|d| d.name().len()).max().unwrap_or(4).max(7);
@@ -75,7 +75,7 @@ pub fn run_checks(which: &str, filter: Option<&str>) -> pgpo::Result<bool> {
     let mut all_pass = true;
     for c in &checks {
         for d in &devices {
-            let row = check::run(c, d);
+            let row = check::run_cases(c, d, max_cases);
             all_pass &= row.pass;
             println!(
                 "{:<kw$} {:<width$} {:>12.3e} {:>8.3}  {}",
