@@ -57,7 +57,7 @@ mod emu {
             .collect();
         families.sort();
         let mut build = cc::Build::new();
-        build.cpp(true).std("c++17").include(&cuda).include(cuda.join("emu")).warnings(false);
+        build.cpp(true).std("c++20").include(&cuda).include(cuda.join("emu")).warnings(false);
         // PGPO_EMU_TSAN=1: the emulation under ThreadSanitizer (CI also passes
         // `-C link-arg=-fsanitize=thread`; rustc links with -nodefaultlibs, so the runtime
         // is named here).

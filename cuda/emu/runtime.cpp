@@ -5,7 +5,7 @@
 // still reads this one's shared memory.
 #include "cuda_emu.h"
 
-#include <condition_variable>
+#include <atomic>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -17,39 +17,45 @@ dim3 gridDim;
 
 namespace {
 
-// A reusable barrier over `active` threads; leave() takes a finished thread out of the count.
+// A reusable barrier over `active` threads; leave() takes a finished thread out of the count,
+// and the last one to leave restores the full count for the next block.
 class Barrier {
 public:
     void reset(unsigned int n) {
         std::lock_guard<std::mutex> l(m_);
-        active_ = n;
+        full_ = active_ = n;
         arrived_ = 0;
     }
     void sync() {
         std::unique_lock<std::mutex> l(m_);
-        unsigned long gen = gen_;
+        unsigned long gen = gen_.load();
         if (++arrived_ == active_) {
             release();
-        } else {
-            cv_.wait(l, [&] { return gen_ != gen; });
+            return;
         }
+        l.unlock();
+        // Waiters sleep on the generation word, not the mutex, so a release wakes them all
+        // at once instead of handing the mutex from one to the next.
+        while (gen_.load() == gen) gen_.wait(gen);
     }
     void leave() {
         std::lock_guard<std::mutex> l(m_);
-        --active_;
-        if (arrived_ > 0 && arrived_ == active_) release();
+        if (--active_ == 0) {
+            active_ = full_;
+        } else if (arrived_ > 0 && arrived_ == active_) {
+            release();
+        }
     }
 
 private:
     void release() {
         arrived_ = 0;
-        ++gen_;
-        cv_.notify_all();
+        gen_.fetch_add(1);
+        gen_.notify_all();
     }
     std::mutex m_;
-    std::condition_variable cv_;
-    unsigned int active_ = 0, arrived_ = 0;
-    unsigned long gen_ = 0;
+    unsigned int full_ = 0, active_ = 0, arrived_ = 0;
+    std::atomic<unsigned long> gen_{0};
 };
 
 Barrier block_sync;  // __syncthreads within a block
@@ -64,6 +70,7 @@ extern "C" void pgpo_emu_launch(void (*kernel)(void**), void** args, unsigned in
     gridDim = dim3{gx, gy, gz};
     blockDim = dim3{threads, 1, 1};
     block_end.reset(threads);
+    block_sync.reset(threads);
     std::vector<std::thread> team;
     team.reserve(threads);
     for (unsigned int t = 0; t < threads; t++) {
@@ -72,8 +79,6 @@ extern "C" void pgpo_emu_launch(void (*kernel)(void**), void** args, unsigned in
             for (unsigned int z = 0; z < gz; z++) {
                 for (unsigned int y = 0; y < gy; y++) {
                     for (unsigned int x = 0; x < gx; x++) {
-                        if (t == 0) block_sync.reset(threads);
-                        block_end.sync();  // the reset is seen before any thread runs
                         blockIdx = dim3{x, y, z};
                         kernel(args);
                         block_sync.leave();
