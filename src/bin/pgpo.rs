@@ -36,6 +36,10 @@ enum Command {
         /// sanitizer.
         #[arg(long)]
         max_cases: Option<usize>,
+        /// Run the CPU reference on the calling thread alone (no thread pool): under
+        /// ThreadSanitizer, whose view of the uninstrumented Rust pool is blind.
+        #[arg(long)]
+        single_threaded_cpu: bool,
         /// Compile every CUDA kernel with NVRTC (no driver needed) instead of running kernels.
         #[arg(long)]
         compile_only: bool,
@@ -104,11 +108,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info_cmd::info(),
-        Command::Check { backend, kernel, compile_only: true, ptx_dir, max_cases } => {
-            let _ = (backend, kernel, max_cases);
+        Command::Check { backend, kernel, compile_only: true, ptx_dir, .. } => {
+            let _ = (backend, kernel);
             check_cmd::compile_only(ptx_dir.as_deref())
         }
-        Command::Check { backend, kernel, max_cases, .. } => {
+        Command::Check { backend, kernel, max_cases, single_threaded_cpu, .. } => {
+            if single_threaded_cpu {
+                // The pool's one worker is this thread, so no CPU work crosses threads.
+                let _ = rayon::ThreadPoolBuilder::new().num_threads(1).use_current_thread().build_global();
+            }
             check_cmd::run_checks(&backend, kernel.as_deref(), max_cases.unwrap_or(usize::MAX))
         }
         Command::Bench { backend, json, quick } => bench_cmd::bench(&backend, json, quick),
