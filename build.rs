@@ -22,8 +22,10 @@ mod emu {
     }
 
     fn kernels(src: &str) -> Vec<Kernel> {
+        // Line comments may mention a kernel; only code is scanned.
+        let code: String = src.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
         let mut out = Vec::new();
-        let mut rest = src;
+        let mut rest = code.as_str();
         while let Some(at) = rest.find("__global__ void ") {
             rest = &rest[at + "__global__ void ".len()..];
             let open = rest.find('(').expect("kernel parameter list");

@@ -99,6 +99,7 @@ fn policy_loss(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let t = tokens[row];
     for (var c = lid; c < p.v; c += 256u) {
         // Skipped only for an exact 0 (weight 0 or a clipped token); a NaN coefficient spreads.
+        // Written as !(g == 0): naga compiles != to an ordered comparison, false for NaN.
         var d = 0.0;
         if (!(g == 0.0)) {
             d = -g * exp(logits[base + c] * p.inv_t - lse);

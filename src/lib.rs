@@ -21,13 +21,17 @@ pub use device::Device;
 pub use error::{Error, Result};
 pub use tensor::Tensor;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
-/// The poison value's bits in the low 32, and bit 32 set when poisoning is on.
-static POISON: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// The poison value of this thread's new output buffers, when poisoning is on. Per
+    /// thread, so tests running in parallel cannot turn each other's poisoning off; every
+    /// backend allocates its outputs on the calling thread.
+    static POISON: Cell<Option<f32>> = const { Cell::new(None) };
+}
 
-/// When on, every freshly allocated output buffer on every backend is filled with NaN
-/// instead of zeros, so a kernel that skips an element is caught by the comparison.
+/// When on, every output buffer this thread allocates next, on every backend, is filled with
+/// NaN instead of zeros, so a kernel that skips an element is caught by the comparison.
 /// The correctness harness turns it on; it costs one fill per allocation.
 pub fn set_poison_outputs(on: bool) {
     set_poison(on.then_some(f32::NAN));
@@ -35,11 +39,10 @@ pub fn set_poison_outputs(on: bool) {
 
 /// Like `set_poison_outputs`, with the fill value chosen (`None` turns poisoning off).
 pub fn set_poison(value: Option<f32>) {
-    POISON.store(value.map_or(0, |v| (1 << 32) | u64::from(v.to_bits())), Ordering::Relaxed);
+    POISON.with(|p| p.set(value));
 }
 
-/// The fill value of new output buffers, when poisoning is on.
+/// The fill value of new output buffers, when poisoning is on for this thread.
 pub(crate) fn poison_value() -> Option<f32> {
-    let p = POISON.load(Ordering::Relaxed);
-    (p >> 32 == 1).then(|| f32::from_bits(p as u32))
+    POISON.with(Cell::get)
 }

@@ -16,9 +16,7 @@ fn d_grid() -> Vec<f64> {
     mags.iter().flat_map(|&m| [m, -m]).collect()
 }
 
-fn k3_f64(d: f64) -> f64 {
-    d.exp_m1() - d
-}
+use pgpo::check::reference::k3 as k3_f64;
 
 fn assert_rel(got: f32, want: f64, rtol: f64, what: &str) {
     let err = (f64::from(got) - want).abs() / want.abs();
@@ -129,11 +127,9 @@ fn exact_kl_holds_1e_3_relative_down_to_1e_9(dev: &Device) {
             let want = pgpo::check::reference::kl_dual(&a, &b, &[0], V, 1.0, 20.0)[2][0];
             assert!(kl[r] >= 0.0, "negative KL {}", kl[r]);
             let what = format!("{} exact KL, noise {s:e}, T {t}", dev.name());
-            if want >= 1e-9 {
-                assert_rel(kl[r], want, 1e-3, &what);
-            } else {
-                assert!(f64::from(kl[r]) <= 1e-9 + want * 1.001, "{what}: got {:e} for {want:e}", kl[r]);
-            }
+            // The target is 1e-3 down to 1e-9; below it (noise 1e-5, 3e-5: KL near 1e-11)
+            // the shifted form still holds 1e-2.
+            assert_rel(kl[r], want, if want >= 1e-9 { 1e-3 } else { 1e-2 }, &what);
         }
     }
 }
@@ -155,6 +151,12 @@ macro_rules! on_backends {
                 #[test]
                 fn cuda() {
                     if let Some(d) = super::common::backend("cuda") {
+                        super::$test(&d);
+                    }
+                }
+                #[test]
+                fn cuda_emu() {
+                    if let Some(d) = super::common::backend("cuda-emu") {
                         super::$test(&d);
                     }
                 }

@@ -4,6 +4,9 @@
 // real OS threads, so __syncthreads() is a real barrier and a missing one can show up as a
 // wrong answer (and as a race under ThreadSanitizer). Because one block runs at a time,
 // block-shared storage is static storage. runtime.cpp holds the launch loop.
+// What it cannot show: races between blocks (they never overlap), reads of shared memory
+// no thread of the block wrote (static storage starts at zero and keeps the previous
+// block's values), and the GPU's exact rounding (host libm, no FMA contraction).
 #pragma once
 
 #include <math.h>
@@ -43,5 +46,6 @@ inline float __uint_as_float(unsigned int u) {
     return f;
 }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
-inline unsigned int max(unsigned int a, unsigned int b) { return a > b ? a : b; }
+// One type for both sides, so a mixed call fails to compile instead of converting silently.
+template <class T> inline T min(T a, T b) { return a < b ? a : b; }
+template <class T> inline T max(T a, T b) { return a > b ? a : b; }

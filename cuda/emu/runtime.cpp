@@ -28,7 +28,7 @@ public:
     }
     void sync() {
         std::unique_lock<std::mutex> l(m_);
-        unsigned long gen = gen_.load();
+        unsigned int gen = gen_.load();
         if (++arrived_ == active_) {
             release();
             return;
@@ -55,7 +55,8 @@ private:
     }
     std::mutex m_;
     unsigned int full_ = 0, active_ = 0, arrived_ = 0;
-    std::atomic<unsigned long> gen_{0};
+    // 4 bytes: libstdc++ waits on such a word with a futex directly (wrap-around is harmless).
+    std::atomic<unsigned int> gen_{0};
 };
 
 Barrier block_sync;  // __syncthreads within a block

@@ -23,8 +23,10 @@ unsafe impl Sync for EmuBuffer {}
 
 impl EmuBuffer {
     fn ptr(&self) -> *mut f32 {
-        // SAFETY: see the Sync impl.
-        unsafe { (*self.0.get()).as_mut_ptr() }
+        let boxed: *mut Box<[f32]> = self.0.get();
+        // SAFETY: a raw place through the Box (a built-in deref), so no reference to the data
+        // is created while a reader may hold one; see the Sync impl for the writes.
+        unsafe { (&raw mut **boxed).cast::<f32>() }
     }
 
     pub fn read(&self) -> Vec<f32> {

@@ -31,16 +31,19 @@ fn poison_rows(x: &mut [f32], cols: usize, tokens: Option<&[u32]>) {
     }
 }
 
-fn rows_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
-    let mut x = one(s, rng);
+/// The inputs of `base` with the rows of its first array poisoned.
+fn poisoned(base: fn(&[usize], &mut Rng) -> Inputs, s: &[usize], rng: &mut Rng) -> Inputs {
+    let mut x = base(s, rng);
     poison_rows(&mut x.f[0], s[1], None);
     x
 }
 
+fn rows_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+    poisoned(one, s, rng)
+}
+
 fn rms_nonfinite_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
-    let mut x = rms_inputs(s, rng);
-    poison_rows(&mut x.f[0], s[1], None);
-    x
+    poisoned(rms_inputs, s, rng)
 }
 
 fn ce_nonfinite_inputs(s: &[usize], rng: &mut Rng) -> Inputs {

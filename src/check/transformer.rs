@@ -336,7 +336,9 @@ pub fn all() -> Vec<KernelCheck> {
         },
         KernelCheck {
             name: "rms_norm_backward",
-            tols: &[(1e-5, 1e-4), (1e-5, 1e-4)],
+            // dx, then dw: a sum over every row, whose f32 rounding grows with the row count
+            // (up to 2100 and 66000 rows here).
+            tols: &[(1e-5, 1e-4), (2e-3, 1e-4)],
             shapes: RMS_GRAD,
             extra_shapes: RMS_GRAD_LARGE,
             inputs: rms_inputs,

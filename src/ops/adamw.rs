@@ -12,6 +12,15 @@ pub use crate::backend::cpu::adamw::AdamWStep;
 /// Elements per partial sum in [`sum_squares`].
 const BLOCK: usize = 4096;
 
+/// Checks AdamW's hyper-parameters for `op`: an error naming the bad one.
+pub(crate) fn validate_hyper(op: &'static str, lr: f32, betas: (f32, f32), eps: f32, weight_decay: f32) -> Result<()> {
+    option(op, "lr", lr, Need::NonNegative)?;
+    option(op, "beta1", betas.0, Need::BelowOne)?;
+    option(op, "beta2", betas.1, Need::BelowOne)?;
+    option(op, "eps", eps, Need::Positive)?;
+    option(op, "weight_decay", weight_decay, Need::NonNegative)
+}
+
 /// One AdamW step; returns the new (param, m, v). Inputs are left untouched, so a failed
 /// step never leaves a half-updated model.
 pub fn adamw(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> Result<(Tensor, Tensor, Tensor)> {
@@ -19,11 +28,7 @@ pub fn adamw(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> Re
         same_shape("adamw", p, other)?;
     }
     fits_u32("adamw", p.numel())?;
-    option("adamw", "lr", s.lr, Need::NonNegative)?;
-    option("adamw", "beta1", s.beta1, Need::BelowOne)?;
-    option("adamw", "beta2", s.beta2, Need::BelowOne)?;
-    option("adamw", "eps", s.eps, Need::Positive)?;
-    option("adamw", "weight_decay", s.weight_decay, Need::NonNegative)?;
+    validate_hyper("adamw", s.lr, (s.beta1, s.beta2), s.eps, s.weight_decay)?;
     option("adamw", "bias1", s.bias1, Need::Positive)?;
     option("adamw", "bias2", s.bias2, Need::Positive)?;
     option("adamw", "grad_scale", s.grad_scale, Need::Finite)?;

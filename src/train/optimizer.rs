@@ -32,11 +32,7 @@ impl AdamW {
     /// Zero moments shaped like `params`.
     pub fn new(params: &[Tensor], config: AdamWConfig) -> Result<AdamW> {
         let c = &config;
-        option("AdamW", "lr", c.lr, Need::NonNegative)?;
-        option("AdamW", "beta1", c.beta1, Need::BelowOne)?;
-        option("AdamW", "beta2", c.beta2, Need::BelowOne)?;
-        option("AdamW", "eps", c.eps, Need::Positive)?;
-        option("AdamW", "weight_decay", c.weight_decay, Need::NonNegative)?;
+        ops::adamw::validate_hyper("AdamW", c.lr, (c.beta1, c.beta2), c.eps, c.weight_decay)?;
         if let Some(clip) = c.max_grad_norm {
             option("AdamW", "max_grad_norm", clip, Need::Positive)?;
         }
