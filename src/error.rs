@@ -7,6 +7,9 @@ pub enum Error {
     #[error("shape error in {op}: {msg}")]
     Shape { op: &'static str, msg: String },
 
+    #[error("{file}: {}{msg}", if field.is_empty() { String::new() } else { format!("field `{field}` ") })]
+    Config { file: String, field: String, msg: String },
+
     #[error("{op}: option {name} = {value} is invalid: it must be {need}")]
     Option { op: &'static str, name: &'static str, value: f64, need: &'static str },
 

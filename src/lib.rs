@@ -9,6 +9,7 @@ pub mod check;
 pub mod device;
 pub mod error;
 pub mod io;
+pub mod model;
 pub mod ops;
 pub mod params;
 pub mod rl;

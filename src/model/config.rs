@@ -1,0 +1,249 @@
+//! Qwen2.5-VL's config.json, in both forms found in the wild: the flat form of published
+//! checkpoints (text fields at the top, `rope_theta`, `rope_scaling: {type: mrope,
+//! mrope_section}`, `vision_config`) and the nested form that transformers 5 writes
+//! (`text_config` with `rope_parameters: {rope_type, rope_theta, mrope_section}`). Fields
+//! that fix the architecture are required: a missing or ill-typed one is an error naming
+//! its path in the file. Fields transformers defaults (special token ids, tie_word_embeddings,
+//! the vision rope theta) take transformers' defaults.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The decoder (Qwen2) part.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// M-RoPE bands over head_dim / 2 frequencies: temporal, height, width.
+    pub mrope_section: Vec<usize>,
+    pub hidden_act: String,
+}
+
+impl TextConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+/// The vision tower.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisionConfig {
+    pub depth: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_heads: usize,
+    pub in_channels: usize,
+    pub patch_size: usize,
+    pub spatial_merge_size: usize,
+    pub temporal_patch_size: usize,
+    pub window_size: usize,
+    /// Width of the merger's output: the decoder's hidden size.
+    pub out_hidden_size: usize,
+    /// Blocks with full attention; the others attend within windows.
+    pub fullatt_block_indexes: Vec<usize>,
+    pub hidden_act: String,
+}
+
+impl VisionConfig {
+    /// Values per patch: channels x temporal x patch x patch (3 x 2 x 14 x 14 = 1176).
+    pub fn patch_dim(&self) -> usize {
+        self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    pub tie_word_embeddings: bool,
+    pub image_token_id: u32,
+    pub video_token_id: u32,
+    pub vision_start_token_id: u32,
+    pub vision_end_token_id: u32,
+}
+
+/// Reads one JSON object's fields, naming `file` and the field's path in errors.
+struct Fields<'a> {
+    file: &'a str,
+    prefix: String,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn err(&self, key: &str, what: &str) -> Error {
+        Error::Config { file: self.file.to_string(), field: format!("{}{key}", self.prefix), msg: what.to_string() }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn object(&self, key: &str) -> Result<Fields<'a>> {
+        match self.get(key) {
+            Some(Value::Object(map)) => Ok(Fields { file: self.file, prefix: format!("{}{key}.", self.prefix), map }),
+            Some(_) => Err(self.err(key, "must be an object")),
+            None => Err(self.err(key, "is missing")),
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize> {
+        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
+        v.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(|| self.err(key, &format!("must be a non-negative integer, got {v}")))
+    }
+
+    fn positive(&self, key: &str) -> Result<usize> {
+        match self.usize(key)? {
+            0 => Err(self.err(key, "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    fn f64(&self, key: &str) -> Result<f64> {
+        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
+        v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| self.err(key, &format!("must be a number, got {v}")))
+    }
+
+    fn string(&self, key: &str) -> Result<String> {
+        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
+        v.as_str().map(str::to_string).ok_or_else(|| self.err(key, &format!("must be a string, got {v}")))
+    }
+
+    fn usizes(&self, key: &str) -> Result<Vec<usize>> {
+        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
+        let bad = || self.err(key, &format!("must be a list of non-negative integers, got {v}"));
+        v.as_array().ok_or_else(bad)?.iter().map(|x| x.as_u64().map(|x| x as usize).ok_or_else(bad)).collect()
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.err(key, &format!("must be true or false, got {v}"))),
+        }
+    }
+
+    fn token_or(&self, key: &str, default: u32) -> Result<u32> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| self.err(key, &format!("must be a token id, got {v}"))),
+        }
+    }
+}
+
+fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextConfig> {
+    let c = TextConfig {
+        vocab_size: t.positive("vocab_size")?,
+        hidden_size: t.positive("hidden_size")?,
+        intermediate_size: t.positive("intermediate_size")?,
+        num_hidden_layers: t.positive("num_hidden_layers")?,
+        num_attention_heads: t.positive("num_attention_heads")?,
+        num_key_value_heads: t.positive("num_key_value_heads")?,
+        rms_norm_eps: t.f64("rms_norm_eps")?,
+        rope_theta: theta_from.f64("rope_theta")?,
+        mrope_section: rope.usizes("mrope_section")?,
+        hidden_act: t.string("hidden_act")?,
+    };
+    if c.hidden_size % c.num_attention_heads != 0 || c.head_dim() % 2 != 0 {
+        return Err(t.err("num_attention_heads", &format!("must divide hidden_size {} into heads of even size", c.hidden_size)));
+    }
+    if c.num_attention_heads % c.num_key_value_heads != 0 {
+        return Err(t.err("num_key_value_heads", &format!("must divide num_attention_heads {}", c.num_attention_heads)));
+    }
+    if c.mrope_section.len() != 3 || c.mrope_section.iter().sum::<usize>() != c.head_dim() / 2 {
+        return Err(rope.err(
+            "mrope_section",
+            &format!("must be three bands summing to head_dim / 2 = {}, got {:?}", c.head_dim() / 2, c.mrope_section),
+        ));
+    }
+    Ok(c)
+}
+
+fn vision_config(v: &Fields) -> Result<VisionConfig> {
+    // Published checkpoints spell the channel count `in_chans`, transformers `in_channels`.
+    let in_channels = if v.get("in_channels").is_some() { v.positive("in_channels")? } else { v.positive("in_chans")? };
+    let c = VisionConfig {
+        depth: v.positive("depth")?,
+        hidden_size: v.positive("hidden_size")?,
+        intermediate_size: v.positive("intermediate_size")?,
+        num_heads: v.positive("num_heads")?,
+        in_channels,
+        patch_size: v.positive("patch_size")?,
+        spatial_merge_size: v.positive("spatial_merge_size")?,
+        temporal_patch_size: v.positive("temporal_patch_size")?,
+        window_size: v.positive("window_size")?,
+        out_hidden_size: v.positive("out_hidden_size")?,
+        fullatt_block_indexes: v.usizes("fullatt_block_indexes")?,
+        hidden_act: v.string("hidden_act")?,
+    };
+    if c.hidden_size % c.num_heads != 0 {
+        return Err(v.err("num_heads", &format!("must divide hidden_size {}", c.hidden_size)));
+    }
+    if let Some(&bad) = c.fullatt_block_indexes.iter().find(|&&i| i >= c.depth) {
+        return Err(v.err("fullatt_block_indexes", &format!("index {bad} is past depth {}", c.depth)));
+    }
+    if c.window_size % (c.patch_size * c.spatial_merge_size) != 0 {
+        return Err(v.err("window_size", "must be a multiple of patch_size * spatial_merge_size"));
+    }
+    Ok(c)
+}
+
+impl ModelConfig {
+    /// Parses config.json text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<ModelConfig> {
+        let root: Value = serde_json::from_str(text)
+            .map_err(|e| Error::Config { file: file.to_string(), field: String::new(), msg: format!("is not valid JSON: {e}") })?;
+        let Value::Object(map) = &root else {
+            return Err(Error::Config { file: file.to_string(), field: String::new(), msg: "must be a JSON object".into() });
+        };
+        let top = Fields { file, prefix: String::new(), map };
+        let text = if top.get("text_config").is_some() {
+            // transformers 5: text_config with rope_parameters (or a legacy rope_scaling).
+            let t = top.object("text_config")?;
+            let rope = if t.get("rope_parameters").is_some() { t.object("rope_parameters")? } else { t.object("rope_scaling")? };
+            let theta = if rope.get("rope_theta").is_some() { &rope } else { &t };
+            text_config(&t, &rope, theta)?
+        } else {
+            let rope = top.object("rope_scaling")?;
+            text_config(&top, &rope, &top)?
+        };
+        let vision = vision_config(&top.object("vision_config")?)?;
+        if vision.out_hidden_size != text.hidden_size {
+            return Err(top.err(
+                "vision_config.out_hidden_size",
+                &format!("{} must equal the decoder's hidden_size {}", vision.out_hidden_size, text.hidden_size),
+            ));
+        }
+        // tie_word_embeddings sits at the top in both forms; transformers 5 also repeats it in
+        // text_config.
+        let tie_default = match top.get("text_config") {
+            Some(_) => top.object("text_config")?.bool_or("tie_word_embeddings", false)?,
+            None => false,
+        };
+        Ok(ModelConfig {
+            tie_word_embeddings: top.bool_or("tie_word_embeddings", tie_default)?,
+            image_token_id: top.token_or("image_token_id", 151_655)?,
+            video_token_id: top.token_or("video_token_id", 151_656)?,
+            vision_start_token_id: top.token_or("vision_start_token_id", 151_652)?,
+            vision_end_token_id: top.token_or("vision_end_token_id", 151_653)?,
+            text,
+            vision,
+        })
+    }
+
+    /// Reads `dir/config.json`.
+    pub fn load(dir: &Path) -> Result<ModelConfig> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
+            file: path.display().to_string(),
+            field: String::new(),
+            msg: format!("cannot be read: {e}"),
+        })?;
+        ModelConfig::parse(&text, &path.display().to_string())
+    }
+}
