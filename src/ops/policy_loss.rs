@@ -111,14 +111,14 @@ pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<P
     let (mut loss, mut wsum, mut clipped, mut kl, mut ent) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let column = |k: usize| tok_out.iter().skip(k).step_by(TOKEN_OUT).copied().collect::<Vec<f32>>();
     let (token_loss, logp, token_entropy, token_clipped) = (column(0), column(1), column(2), column(3));
-    for (i, o) in tok_out.chunks(TOKEN_OUT).enumerate() {
+    for i in 0..n {
         let w = f64::from(x.weight[i]);
-        loss += w * f64::from(o[0]);
+        loss += w * f64::from(token_loss[i]);
         if w > 0.0 {
             wsum += 1.0;
-            clipped += f64::from(o[3]);
-            kl += f64::from(x.old_logp[i] - o[1]);
-            ent += f64::from(o[2]);
+            clipped += f64::from(token_clipped[i]);
+            kl += f64::from(x.old_logp[i] - logp[i]);
+            ent += f64::from(token_entropy[i]);
         }
     }
     let mean = |s: f64| if wsum > 0.0 { s / wsum } else { 0.0 };

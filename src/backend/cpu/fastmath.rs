@@ -2,9 +2,10 @@
 //! that compiles the hot row loops a second time for AVX2 + FMA when the CPU has them.
 
 /// exp(x) with relative error below 3e-7 over the f32 range; 0 below -87.3 (including -inf),
-/// +inf above 88.4 (including +inf), NaN for NaN (as every backend propagates it). Cody-Waite reduction x = n ln2 + f, |f| <= ln2/2, then a degree-7
-/// polynomial for exp(f) scaled by 2^n through the exponent bits. Meant for the AVX2 + FMA
-/// builds below; without FMA hardware `mul_add` is a library call (correct, slower).
+/// +inf above 88.4 (including +inf), NaN for NaN (as every backend propagates it).
+/// Cody-Waite reduction x = n ln2 + f, |f| <= ln2/2, then a degree-7 polynomial for exp(f)
+/// scaled by 2^n through the exponent bits. Meant for the AVX2 + FMA builds below; without
+/// FMA hardware `mul_add` is a library call (correct, slower).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
