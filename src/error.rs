@@ -10,6 +10,9 @@ pub enum Error {
     #[error("{file}: {}{msg}", if field.is_empty() { String::new() } else { format!("field `{field}` ") })]
     Config { file: String, field: String, msg: String },
 
+    #[error("input `{tensor}`: {msg}")]
+    Input { tensor: String, msg: String },
+
     #[error("{op}: option {name} = {value} is invalid: it must be {need}")]
     Option { op: &'static str, name: &'static str, value: f64, need: &'static str },
 
@@ -43,6 +46,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    pub fn input(tensor: &str, msg: impl Into<String>) -> Self {
+        Error::Input { tensor: tensor.to_string(), msg: msg.into() }
+    }
+
     pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
         Error::Shape { op, msg: msg.into() }
     }

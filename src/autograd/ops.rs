@@ -176,3 +176,55 @@ pub fn cross_entropy_mean(logits: &Var, targets: &[u32]) -> Result<Var> {
         Box::new(move |g| Ok(vec![Some(k::cross_entropy_backward(&lv, &targets, &lse, g, 1.0 / valid as f32)?)])),
     ))
 }
+
+/// Joins variables along `axis`; the gradient is sliced back to each.
+pub fn concat(xs: &[&Var], axis: usize) -> Result<Var> {
+    let first = xs.first().ok_or_else(|| Error::shape("concat", "no tensors given"))?;
+    let values: Vec<&Tensor> = xs.iter().map(|x| &x.value).collect();
+    let out = k::concat(&values, axis)?;
+    let lens: Vec<usize> = xs.iter().map(|x| x.shape()[axis]).collect();
+    Ok(first.tape.record(
+        out,
+        xs,
+        Box::new(move |g| {
+            let mut off = 0;
+            lens.iter()
+                .map(|&n| {
+                    let part = k::slice(g, axis, off, n);
+                    off += n;
+                    part.map(Some)
+                })
+                .collect()
+        }),
+    ))
+}
+
+/// `len` entries of `axis` from `start`; the gradient is zero outside the slice.
+pub fn slice(x: &Var, axis: usize, start: usize, len: usize) -> Result<Var> {
+    let out = k::slice(&x.value, axis, start, len)?;
+    let shape = x.shape().to_vec();
+    Ok(x.tape.record(
+        out,
+        &[x],
+        Box::new(move |g| {
+            let total = shape[axis];
+            let zeros = |n: usize| {
+                let mut s = shape.clone();
+                s[axis] = n;
+                Tensor::zeros(&s, g.device())
+            };
+            let (before, after) = (zeros(start)?, zeros(total - start - len)?);
+            let parts: Vec<&Tensor> = [&before, g, &after].into_iter().filter(|t| t.shape()[axis] > 0).collect();
+            Ok(vec![Some(k::concat(&parts, axis)?)])
+        }),
+    ))
+}
+
+/// x · Wᵀ (+ b), the layout of torch's nn.Linear: w is [out, in], x is [.., in].
+pub fn linear(x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
+    let y = matmul(x, w, Transpose::NT)?;
+    match b {
+        Some(b) => add(&y, b),
+        None => Ok(y),
+    }
+}

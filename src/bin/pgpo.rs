@@ -1,9 +1,11 @@
-//! The pgpo command line: `info`, `check`.
+//! The pgpo command line: `info`, `check`, `bench`, `forward`, `advantages`, `policy-loss`.
 
 #[path = "pgpo/bench_cmd.rs"]
 mod bench_cmd;
 #[path = "pgpo/check_cmd.rs"]
 mod check_cmd;
+#[path = "pgpo/forward_cmd.rs"]
+mod forward_cmd;
 #[path = "pgpo/info_cmd.rs"]
 mod info_cmd;
 #[path = "pgpo/rl_cmds.rs"]
@@ -90,6 +92,32 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
+    /// One forward of a Qwen2.5-VL checkpoint, for cross-checking with transformers. IN holds
+    /// input_ids I64[B, T], optionally attention_mask I64[B, T] (0 at left padding),
+    /// pixel_values F32[N, patch_dim] with image_grid_thw I64[n, 3], and labels I64[B, T]
+    /// (-100 ignored). OUT gets logits F32[B, T, V]; with --labels also loss F32[1] and
+    /// grad.<name> for every parameter, named as in the checkpoint's files.
+    Forward {
+        /// Checkpoint folder: config.json and model.safetensors or sharded files with the index.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long = "inputs")]
+        input: std::path::PathBuf,
+        #[arg(long = "out")]
+        output: std::path::PathBuf,
+        /// auto, cpu, wgpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// The blind pass: image-pad tokens hidden from attention, no vision tower.
+        #[arg(long)]
+        blind: bool,
+        /// With --blind, also hide <|vision_start|> and <|vision_end|>.
+        #[arg(long, requires = "blind")]
+        hide_markers: bool,
+        /// Also compute the loss for IN's labels and every parameter's gradient.
+        #[arg(long)]
+        labels: bool,
+    },
     /// Time every kernel on every backend present: median ms, GFLOP/s or GB/s, % of peak.
     Bench {
         /// Backends to time: all, cpu, wgpu or cuda.
@@ -119,6 +147,25 @@ fn main() -> ExitCode {
             }
             check_cmd::run_checks(&backend, kernel.as_deref(), max_cases.unwrap_or(usize::MAX))
         }
+        Command::Forward { model, input, output, backend, blind, hide_markers, labels } => Device::parse(&backend)
+            .and_then(|device| {
+                forward_cmd::forward_cmd(&forward_cmd::ForwardArgs {
+                    model: &model,
+                    input: &input,
+                    output: &output,
+                    device,
+                    blind,
+                    hide_markers,
+                    labels,
+                })
+            })
+            .map(|loss| {
+                match loss {
+                    Some(l) => println!("loss {l:.6}  wrote {}", output.display()),
+                    None => println!("wrote {}", output.display()),
+                }
+                true
+            }),
         Command::Bench { backend, json, quick } => bench_cmd::bench(&backend, json, quick),
         Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {
             input: &input,

@@ -155,6 +155,12 @@ fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextCon
     if c.num_attention_heads % c.num_key_value_heads != 0 {
         return Err(t.err("num_key_value_heads", &format!("must divide num_attention_heads {}", c.num_attention_heads)));
     }
+    if c.hidden_act != "silu" {
+        return Err(t.err("hidden_act", &format!("is {:?}; Qwen2.5-VL's decoder uses \"silu\", the only activation pgpo implements", c.hidden_act)));
+    }
+    if t.bool_or("use_sliding_window", false)? {
+        return Err(t.err("use_sliding_window", "is true; sliding-window attention is not implemented (Qwen2.5-VL checkpoints leave it off)"));
+    }
     if c.mrope_section.len() != 3 || c.mrope_section.iter().sum::<usize>() != c.head_dim() / 2 {
         return Err(rope.err(
             "mrope_section",
@@ -181,8 +187,11 @@ fn vision_config(v: &Fields) -> Result<VisionConfig> {
         fullatt_block_indexes: v.usizes("fullatt_block_indexes")?,
         hidden_act: v.string("hidden_act")?,
     };
-    if c.hidden_size % c.num_heads != 0 {
-        return Err(v.err("num_heads", &format!("must divide hidden_size {}", c.hidden_size)));
+    if c.hidden_size % c.num_heads != 0 || (c.hidden_size / c.num_heads) % 4 != 0 {
+        return Err(v.err("num_heads", &format!("must divide hidden_size {} into heads of a size divisible by 4 (the 2-D rotary)", c.hidden_size)));
+    }
+    if c.hidden_act != "silu" {
+        return Err(v.err("hidden_act", &format!("is {:?}; Qwen2.5-VL's vision MLP uses \"silu\", the only activation pgpo implements", c.hidden_act)));
     }
     if let Some(&bad) = c.fullatt_block_indexes.iter().find(|&&i| i >= c.depth) {
         return Err(v.err("fullatt_block_indexes", &format!("index {bad} is past depth {}", c.depth)));

@@ -1,7 +1,20 @@
-//! The Qwen2.5-VL model: between the tape (autograd) and the RL layer. So far its
-//! configuration; weights, the vision encoder, the decoder and the blind pass follow
-//! (issue 10).
+//! The Qwen2.5-VL model, between the tape (autograd) and the RL layer: config, weights and
+//! their names, the vision tower, the decoder, the 3-D rope index, the forward (clean and
+//! blind) and the language-model loss.
 
 pub mod config;
+pub mod decoder;
+pub mod forward;
+pub mod input_file;
+pub mod inputs;
+pub mod names;
+pub mod params;
+pub mod rope_index;
+pub mod vision;
+pub mod weights;
 
 pub use config::{ModelConfig, TextConfig, VisionConfig};
+pub use forward::{forward, lm_loss, Blind, ForwardOptions, Keep};
+pub use inputs::ModelInputs;
+pub use params::ParamVars;
+pub use weights::Weights;

@@ -1,0 +1,43 @@
+//! The Qwen2 decoder layer: RMSNorm, grouped-query attention with q/k/v biases and M-RoPE,
+//! RMSNorm, the SiLU-gated MLP; residuals around both halves. Activations are [B * T, H].
+
+use super::config::TextConfig;
+use super::params::ParamVars;
+use crate::autograd::{ops as ag, Var};
+use crate::error::Result;
+use crate::ops::{AttnOptions, RopeTables};
+
+/// The per-batch context every layer shares.
+pub struct Context<'a> {
+    pub batch: usize,
+    pub seq: usize,
+    pub tables: &'a RopeTables,
+    pub attention: &'a AttnOptions,
+}
+
+/// [B * T, heads * D] -> [B, heads, T, D].
+fn heads(x: &Var, cx: &Context, n: usize, d: usize) -> Result<Var> {
+    ag::permute(&ag::reshape(x, &[cx.batch, cx.seq, n, d])?, &[0, 2, 1, 3])
+}
+
+pub fn layer(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context) -> Result<Var> {
+    let p = |s: &str| pv.get(&format!("model.layers.{i}.{s}"));
+    let (d, hq, hkv) = (c.head_dim(), c.num_attention_heads, c.num_key_value_heads);
+    let eps = c.rms_norm_eps as f32;
+    let h = ag::rms_norm(x, p("input_layernorm.weight")?, eps)?;
+    let proj = |name: &str, n: usize| -> Result<Var> {
+        let y = ag::linear(&h, p(&format!("self_attn.{name}.weight"))?, Some(p(&format!("self_attn.{name}.bias"))?))?;
+        heads(&y, cx, n, d)
+    };
+    let q = ag::rope(&proj("q_proj", hq)?, cx.tables)?;
+    let k = ag::rope(&proj("k_proj", hkv)?, cx.tables)?;
+    let v = proj("v_proj", hkv)?;
+    let o = ag::permute(&ag::attention(&q, &k, &v, cx.attention)?, &[0, 2, 1, 3])?;
+    let o = ag::linear(&ag::reshape(&o, &[cx.batch * cx.seq, hq * d])?, p("self_attn.o_proj.weight")?, None)?;
+    let x = ag::add(x, &o)?;
+    let h = ag::rms_norm(&x, p("post_attention_layernorm.weight")?, eps)?;
+    let gate = ag::linear(&h, p("mlp.gate_proj.weight")?, None)?;
+    let up = ag::linear(&h, p("mlp.up_proj.weight")?, None)?;
+    let mlp = ag::linear(&ag::swiglu(&gate, &up)?, p("mlp.down_proj.weight")?, None)?;
+    ag::add(&x, &mlp)
+}

@@ -1,0 +1,120 @@
+//! Qwen2_5_VLForConditionalGeneration's forward on the tape: image features scattered into
+//! the image-pad positions, M-RoPE positions from `rope_index`, the decoder, the final norm,
+//! and the LM head at the positions asked for. The blind pass is the same forward with every
+//! image-pad token hidden from attention and the vision tower skipped.
+
+use super::config::ModelConfig;
+use super::decoder::{self, Context};
+use super::inputs::ModelInputs;
+use super::params::ParamVars;
+use super::rope_index::rope_index;
+use super::vision::{self, VisionPlan};
+use crate::autograd::{ops as ag, Var};
+use crate::error::{Error, Result};
+use crate::ops::{AttnOptions, RopeTables, IGNORE};
+
+/// Which positions get logits. Computing [B, T, V] for a long prompt only to drop most of it
+/// is the largest waste of a VLM forward; `Rows` computes only what is used.
+#[derive(Clone, Debug, Default)]
+pub enum Keep {
+    /// Every position: [B * T, V].
+    #[default]
+    All,
+    /// The given flattened positions b * T + t, in the given order: [rows.len(), V].
+    Rows(Vec<u32>),
+    /// The last position of every sequence: [B, V].
+    Last,
+}
+
+/// The blind pass (PGPO's second forward).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Blind {
+    /// Also hide `<|vision_start|>` and `<|vision_end|>`.
+    pub hide_markers: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ForwardOptions {
+    pub keep: Keep,
+    /// Some: the blind pass; the vision tower does not run and pixels are not needed.
+    pub blind: Option<Blind>,
+}
+
+/// Logits [rows, V] of the positions `opts.keep` selects.
+pub fn forward(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions) -> Result<Var> {
+    let (b, t) = (x.batch, x.seq);
+    let tc = &c.text;
+    let merge = c.vision.spatial_merge_size;
+    let index = rope_index(x, c.image_token_id, merge);
+    let positions: Vec<f32> = index.positions.iter().map(|&p| p as f32).collect();
+    let embed = pv.get("model.embed_tokens.weight")?;
+    let dev = embed.value().device().clone();
+    let tables = RopeTables::multimodal(&positions, b, t, tc.head_dim(), &tc.mrope_section, tc.rope_theta, &dev)?;
+
+    let hidden = |id: u32| match opts.blind {
+        Some(bl) => id == c.image_token_id || (bl.hide_markers && (id == c.vision_start_token_id || id == c.vision_end_token_id)),
+        None => false,
+    };
+    let key_mask: Vec<f32> = x.ids.iter().zip(&x.mask).map(|(&id, &m)| if m && !hidden(id) { 1.0 } else { 0.0 }).collect();
+    let attention = AttnOptions { causal: true, key_mask: Some(key_mask), ..Default::default() };
+
+    let mut h = ag::embedding(embed, &x.ids)?;
+    if opts.blind.is_none() && !x.grids.is_empty() {
+        let pixels = x.pixels.as_ref().ok_or_else(|| Error::input("pixel_values", "is required for a forward with images (only the blind pass runs without it)"))?;
+        let plan = VisionPlan::new(&c.vision, &x.grids);
+        let features = vision::encode(pv, &c.vision, &plan, &pixels.to_device(&dev)?)?;
+        // Row of every position in [text embeddings; image features in window order].
+        let mut k = 0;
+        let rows: Vec<u32> = (0..b * t)
+            .map(|i| {
+                if x.mask[i] && x.ids[i] == c.image_token_id {
+                    k += 1;
+                    (b * t) as u32 + plan.unit_row[k - 1]
+                } else {
+                    i as u32
+                }
+            })
+            .collect();
+        h = ag::embedding(&ag::concat(&[&h, &features], 0)?, &rows)?;
+    }
+    let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
+    for i in 0..tc.num_hidden_layers {
+        h = decoder::layer(&h, pv, i, tc, &cx)?;
+    }
+    let h = ag::rms_norm(&h, pv.get("model.norm.weight")?, tc.rms_norm_eps as f32)?;
+    let h = match &opts.keep {
+        Keep::All => h,
+        Keep::Rows(rows) => {
+            if let Some(&r) = rows.iter().find(|&&r| r as usize >= b * t) {
+                return Err(Error::input("keep", format!("position {r} is outside the batch of {b} x {t}")));
+            }
+            ag::embedding(&h, rows)?
+        }
+        Keep::Last => ag::embedding(&h, &(0..b).map(|i| (i * t + t - 1) as u32).collect::<Vec<_>>())?,
+    };
+    let head = if c.tie_word_embeddings { embed } else { pv.get("lm_head.weight")? };
+    ag::linear(&h, head, None)
+}
+
+/// transformers' causal-LM loss from logits of every position [B * T, V]: the mean
+/// cross-entropy of labels shifted by one (position t predicts labels[t + 1]), ignoring -100.
+pub fn lm_loss(logits: &Var, labels: &[i64], batch: usize, seq: usize) -> Result<Var> {
+    if labels.len() != batch * seq || logits.shape()[0] != batch * seq {
+        return Err(Error::input("labels", format!("must be [B, T] = [{batch}, {seq}] like input_ids, with logits at every position")));
+    }
+    let vocab = logits.shape()[1];
+    let mut targets = vec![IGNORE; batch * seq];
+    for b in 0..batch {
+        for t in 0..seq - 1 {
+            let l = labels[b * seq + t + 1];
+            if l == -100 {
+                continue;
+            }
+            if l < 0 || l as usize >= vocab {
+                return Err(Error::input("labels", format!("label {l} at [{b}, {}] is neither -100 nor a token id below {vocab}", t + 1)));
+            }
+            targets[b * seq + t] = l as u32;
+        }
+    }
+    ag::cross_entropy_mean(logits, &targets)
+}

@@ -1,0 +1,246 @@
+//! Qwen2.5-VL weights in safetensors: one `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json`. Files are memory-mapped and each tensor is widened to f32
+//! (from f32, bf16 or f16) straight from the mapping onto the device, so a sharded checkpoint
+//! is never held twice. Saving writes the layout the weights came from (file names, shards,
+//! tensor names, dtypes, config.json) back, each file atomically.
+
+use super::config::ModelConfig;
+use super::names::{self, Naming};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+const SINGLE: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+
+fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {msg}", path.display())))
+}
+
+/// Where and how the tensors are stored, so that saving reproduces it.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub naming: Naming,
+    /// The files, in order; one entry for an unsharded checkpoint.
+    pub files: Vec<String>,
+    /// Per parameter (pgpo name): index into `files` and the stored dtype.
+    placement: HashMap<String, (usize, Dtype)>,
+    /// config.json as read, written back unchanged.
+    pub config_json: String,
+}
+
+/// The parameters, as f32 tensors on one device, by pgpo name (see `names`).
+pub struct Weights {
+    pub config: ModelConfig,
+    names: Vec<String>,
+    tensors: Vec<Tensor>,
+    index: HashMap<String, usize>,
+    pub layout: Layout,
+}
+
+/// A memory-mapped safetensors file.
+struct Mapped {
+    path: PathBuf,
+    map: memmap2::Mmap,
+}
+
+impl Mapped {
+    fn open(path: &Path) -> Result<Mapped> {
+        let file = std::fs::File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
+        // SAFETY: the mapping is read-only and every tensor is copied out before it is dropped;
+        // a file truncated by another process meanwhile is the one hazard, as with any mmap reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bad(path, format!("cannot map: {e}")))?;
+        SafeTensors::deserialize(&map).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+        Ok(Mapped { path: path.to_path_buf(), map })
+    }
+
+    fn tensors(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.map).expect("validated when opened")
+    }
+}
+
+/// Widens a stored tensor to f32.
+fn widen(path: &Path, name: &str, v: &TensorView<'_>) -> Result<Vec<f32>> {
+    let b = v.data();
+    Ok(match v.dtype() {
+        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(bad(path, format!("tensor `{name}` is {other:?}; weights must be F32, BF16 or F16"))),
+    })
+}
+
+/// The shard files of `dir` and, per stored tensor name, its file index.
+fn shard_map(dir: &Path) -> Result<(Vec<String>, HashMap<String, usize>)> {
+    let index_path = dir.join(INDEX);
+    if !index_path.exists() {
+        if !dir.join(SINGLE).exists() {
+            return Err(bad(dir, format!("holds neither {SINGLE} nor {INDEX}")));
+        }
+        return Ok((vec![SINGLE.to_string()], HashMap::new()));
+    }
+    let text = std::fs::read_to_string(&index_path).map_err(|e| bad(&index_path, format!("cannot read: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&index_path, format!("is not valid JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Config { file: index_path.display().to_string(), field: "weight_map".into(), msg: "is missing or not an object".into() })?;
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, file) in map {
+        let file = file.as_str().ok_or_else(|| Error::Config {
+            file: index_path.display().to_string(),
+            field: format!("weight_map.{name}"),
+            msg: "must be a file name".into(),
+        })?;
+        if file.contains('/') || file.contains("..") {
+            return Err(bad(&index_path, format!("weight_map.{name} names {file:?}, which is not a file in the checkpoint folder")));
+        }
+        pairs.push((name.clone(), file.to_string()));
+    }
+    let mut files: Vec<String> = pairs.iter().map(|(_, f)| f.clone()).collect();
+    files.sort();
+    files.dedup();
+    let of = pairs.into_iter().map(|(n, f)| (n, files.binary_search(&f).expect("listed"))).collect();
+    Ok((files, of))
+}
+
+impl Weights {
+    /// Loads `dir` (config.json and the safetensors files) onto `device`. Every parameter the
+    /// config implies must be present with its shape; a tied `lm_head.weight` is ignored.
+    pub fn load(dir: &Path, device: &Device) -> Result<Weights> {
+        let config = ModelConfig::load(dir)?;
+        let config_json = std::fs::read_to_string(dir.join("config.json"))?;
+        let (files, by_name) = shard_map(dir)?;
+        let mapped = files.iter().map(|f| Mapped::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
+        let stored: Vec<SafeTensors<'_>> = mapped.iter().map(Mapped::tensors).collect();
+        let naming = Naming::detect(stored.iter().flat_map(|s| s.names()));
+        let wanted = names::parameters(&config);
+        let (mut names, mut tensors, mut placement) = (Vec::new(), Vec::new(), HashMap::new());
+        for (name, shape) in wanted {
+            let file_name = naming.to_file(&name);
+            let fi = if files.len() == 1 { 0 } else {
+                *by_name.get(&file_name).ok_or_else(|| bad(&dir.join(INDEX), format!("weight_map has no entry for `{file_name}`")))?
+            };
+            let (m, st) = (&mapped[fi], &stored[fi]);
+            let view = st.tensor(&file_name).map_err(|_| bad(&m.path, format!("missing tensor `{file_name}` (shape {shape:?})")))?;
+            if view.shape() != shape.as_slice() {
+                return Err(bad(&m.path, format!("tensor `{file_name}` has shape {:?}, the config implies {shape:?}", view.shape())));
+            }
+            let data = widen(&m.path, &file_name, &view)?;
+            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+                return Err(bad(&m.path, format!("tensor `{file_name}` holds a non-finite value at element {i}")));
+            }
+            placement.insert(name.clone(), (fi, view.dtype()));
+            tensors.push(Tensor::from_vec(data, &shape, device)?);
+            names.push(name);
+        }
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Ok(Weights { config, names, tensors, index, layout: Layout { naming, files, placement, config_json } })
+    }
+
+    /// Random weights for `config`, for benchmarks and tests: matrices normal-ish with spread
+    /// `gain / sqrt(fan_in)`, norm weights around 1, biases small. Saved as one f32 file.
+    pub fn random(config: &ModelConfig, config_json: &str, seed: u64, device: &Device) -> Result<Weights> {
+        let mut rng = Rng::new(seed);
+        let (mut names, mut tensors, mut placement) = (Vec::new(), Vec::new(), HashMap::new());
+        for (name, shape) in names::parameters(config) {
+            let n: usize = shape.iter().product();
+            let data = if name.ends_with("norm.weight") || name.contains("norm1") || name.contains("norm2") || name.ends_with("ln_q.weight") {
+                rng.vec(n, 0.8, 1.2)
+            } else if name.ends_with(".bias") {
+                rng.vec(n, -0.1, 0.1)
+            } else if name == "model.embed_tokens.weight" {
+                rng.vec(n, -1.0, 1.0)
+            } else {
+                let fan_in: usize = shape[1..].iter().product();
+                let a = (3.0 / fan_in as f32).sqrt();
+                rng.vec(n, -a, a)
+            };
+            placement.insert(name.clone(), (0, Dtype::F32));
+            tensors.push(Tensor::from_vec(data, &shape, device)?);
+            names.push(name);
+        }
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        let layout = Layout { naming: Naming::Published, files: vec![SINGLE.into()], placement, config_json: config_json.to_string() };
+        Ok(Weights { config: config.clone(), names, tensors, index, layout })
+    }
+
+    /// Parameter names in the model's fixed order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn tensors(&self) -> &[Tensor] {
+        &self.tensors
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.index.get(name).map(|&i| &self.tensors[i]).ok_or_else(|| Error::shape("weights", format!("no parameter named `{name}`")))
+    }
+
+    /// Replaces a parameter's value (after an optimizer step); the shape must not change.
+    pub fn set(&mut self, name: &str, value: Tensor) -> Result<()> {
+        let &i = self.index.get(name).ok_or_else(|| Error::shape("weights", format!("no parameter named `{name}`")))?;
+        if value.shape() != self.tensors[i].shape() {
+            return Err(Error::shape("weights", format!("`{name}` is {:?}, got {:?}", self.tensors[i].shape(), value.shape())));
+        }
+        self.tensors[i] = value;
+        Ok(())
+    }
+
+    /// Writes config.json and the weights to `dir` in the layout they were loaded from: same
+    /// files, tensor names and dtypes (f32 rounds to bf16/f16 where the source was half). Each
+    /// file is written to a temporary name and renamed into place; the index goes last.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot create: {e}")))?;
+        let l = &self.layout;
+        let mut per_file: Vec<Vec<(String, Dtype, Vec<usize>, Vec<u8>)>> = vec![Vec::new(); l.files.len()];
+        for (name, t) in self.names.iter().zip(&self.tensors) {
+            let &(fi, dtype) = l.placement.get(name).expect("every parameter has a placement");
+            let v = t.to_vec()?;
+            let bytes: Vec<u8> = match dtype {
+                Dtype::BF16 => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+                Dtype::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+                _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            };
+            per_file[fi].push((l.naming.to_file(name), dtype, t.shape().to_vec(), bytes));
+        }
+        let mut weight_map = BTreeMap::new();
+        let mut total = 0usize;
+        for (file, tensors) in l.files.iter().zip(&per_file) {
+            let path = dir.join(file);
+            let views = tensors
+                .iter()
+                .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)).map_err(|e| bad(&path, format!("`{n}`: {e}"))))
+                .collect::<Result<Vec<_>>>()?;
+            let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+            atomic(&path, |tmp| safetensors::serialize_to_file(views, Some(meta), tmp).map_err(|e| bad(&path, e)))?;
+            for (n, _, _, b) in tensors {
+                weight_map.insert(n.clone(), file.clone());
+                total += b.len();
+            }
+        }
+        atomic(&dir.join("config.json"), |tmp| Ok(std::fs::write(tmp, &l.config_json)?))?;
+        if l.files.len() > 1 {
+            let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+            let text = serde_json::to_string_pretty(&index).expect("plain JSON");
+            atomic(&dir.join(INDEX), |tmp| Ok(std::fs::write(tmp, text)?))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `write` on a temporary path beside `path`, then renames it into place.
+fn atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = path.with_extension("tmp-pgpo");
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot rename into place: {e}")))
+}
