@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""Reference fixtures for the Qwen2.5-VL re-implementation, produced by Hugging Face transformers.
+
+Run from the repository root:
+
+    /opt/oracle/bin/python scripts/make_hf_fixtures.py
+        Rebuilds tests/fixtures/qwen/ from scratch: three tiny random checkpoints
+        (base, tied, flat_bf16), one <case>.safetensors per case and cases.json.
+
+    /opt/oracle/bin/python scripts/make_hf_fixtures.py --verify-saved DIR --case CASE
+        Loads the checkpoint in DIR with transformers, runs CASE's clean forward and exits 0
+        when max |Δlogits| over valid positions is <= 1e-4 against the stored logits
+        (proves transformers can read what the Rust code writes).
+
+Everything runs on the CPU in float32 with eager attention and fixed seeds, so reruns write
+the same tensors.
+"""
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers.utils import logging as hf_logging
+
+torch.set_num_threads(2)
+hf_logging.disable_progress_bar()  # keep the printed report readable
+
+# Resolved from this file, so the script also works when started from another directory.
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "qwen"
+VERIFY_TOL = 1e-4
+
+# Special token ids, placed at the top level of the config as transformers expects.
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = 120, 121, 122, 123
+# Ordinary text tokens avoid the specials and PAD_ID: the embedding is built with
+# padding_idx=PAD_ID, whose gradient row torch always zeroes, so PAD_ID only ever sits at
+# masked (gradient-free) positions and a re-implementation need not model padding_idx.
+TEXT_LO, TEXT_HI = 3, 120  # [lo, hi)
+IGNORE = -100
+
+TEXT = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,  # head_dim 16
+    rms_norm_eps=1e-6,
+    hidden_act="silu",
+    max_position_embeddings=512,
+    bos_token_id=BOS_ID,
+    eos_token_id=EOS_ID,
+    pad_token_id=PAD_ID,
+)
+ROPE_THETA = 10000.0
+MROPE_SECTION = [2, 3, 3]  # sums to head_dim / 2 = 8
+VISION = dict(
+    depth=2,
+    hidden_size=32,
+    intermediate_size=48,
+    num_heads=2,
+    in_channels=3,
+    temporal_patch_size=2,
+    spatial_merge_size=2,
+    out_hidden_size=32,  # = text hidden size
+    hidden_act="silu",
+    tokens_per_second=2,
+)
+
+# name -> (seed, text overrides, vision overrides, tie_word_embeddings)
+CHECKPOINTS = {
+    # vit_merger_window_size = 16 // 2 // 4 = 2 merged units; GQA (2 query heads, 1 kv head).
+    "base": (1, dict(num_key_value_heads=1), dict(patch_size=4, window_size=16, fullatt_block_indexes=[1]), False),
+    # windows of one merged unit (8 // 2 // 4 = 1), no GQA, tied embeddings, full attention first.
+    "tied": (2, dict(num_key_value_heads=2), dict(patch_size=4, window_size=8, fullatt_block_indexes=[0]), True),
+    # the published patch size (1176 values per patch); 56 // 2 // 14 = 2 merged units.
+    "flat_bf16": (3, dict(num_key_value_heads=1), dict(patch_size=14, window_size=56, fullatt_block_indexes=[1]), False),
+}
+
+# Each sequence is a list of segments: an int n is n random text tokens, a tuple (t, h, w) is
+# one image of that grid (in patches), written as <vision_start> pad*(h*w/4) <vision_end>.
+CASES = [
+    dict(case="padded_batch", checkpoint="base", seed=11,
+         what="batch 2, left padded, one image each ([1,4,6] and [1,6,4]), lengths 24 and 31",
+         seqs=[[5, (1, 4, 6), 11], [9, (1, 6, 4), 14]]),
+    dict(case="two_images", checkpoint="base", seed=12,
+         what="batch 1, two images ([1,4,4] and [1,8,6]) with text between and after",
+         seqs=[[4, (1, 4, 4), 5, (1, 8, 6), 8]]),
+    dict(case="odd_windows", checkpoint="base", seed=13,
+         what="batch 1, one image [1,10,6]: merged grid 5x3 is not divided by the 2x2 windows",
+         seqs=[[3, (1, 10, 6), 9]]),
+    dict(case="tied_gqa_off", checkpoint="tied", seed=14,
+         what="tied embeddings, no GQA, one-unit windows; batch 2 left padded ([1,6,6] and [1,4,8])",
+         seqs=[[4, (1, 6, 6), 10], [6, (1, 4, 8), 14]]),
+    dict(case="flat_bf16", checkpoint="flat_bf16", seed=15,
+         what="flat published-style config, legacy names, bf16 shards; one image [1,4,6] (patch_dim 1176)",
+         seqs=[[5, (1, 4, 6), 9]]),
+    dict(case="text_only", checkpoint="base", seed=16,
+         what="batch 2 left padded, no image; labels on the second half of each sequence",
+         seqs=[[14], [20]]),
+]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def make_config(name):
+    _, text_over, vision_over, tie = CHECKPOINTS[name]
+    text = dict(TEXT, **text_over)
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": MROPE_SECTION}
+    return Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=dict(VISION, **vision_over),
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+        image_token_id=IMAGE_PAD,
+        video_token_id=VIDEO_PAD,
+        tie_word_embeddings=tie,
+        attn_implementation="eager",
+    )
+
+
+@torch.no_grad()
+def init_params(model, seed):
+    """Re-initialise every parameter with a wide spread so that mistakes show in the logits.
+
+    The default init (std 0.02) gives near-uniform attention and logits ~0, which would hide
+    position, mask and weight-layout bugs."""
+    g = torch.Generator().manual_seed(seed)
+    # named_parameters() yields a tied tensor once, under the embedding's name.
+    for name, p in model.named_parameters():
+        if p.ndim == 1 and name.endswith(".weight"):  # every 1-D weight is an RMSNorm scale
+            p.copy_(torch.rand(p.shape, generator=g) + 0.5)  # uniform(0.5, 1.5)
+        elif name.endswith(".bias"):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        elif "embed_tokens" in name:
+            # also the lm_head when tied: std 0.4 keeps tied logits near std ~2-3
+            p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+        else:
+            fan_in = math.prod(p.shape[1:])
+            gain = 1.0
+            if name.endswith(("q_proj.weight", "k_proj.weight", "attn.qkv.weight")):
+                gain = 1.5  # sharper attention, so masking / rope errors move the output
+            elif name == "lm_head.weight":
+                gain = 2.0  # logits of std ~2: informative, not saturated
+            p.copy_(torch.randn(p.shape, generator=g) * (gain / math.sqrt(fan_in)))
+
+
+def build_model(name):
+    seed = CHECKPOINTS[name][0]
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(make_config(name)).float()
+    init_params(model, seed)
+    if name == "flat_bf16":
+        # The references use the bf16-rounded weights widened back to f32.
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    return model.eval()
+
+
+def legacy_name(hf_name):
+    """transformers-5 module path -> tensor name used by published checkpoints."""
+    if hf_name.startswith("model.language_model."):
+        return "model." + hf_name[len("model.language_model."):]
+    if hf_name.startswith("model.visual."):
+        return "visual." + hf_name[len("model.visual."):]
+    return hf_name  # lm_head.weight
+
+
+def read_safetensors_dir(d):
+    tensors = {}
+    for f in sorted(Path(d).glob("*.safetensors")):
+        tensors.update(load_file(f))
+    return tensors
+
+
+def stored_name_map(model, stored_keys):
+    """Map each parameter of `model` to its name in the checkpoint files (`stored_keys`).
+
+    Tries the module path itself and the legacy name, and asserts that every parameter
+    and every stored tensor is accounted for exactly once."""
+    mapping = {}
+    for name, _ in model.named_parameters():
+        hits = [c for c in (name, legacy_name(name)) if c in stored_keys]
+        assert len(set(hits)) == 1, f"no unique stored tensor for {name}: {hits}"
+        mapping[name] = hits[0]
+    assert set(mapping.values()) == set(stored_keys), (
+        f"stored tensors without a parameter: {set(stored_keys) - set(mapping.values())}")
+    return mapping
+
+
+def check_same_weights(model, stored, mapping, widen=False):
+    for name, p in model.named_parameters():
+        t = stored[mapping[name]]
+        t = t.float() if widen else t
+        assert t.dtype == p.dtype and torch.equal(t, p.detach()), f"stored {mapping[name]} differs"
+
+
+def save_flat_bf16(model, d):
+    """Write the checkpoint the way published Qwen2.5-VL repos are: flat config, legacy
+    names, bf16, two shards plus an index."""
+    cfg = model.config
+    text, vision = cfg.text_config, cfg.vision_config
+    flat = {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "torch_dtype": "bfloat16",
+        "vocab_size": text.vocab_size,
+        "hidden_size": text.hidden_size,
+        "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers,
+        "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads,
+        "rms_norm_eps": text.rms_norm_eps,
+        "rope_theta": ROPE_THETA,
+        "hidden_act": text.hidden_act,
+        "max_position_embeddings": text.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "rope_scaling": {"type": "mrope", "mrope_section": MROPE_SECTION},
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "pad_token_id": PAD_ID,
+        "vision_start_token_id": VISION_START,
+        "vision_end_token_id": VISION_END,
+        "image_token_id": IMAGE_PAD,
+        "video_token_id": VIDEO_PAD,
+        "vision_config": {
+            "depth": vision.depth,
+            "hidden_size": vision.hidden_size,
+            "intermediate_size": vision.intermediate_size,
+            "num_heads": vision.num_heads,
+            "in_chans": vision.in_channels,  # published spelling
+            "patch_size": vision.patch_size,
+            "spatial_merge_size": vision.spatial_merge_size,
+            "temporal_patch_size": vision.temporal_patch_size,
+            "window_size": vision.window_size,
+            "out_hidden_size": vision.out_hidden_size,
+            "fullatt_block_indexes": list(vision.fullatt_block_indexes),
+            "hidden_act": vision.hidden_act,
+            "tokens_per_second": vision.tokens_per_second,
+        },
+    }
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(flat, indent=2) + "\n")
+
+    tensors = {legacy_name(n): p.detach().to(torch.bfloat16).contiguous() for n, p in model.named_parameters()}
+    # Split in module order at half of the bytes, like sharded published checkpoints.
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    files = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    shards, weight_map, running = ({}, {}), {}, 0
+    for name, t in tensors.items():
+        k = 0 if running < total // 2 else 1
+        running += t.numel() * t.element_size()
+        shards[k][name] = t
+        weight_map[name] = files[k]
+    for k in range(2):
+        assert shards[k], "both shards must hold tensors"
+        save_file(shards[k], d / files[k], metadata={"format": "pt"})
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (d / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def load_hf(d):
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        d, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def build_inputs(spec, patch_dim):
+    """Token ids, masks, labels and random patches for one case (left padding)."""
+    g = torch.Generator().manual_seed(spec["seed"])
+    seqs, grids = [], []
+    for segs in spec["seqs"]:
+        ids = []
+        for seg in segs:
+            if isinstance(seg, int):
+                ids += torch.randint(TEXT_LO, TEXT_HI, (seg,), generator=g).tolist()
+            else:
+                t, h, w = seg
+                assert t == 1 and h % 2 == 0 and w % 2 == 0
+                ids += [VISION_START] + [IMAGE_PAD] * (h * w // 4) + [VISION_END]
+                grids.append(list(seg))
+        seqs.append(ids)
+
+    B, T = len(seqs), max(len(s) for s in seqs)
+    input_ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+    attention_mask = torch.zeros((B, T), dtype=torch.long)
+    labels = torch.full((B, T), IGNORE, dtype=torch.long)
+    for b, ids in enumerate(seqs):
+        off = T - len(ids)
+        input_ids[b, off:] = torch.tensor(ids)
+        attention_mask[b, off:] = 1
+        # Prompt = everything up to and including the last <vision_end>; text-only: first half.
+        ends = [i for i, x in enumerate(ids) if x == VISION_END]
+        start = ends[-1] + 1 if ends else len(ids) // 2
+        labels[b, off + start:] = input_ids[b, off + start:]
+
+    out = dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        mm_token_type_ids=(input_ids == IMAGE_PAD).long(),
+    )
+    if grids:
+        grid = torch.tensor(grids, dtype=torch.long)
+        n = int(grid.prod(-1).sum())
+        out["pixel_values"] = torch.rand((n, patch_dim), generator=g) * 3.0 - 1.5  # [-1.5, 1.5)
+        out["image_grid_thw"] = grid
+    return out
+
+
+def patch_dim(config):
+    v = config.vision_config
+    return v.in_channels * v.temporal_patch_size * v.patch_size ** 2
+
+
+def rope_positions(model, inp):
+    # transformers 5 builds 3-D positions only when it is handed mm_token_type_ids (or
+    # explicit position_ids) and otherwise silently falls back to 1-D ones; we compute them
+    # once here and always pass position_ids= explicitly. For text-only input an all-zero
+    # mm_token_type_ids with image_grid_thw=None works: one text group per row, so t = h = w
+    # = 0, 1, 2, ... over the valid tokens. Padding positions get 0.
+    pos, _ = model.model.get_rope_index(
+        inp["input_ids"],
+        mm_token_type_ids=inp["mm_token_type_ids"],
+        image_grid_thw=inp.get("image_grid_thw"),
+        attention_mask=inp["attention_mask"],
+    )
+    return pos
+
+
+def clean_forward(model, inp, position_ids, labels=None):
+    return model(
+        input_ids=inp["input_ids"],
+        attention_mask=inp["attention_mask"],
+        pixel_values=inp.get("pixel_values"),
+        image_grid_thw=inp.get("image_grid_thw"),
+        position_ids=position_ids,
+        labels=labels,
+    )
+
+
+# ----------------------------------------------------------------------------- cases
+
+def make_case(spec, model, stored_names):
+    inp = build_inputs(spec, patch_dim(model.config))
+    ids, mask = inp["input_ids"], inp["attention_mask"]
+    pos = rope_positions(model, inp)
+    if "image_grid_thw" not in inp:
+        expect = (mask.cumsum(-1) - 1).clamp(min=0) * mask
+        assert torch.equal(pos, expect.expand(3, -1, -1)), "text-only rope index is not 1-D"
+
+    # Clean pass with loss and gradients of every parameter.
+    model.zero_grad(set_to_none=True)
+    out = clean_forward(model, inp, pos, labels=inp["labels"])
+    out.loss.backward()
+    logits = out.logits.detach()
+    assert torch.isfinite(logits).all(), "non-finite logits"
+
+    with torch.no_grad():
+        # Blind pass: image pads masked (plus padding), same positions, no pixels.
+        blind_mask = mask * (ids != IMAGE_PAD)
+        blind = model(input_ids=ids, attention_mask=blind_mask, position_ids=pos).logits
+        marker_mask = blind_mask * (ids != VISION_START) * (ids != VISION_END)
+        blind_marker = model(input_ids=ids, attention_mask=marker_mask, position_ids=pos).logits
+    assert torch.isfinite(blind).all() and torch.isfinite(blind_marker).all()
+
+    tensors = dict(
+        input_ids=ids,
+        attention_mask=mask,
+        labels=inp["labels"],
+        mm_token_type_ids=inp["mm_token_type_ids"],
+        position_ids=pos.contiguous(),
+        logits=logits,
+        blind_logits=blind,
+        blind_marker_logits=blind_marker,
+        loss=out.loss.detach().reshape(1),
+        valid=mask.clone(),
+        blind_valid=blind_mask,
+    )
+    if "pixel_values" in inp:
+        tensors["pixel_values"] = inp["pixel_values"]
+        tensors["image_grid_thw"] = inp["image_grid_thw"]
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            # Without an image the vision tower is not run: its gradient is exactly zero.
+            assert "pixel_values" not in inp and name.startswith("model.visual."), f"no gradient for {name}"
+            grad = torch.zeros_like(p)
+        else:
+            grad = p.grad.detach().clone()
+        tensors["grad." + stored_names[name]] = grad
+    assert len([k for k in tensors if k.startswith("grad.")]) == len(set(stored_names.values()))
+
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    save_file(tensors, OUT / f"{spec['case']}.safetensors", metadata={"format": "pt"})
+
+    v = mask.bool()
+    return dict(std=logits[v].std().item(), max=logits[v].abs().max().item(), loss=out.loss.item())
+
+
+# ----------------------------------------------------------------------------- verify
+
+def verify_saved(ckpt_dir, case):
+    data = load_file(OUT / f"{case}.safetensors")
+    model = load_hf(ckpt_dir)
+    inp = {k: data[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw") if k in data}
+    with torch.no_grad():
+        logits = clean_forward(model, inp, data["position_ids"]).logits
+    v = data["valid"].bool()
+    diff = (logits[v] - data["logits"][v]).abs().max().item()
+    ok = diff <= VERIFY_TOL
+    print(f"verify {ckpt_dir} / {case}: max |dlogits| over valid positions = {diff:.3e} "
+          f"({'ok' if ok else f'FAIL, tolerance {VERIFY_TOL:g}'})")
+    return ok
+
+
+# ----------------------------------------------------------------------------- main
+
+def main():
+    if OUT.exists():
+        shutil.rmtree(OUT)  # rebuild from scratch so no stale file survives
+    OUT.mkdir(parents=True)
+
+    models, names = {}, {}
+    for name in CHECKPOINTS:
+        model = build_model(name)
+        d = OUT / name
+        if name == "flat_bf16":
+            save_flat_bf16(model, d)
+            stored = read_safetensors_dir(d)
+            names[name] = stored_name_map(model, stored.keys())
+            check_same_weights(model, stored, names[name], widen=True)
+            # transformers itself must read the flat/legacy/bf16 layout back to the same weights.
+            reloaded = load_hf(d)
+            for (n1, p1), (n2, p2) in zip(model.named_parameters(), reloaded.named_parameters()):
+                assert n1 == n2 and torch.equal(p1, p2), f"reloaded {n1} differs"
+            assert reloaded.config.text_config.rope_parameters["mrope_section"] == MROPE_SECTION
+        else:
+            model.save_pretrained(d)
+            stored = read_safetensors_dir(d)
+            names[name] = stored_name_map(model, stored.keys())
+            check_same_weights(model, stored, names[name])
+            print(f"{name}: save_pretrained wrote {len(stored)} tensors:")
+            for k in sorted(stored):
+                print(f"    {k} {list(stored[k].shape)}")
+        models[name] = model
+
+    stats = {}
+    for spec in CASES:
+        stats[spec["case"]] = make_case(spec, models[spec["checkpoint"]], names[spec["checkpoint"]])
+    (OUT / "cases.json").write_text(json.dumps(
+        [{k: spec[k] for k in ("case", "checkpoint", "what")} for spec in CASES], indent=2) + "\n")
+
+    # Every case must reproduce from the checkpoint as transformers loads it from disk
+    # (for flat_bf16 this is the required round trip through the published layout).
+    ok = all(verify_saved(OUT / spec["checkpoint"], spec["case"]) for spec in CASES)
+
+    for case, s in stats.items():
+        print(f"{case:14s} logits std {s['std']:.3f}  max|logit| {s['max']:.3f}  loss {s['loss']:.4f}")
+    size = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
+    print(f"total fixture size: {size / 1e6:.2f} MB ({size} bytes)")
+    assert size < 4 * 1024 * 1024, "fixtures must stay under 4 MB"
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verify-saved", metavar="DIR", help="checkpoint directory to check")
+    parser.add_argument("--case", help="case name (with --verify-saved)")
+    args = parser.parse_args()
+    if args.verify_saved:
+        if not args.case:
+            parser.error("--verify-saved needs --case")
+        sys.exit(0 if verify_saved(args.verify_saved, args.case) else 1)
+    main()
