@@ -1,0 +1,138 @@
+//! Loading and saving Qwen2.5-VL checkpoints: the layout read is the layout written (files,
+//! shards, tensor names, dtypes, config), byte for byte; and a broken checkpoint is an error
+//! naming the file and the tensor.
+
+use pgpo::model::names::Naming;
+use pgpo::model::Weights;
+use pgpo::Device;
+use safetensors::SafeTensors;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen").join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pgpo-weights-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// name -> (file, dtype, shape, bytes) over every safetensors file in `dir`.
+fn contents(dir: &Path) -> BTreeMap<String, (String, String, Vec<usize>, Vec<u8>)> {
+    let mut all = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let bytes = std::fs::read(&p).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            for (n, v) in st.tensors() {
+                let file = p.file_name().unwrap().to_string_lossy().to_string();
+                all.insert(n, (file, format!("{:?}", v.dtype()), v.shape().to_vec(), v.data().to_vec()));
+            }
+        }
+    }
+    all
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn saving_writes_back_the_layout_it_loaded_byte_for_byte() {
+    for ckpt in ["flat_bf16", "base", "tied"] {
+        let w = Weights::load(&fixture(ckpt), &Device::Cpu).unwrap();
+        let out = scratch(&format!("save-{ckpt}"));
+        w.save(&out).unwrap();
+        let (a, b) = (contents(&fixture(ckpt)), contents(&out));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{ckpt}: tensor names");
+        for (name, x) in &a {
+            assert!(x == &b[name], "{ckpt}: `{name}` differs in file, dtype, shape or bytes");
+        }
+        let config = |d: &Path| std::fs::read_to_string(d.join("config.json")).unwrap();
+        assert_eq!(config(&fixture(ckpt)), config(&out), "{ckpt}: config.json");
+        let index = out.join("model.safetensors.index.json");
+        assert_eq!(index.exists(), ckpt == "flat_bf16", "{ckpt}: the index exactly when sharded");
+        assert!(!std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().path().to_string_lossy().contains("tmp-pgpo")), "no temporary file left");
+        let again = Weights::load(&out, &Device::Cpu).unwrap();
+        for (n, t) in w.names().iter().zip(w.tensors()) {
+            assert_eq!(t.to_vec().unwrap(), again.get(n).unwrap().to_vec().unwrap(), "{ckpt}: {n} reloads");
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
+#[test]
+fn bf16_sharded_published_checkpoint_loads_widened() {
+    let w = Weights::load(&fixture("flat_bf16"), &Device::Cpu).unwrap();
+    assert_eq!(w.layout.naming, Naming::Published);
+    assert_eq!(w.layout.files.len(), 2);
+    assert_eq!(w.config.vision.patch_dim(), 1176);
+    // Every bf16 value widens exactly: the low 16 bits of each f32 are zero.
+    let t = w.get("model.layers.0.self_attn.q_proj.weight").unwrap().to_vec().unwrap();
+    assert!(t.iter().all(|x| x.to_bits() & 0xffff == 0) && t.iter().any(|&x| x != 0.0));
+}
+
+#[test]
+fn tied_checkpoint_has_no_lm_head() {
+    let w = Weights::load(&fixture("tied"), &Device::Cpu).unwrap();
+    assert!(w.config.tie_word_embeddings);
+    assert!(w.get("lm_head.weight").is_err());
+}
+
+#[test]
+fn transformers_5_nested_names_map_to_published_names() {
+    let n = Naming::Nested;
+    assert_eq!(n.to_file("model.layers.3.mlp.up_proj.weight"), "model.language_model.layers.3.mlp.up_proj.weight");
+    assert_eq!(n.to_file("visual.blocks.0.attn.qkv.bias"), "model.visual.blocks.0.attn.qkv.bias");
+    assert_eq!(n.to_file("lm_head.weight"), "lm_head.weight");
+    assert_eq!(Naming::detect(["model.language_model.norm.weight"]), Naming::Nested);
+    assert_eq!(Naming::detect(["model.norm.weight", "visual.merger.ln_q.weight"]), Naming::Published);
+}
+
+/// A checkpoint whose one tensor is renamed or reshaped: the error names the tensor.
+fn broken(tag: &str, edit: impl Fn(&str) -> Option<(String, Vec<usize>)>) -> String {
+    let out = scratch(tag);
+    copy_dir(&fixture("base"), &out);
+    let path = out.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut kept = Vec::new();
+    for (n, v) in st.tensors() {
+        let (name, shape) = edit(&n).unwrap_or((n.clone(), v.shape().to_vec()));
+        let n_new: usize = shape.iter().product();
+        let data = v.data()[..n_new * 4].to_vec();
+        kept.push((name, shape, data));
+    }
+    let views: Vec<_> = kept.iter().map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let err = Weights::load(&out, &Device::Cpu).err().expect("a broken checkpoint must not load").to_string();
+    let _ = std::fs::remove_dir_all(&out);
+    err
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let e = broken("missing", |n| (n == "model.layers.1.mlp.up_proj.weight").then(|| ("unrelated.weight".to_string(), vec![64, 32])));
+    assert!(e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn a_misshapen_tensor_is_named_with_both_shapes() {
+    let e = broken("misshapen", |n| (n == "visual.blocks.0.attn.qkv.bias").then(|| (n.to_string(), vec![95])));
+    assert!(e.contains("visual.blocks.0.attn.qkv.bias") && e.contains("[95]") && e.contains("[96]"), "{e}");
+}
+
+#[test]
+fn a_folder_without_weights_is_an_error() {
+    let out = scratch("empty");
+    std::fs::copy(fixture("base").join("config.json"), out.join("config.json")).unwrap();
+    let e = Weights::load(&out, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+}
