@@ -100,10 +100,63 @@ def workload(name, quick):
             F.scaled_dot_product_attention(qg, kg, vg, is_causal=True).backward(dout)
 
         return "attention fwd+bwd", label, run
+    if name.startswith("model_"):
+        return model_workload(name)
     raise ValueError(name)
 
 
-NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "attention_fwd", "attention_fwdbwd"]
+def model_workload(name):
+    """Qwen2.5-VL forward (no grad) or forward+backward, at a configuration of
+    src/bench/model_configs.json, on the batch `pgpo bench` builds (src/bench/model.rs)."""
+    import os
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    kind, size = name[len("model_"):].rsplit("_", 1)
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "bench", "model_configs.json")
+    with open(path) as f:
+        w = json.load(f)[size]
+    c = w["config"]
+    cfg = Qwen2_5_VLConfig(**c)
+    cfg._attn_implementation = "eager"
+    model = Qwen2_5_VLForConditionalGeneration(cfg).float()
+    b, t, grid = w["batch"], w["seq"], w["grid"]
+    pads = grid[0] * grid[1] * grid[2] // 4
+    row = []
+    for i in range(t):
+        if i == 4:
+            row.append(c["vision_start_token_id"])
+        elif 4 < i <= 4 + pads:
+            row.append(c["image_token_id"])
+        elif i == 5 + pads:
+            row.append(c["vision_end_token_id"])
+        else:
+            row.append((7 * i + 3) % 100 + 3)
+    ids = torch.tensor([row] * b)
+    v = c["vision_config"]
+    pd = v["in_chans"] * v["temporal_patch_size"] * v["patch_size"] ** 2
+    pixels = torch.rand(b * grid[0] * grid[1] * grid[2], pd) * 2 - 1
+    thw = torch.tensor([grid] * b)
+    kw = dict(input_ids=ids, pixel_values=pixels, image_grid_thw=thw, mm_token_type_ids=(ids == c["image_token_id"]).long())
+    label = f"{size} B{b} T{t} image [{grid[0]}, {grid[1]}, {grid[2]}]"
+    if kind == "fwd":
+        model.eval()
+
+        def run():
+            with torch.no_grad():
+                model(**kw)
+
+        return "model fwd", label, run
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        model(**kw, labels=ids).loss.backward()
+
+    return "model fwd+bwd", label, run
+
+
+NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "attention_fwd", "attention_fwdbwd",
+         "model_fwd_tiny", "model_fwdbwd_tiny", "model_fwd_small", "model_fwdbwd_small"]
 
 
 def child(name, quick, threads):
@@ -129,6 +182,8 @@ def main():
     ap.add_argument("--pgpo", default="target/release/pgpo")
     ap.add_argument("--runs", type=int, default=3, help="whole comparisons to run; the table shows medians")
     ap.add_argument("--skip", default="", help="comma-separated workloads to leave out, e.g. kl_dual,policy_loss")
+    ap.add_argument("--only", default="", help="comma-separated workloads to run (default: all), e.g. model_fwd_small")
+    ap.add_argument("--filter", default="", help="passed to pgpo bench --filter (e.g. model), to time only those rows")
     a = ap.parse_args()
     import os
 
@@ -139,11 +194,12 @@ def main():
     torch_runs, pgpo_runs = [], []
     for _ in range(a.runs):
         rows = []
-        for name in [n for n in NAMES if n not in a.skip.split(",")]:
+        only = [n for n in a.only.split(",") if n]
+        for name in [n for n in NAMES if n not in a.skip.split(",") and (not only or n in only)]:
             cmd = [sys.executable, __file__, "--child", name] + (["--quick"] if a.quick else []) + ["--threads", str(threads)]
             rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
         torch_runs.append(rows)
-        cmd = [a.pgpo, "bench", "--json", "--backend", "cpu"] + (["--quick"] if a.quick else [])
+        cmd = [a.pgpo, "bench", "--json", "--backend", "cpu"] + (["--quick"] if a.quick else []) + (["--filter", a.filter] if a.filter else [])
         pgpo_runs.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
     torch_rows = [dict(r, ms=statistics.median(run[i]["ms"] for run in torch_runs)) for i, r in enumerate(torch_runs[0])]
     by_key = {}

@@ -129,6 +129,9 @@ enum Command {
         /// Smaller shapes and fewer repetitions (about two minutes on a 2-core CPU machine).
         #[arg(long)]
         quick: bool,
+        /// Only rows whose kernel name contains this text (e.g. "model").
+        #[arg(long)]
+        filter: Option<String>,
     },
 }
 
@@ -166,7 +169,7 @@ fn main() -> ExitCode {
                 }
                 true
             }),
-        Command::Bench { backend, json, quick } => bench_cmd::bench(&backend, json, quick),
+        Command::Bench { backend, json, quick, filter } => bench_cmd::bench(&backend, json, quick, filter.as_deref()),
         Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {
             input: &input,
             output: &output,

@@ -6,24 +6,28 @@ fn json_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn bench(which: &str, json: bool, quick: bool) -> pgpo::Result<bool> {
+pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo::Result<bool> {
     let devices = devices(which)?;
     let mut all = Vec::new();
     if !json {
-        println!("{:<22} {:<10} {:<26} {:>10} {:>10} {:>10} {:>7}", "kernel", "backend", "shape", "ms", "GFLOP/s", "GB/s", "% peak");
+        println!(
+            "{:<22} {:<10} {:<34} {:>10} {:>10} {:>10} {:>10} {:>7}",
+            "kernel", "backend", "shape", "ms", "GFLOP/s", "GB/s", "tokens/s", "% peak"
+        );
     }
     for d in &devices {
-        for r in pgpo::bench::run(d, quick)? {
+        for r in pgpo::bench::run(d, quick, filter)? {
             if !json {
                 let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
                 println!(
-                    "{:<22} {:<10} {:<26} {:>10.3} {:>10} {:>10} {:>7}",
+                    "{:<22} {:<10} {:<34} {:>10.3} {:>10} {:>10} {:>10} {:>7}",
                     r.kernel,
                     d.kind(),
                     r.shape,
                     r.ms,
                     opt(r.gflops),
                     opt(r.gbps),
+                    opt(r.tokens_per_s),
                     opt(r.pct_peak)
                 );
             }
@@ -42,6 +46,7 @@ pub fn bench(which: &str, json: bool, quick: bool) -> pgpo::Result<bool> {
                 ];
                 f.extend(r.gflops.map(|g| format!("\"gflops\":{g:.3}")));
                 f.extend(r.gbps.map(|g| format!("\"gbps\":{g:.3}")));
+                f.extend(r.tokens_per_s.map(|t| format!("\"tokens_per_s\":{t:.1}")));
                 f.extend(r.pct_peak.map(|p| format!("\"pct_peak\":{p:.2}")));
                 format!("{{{}}}", f.join(","))
             })

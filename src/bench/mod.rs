@@ -3,6 +3,8 @@
 //! the backend's measured peak: the faster of a large copy and a large read gives the
 //! bandwidth, the best matmul the FLOP rate. The criterion benches (benches/kernels.rs) run the same cases.
 
+pub mod model;
+
 use crate::device::Device;
 use crate::error::Result;
 use crate::ops::{self, AttnOptions, Transpose};
@@ -15,6 +17,8 @@ use std::time::Instant;
 pub enum Work {
     Flops(f64),
     Bytes(f64),
+    /// Tokens processed (model rows): reported as tokens/s.
+    Tokens(f64),
 }
 
 /// A prepared workload: inputs live on the device; `run` launches the kernels once.
@@ -33,6 +37,7 @@ pub struct Row {
     pub ms: f64,
     pub gflops: Option<f64>,
     pub gbps: Option<f64>,
+    pub tokens_per_s: Option<f64>,
     /// Percent of the backend's measured peak (bandwidth or FLOP rate).
     pub pct_peak: Option<f64>,
 }
@@ -235,16 +240,23 @@ pub fn time(run: &mut dyn FnMut() -> Result<()>, quick: bool) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
-/// Times every case on `dev` and fills in the share of the measured peaks.
-pub fn run(dev: &Device, quick: bool) -> Result<Vec<Row>> {
+/// Times every case on `dev` whose name contains `filter` (the kernels, then the model) and
+/// fills in the share of the measured peaks.
+pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for mut c in cases(dev, quick)? {
+    let wanted = |c: &Case| filter.is_none_or(|f| c.kernel.contains(f));
+    // Model weights are only built when a model row is wanted.
+    let models = if filter.is_none_or(|f| "model fwd+bwd".contains(f)) { model::cases(dev, quick)? } else { Vec::new() };
+    let all = cases(dev, quick)?.into_iter().filter(wanted).chain(models.into_iter().filter(wanted));
+    for mut c in all {
         let ms = time(&mut c.run, quick)?;
-        let (gflops, gbps) = match c.work {
-            Work::Flops(f) => (Some(f / ms / 1e6), None),
-            Work::Bytes(b) => (None, Some(b / ms / 1e6)),
-        };
-        rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, pct_peak: None });
+        let (mut gflops, mut gbps, mut tokens_per_s) = (None, None, None);
+        match c.work {
+            Work::Flops(f) => gflops = Some(f / ms / 1e6),
+            Work::Bytes(b) => gbps = Some(b / ms / 1e6),
+            Work::Tokens(t) => tokens_per_s = Some(t / ms * 1e3),
+        }
+        rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, tokens_per_s, pct_peak: None });
     }
     let peak_bw = rows
         .iter()

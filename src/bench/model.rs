@@ -1,0 +1,119 @@
+//! Model rows of `pgpo bench`: Qwen2.5-VL forward and forward+backward in tokens/s at the
+//! configurations of model_configs.json (the PyTorch peer script reads the same file and
+//! builds the same batches). Weights are random; times do not depend on their values.
+
+use super::{Case, Work};
+use crate::autograd::Tape;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::model::{forward, lm_loss, ForwardOptions, ModelConfig, ModelInputs, ParamVars, Weights};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use std::rc::Rc;
+
+const CONFIGS: &str = include_str!("model_configs.json");
+
+/// One workload: a config, and a batch of `batch` sequences of `seq` tokens, each holding
+/// one image of `grid` patches.
+pub struct Workload {
+    pub name: String,
+    pub config: ModelConfig,
+    pub config_json: String,
+    pub batch: usize,
+    pub seq: usize,
+    pub grid: [usize; 3],
+}
+
+pub fn workloads() -> Result<Vec<Workload>> {
+    let bad = |m: String| Error::Config { file: "src/bench/model_configs.json".into(), field: String::new(), msg: m };
+    let all: serde_json::Value = serde_json::from_str(CONFIGS).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for name in ["tiny", "small"] {
+        let w = &all[name];
+        let config_json = w["config"].to_string();
+        let usize_of = |v: &serde_json::Value| v.as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("{name}: batch, seq and grid must be integers")));
+        let g: Vec<usize> = w["grid"].as_array().ok_or_else(|| bad(format!("{name}: grid")))?.iter().map(usize_of).collect::<Result<_>>()?;
+        out.push(Workload {
+            name: name.to_string(),
+            config: ModelConfig::parse(&config_json, &format!("model_configs.json ({name})"))?,
+            config_json,
+            batch: usize_of(&w["batch"])?,
+            seq: usize_of(&w["seq"])?,
+            grid: [g[0], g[1], g[2]],
+        });
+    }
+    Ok(out)
+}
+
+impl Workload {
+    /// Each sequence: 4 text tokens, <vision_start>, the image's pads, <vision_end>, text.
+    /// Text ids follow (7 i + 3) mod 100 + 3 (the peer script builds the same).
+    pub fn inputs(&self, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
+        let c = &self.config;
+        let m = c.vision.spatial_merge_size;
+        let pads = self.grid.iter().product::<usize>() / (m * m);
+        let mut ids = Vec::with_capacity(self.batch * self.seq);
+        for _ in 0..self.batch {
+            for i in 0..self.seq {
+                ids.push(match i {
+                    4 => c.vision_start_token_id,
+                    _ if i > 4 && i <= 4 + pads => c.image_token_id,
+                    _ if i == 5 + pads => c.vision_end_token_id,
+                    _ => ((7 * i + 3) % 100 + 3) as u32,
+                });
+            }
+        }
+        let labels = ids.iter().map(|&x| i64::from(x)).collect();
+        let patches = self.batch * self.grid.iter().product::<usize>();
+        let pd = c.vision.patch_dim();
+        let pixels = Tensor::from_vec(Rng::new(5).vec(patches * pd, -1.0, 1.0), &[patches, pd], dev)?;
+        let grids = vec![self.grid; self.batch];
+        Ok((ModelInputs::new(c, self.batch, self.seq, ids, None, Some(pixels), grids)?, labels))
+    }
+}
+
+pub fn cases(dev: &Device, quick: bool) -> Result<Vec<Case>> {
+    let mut out = Vec::new();
+    for w in workloads()? {
+        // The small model at full size takes minutes per step on a software adapter.
+        if w.name == "small" && super::size(dev, quick, 1, 1, 0) == 0 {
+            continue;
+        }
+        let weights = Rc::new(Weights::random(&w.config, &w.config_json, 3, dev)?);
+        let (inputs, labels) = w.inputs(dev)?;
+        let (inputs, labels) = (Rc::new(inputs), Rc::new(labels));
+        let tokens = (w.batch * w.seq) as f64;
+        let shape = format!("{} B{} T{} image {:?}", w.name, w.batch, w.seq, w.grid);
+        let (wt, it, d) = (weights.clone(), inputs.clone(), dev.clone());
+        out.push(Case {
+            kernel: "model fwd",
+            shape: shape.clone(),
+            work: Work::Tokens(tokens),
+            run: Box::new(move || {
+                let tape = Tape::new();
+                let pv = ParamVars::frozen(&tape, &wt);
+                let logits = forward(&pv, &wt.config, &it, &ForwardOptions::default())?;
+                d.synchronize()?;
+                drop(logits);
+                Ok(())
+            }),
+        });
+        let d = dev.clone();
+        out.push(Case {
+            kernel: "model fwd+bwd",
+            shape,
+            work: Work::Tokens(tokens),
+            run: Box::new(move || {
+                let tape = Tape::new();
+                let pv = ParamVars::trainable(&tape, &weights);
+                let logits = forward(&pv, &weights.config, &inputs, &ForwardOptions::default())?;
+                let loss = lm_loss(&logits, &labels, inputs.batch, inputs.seq)?;
+                let grads = tape.backward(&loss)?;
+                d.synchronize()?;
+                drop(grads);
+                Ok(())
+            }),
+        });
+    }
+    Ok(out)
+}
