@@ -171,3 +171,12 @@ fn logits_at_kept_rows_equal_those_rows_of_the_full_forward() {
     let last = forward(&pv, &w.config, &inputs, &ForwardOptions { keep: Keep::Last, blind: None }).unwrap();
     assert_eq!(last.shape(), [inputs.batch, v]);
 }
+
+/// The CUDA kernels, on the CPU emulation of the CUDA execution model, run the whole model.
+#[test]
+fn cuda_emu_logits_and_gradients_match_transformers() {
+    if let Some(dev) = common::backend("cuda-emu") {
+        logits_match(&dev, 1e-3);
+        loss_and_gradients_match(&dev, 1e-5, 1e-3);
+    }
+}
