@@ -28,6 +28,7 @@ fn kernels(c: &mut Criterion) {
             group.throughput(match case.work {
                 Work::Bytes(b) => Throughput::Bytes(b as u64),
                 Work::Flops(f) => Throughput::Elements(f as u64),
+                Work::Tokens(t) => Throughput::Elements(t as u64),
             });
             group.bench_function(format!("{} {}", case.kernel, case.shape), |b| b.iter(|| (case.run)().expect("kernel runs")));
         }
