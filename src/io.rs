@@ -5,7 +5,8 @@ use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::path::Path;
 
-fn bad(path: &Path, msg: String) -> Error {
+/// An invalid-data error naming the file.
+pub(crate) fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {msg}", path.display())))
 }
 
@@ -85,8 +86,16 @@ pub fn write_f32(path: &Path, arrays: &[(&str, Vec<usize>, &[f32])]) -> Result<(
         })
         .collect::<Result<Vec<_>>>()?;
     let out = safetensors::serialize(views, None).map_err(|e| bad(path, e.to_string()))?;
+    atomic(path, |tmp| Ok(std::fs::write(tmp, out)?))
+}
+
+/// Runs `write` on a temporary path beside `path`, then renames it into place, so a crash
+/// never leaves half a file; the temporary file is removed when `write` fails.
+pub(crate) fn atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = path.with_extension("tmp-pgpo");
-    std::fs::write(&tmp, out)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot rename into place: {e}")))
 }

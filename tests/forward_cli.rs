@@ -129,6 +129,12 @@ fn forward_refuses_a_mask_of_the_wrong_shape() {
     assert!(e.contains("attention_mask") && e.contains("shape"), "{e}");
 }
 
+/// Largest |a - b| over the rows of width `v` whose `valid` entry is 1.
+fn max_valid_diff(a: &[f32], b: &[f32], valid: &[i64], v: usize) -> f32 {
+    let rows = valid.iter().enumerate().filter(|(_, m)| **m == 1).map(|(r, _)| r);
+    rows.flat_map(|r| (r * v..(r + 1) * v).map(|i| (a[i] - b[i]).abs())).fold(0f32, f32::max)
+}
+
 #[test]
 fn forward_writes_transformers_logits_loss_and_gradients() {
     let out = scratch("ok-out.safetensors");
@@ -139,7 +145,7 @@ fn forward_writes_transformers_logits_loss_and_gradients() {
     let (_, valid) = want.i64("valid", 2).unwrap();
     let (_, reference) = want.f32("logits", 3).unwrap();
     let v = shape[2];
-    let worst = valid.iter().enumerate().filter(|(_, m)| **m == 1).flat_map(|(r, _)| (r * v..(r + 1) * v).map(|i| (logits[i] - reference[i]).abs())).fold(0f32, f32::max);
+    let worst = max_valid_diff(&logits, &reference, &valid, v);
     assert!(worst <= 1e-4, "max |dlogit| {worst}");
     let (_, loss) = got.f32("loss", 1).unwrap();
     assert!((loss[0] - want.f32("loss", 1).unwrap().1[0]).abs() <= 1e-5);
@@ -151,7 +157,7 @@ fn forward_writes_transformers_logits_loss_and_gradients() {
     let (_, blind) = TensorFile::open(&out).unwrap().f32("logits", 3).unwrap();
     let (_, blind_ref) = want.f32("blind_logits", 3).unwrap();
     let (_, bvalid) = want.i64("blind_valid", 2).unwrap();
-    let worst = bvalid.iter().enumerate().filter(|(_, m)| **m == 1).flat_map(|(r, _)| (r * v..(r + 1) * v).map(|i| (blind[i] - blind_ref[i]).abs())).fold(0f32, f32::max);
+    let worst = max_valid_diff(&blind, &blind_ref, &bvalid, v);
     assert!(worst <= 1e-4, "blind max |dlogit| {worst}");
     let _ = std::fs::remove_file(&out);
 }

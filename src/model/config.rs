@@ -115,6 +115,16 @@ impl<'a> Fields<'a> {
         v.as_str().map(str::to_string).ok_or_else(|| self.err(key, &format!("must be a string, got {v}")))
     }
 
+    /// `hidden_act`, which must be "silu": the one activation `part` has in Qwen2.5-VL and the
+    /// only one pgpo implements.
+    fn silu(&self, part: &str) -> Result<String> {
+        let act = self.string("hidden_act")?;
+        if act != "silu" {
+            return Err(self.err("hidden_act", &format!("is {act:?}; Qwen2.5-VL's {part} uses \"silu\", the only activation pgpo implements")));
+        }
+        Ok(act)
+    }
+
     fn usizes(&self, key: &str) -> Result<Vec<usize>> {
         let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
         let bad = || self.err(key, &format!("must be a list of non-negative integers, got {v}"));
@@ -147,16 +157,13 @@ fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextCon
         rms_norm_eps: t.f64("rms_norm_eps")?,
         rope_theta: theta_from.f64("rope_theta")?,
         mrope_section: rope.usizes("mrope_section")?,
-        hidden_act: t.string("hidden_act")?,
+        hidden_act: t.silu("decoder")?,
     };
     if c.hidden_size % c.num_attention_heads != 0 || c.head_dim() % 2 != 0 {
         return Err(t.err("num_attention_heads", &format!("must divide hidden_size {} into heads of even size", c.hidden_size)));
     }
     if c.num_attention_heads % c.num_key_value_heads != 0 {
         return Err(t.err("num_key_value_heads", &format!("must divide num_attention_heads {}", c.num_attention_heads)));
-    }
-    if c.hidden_act != "silu" {
-        return Err(t.err("hidden_act", &format!("is {:?}; Qwen2.5-VL's decoder uses \"silu\", the only activation pgpo implements", c.hidden_act)));
     }
     if t.bool_or("use_sliding_window", false)? {
         return Err(t.err("use_sliding_window", "is true; sliding-window attention is not implemented (Qwen2.5-VL checkpoints leave it off)"));
@@ -185,13 +192,10 @@ fn vision_config(v: &Fields) -> Result<VisionConfig> {
         window_size: v.positive("window_size")?,
         out_hidden_size: v.positive("out_hidden_size")?,
         fullatt_block_indexes: v.usizes("fullatt_block_indexes")?,
-        hidden_act: v.string("hidden_act")?,
+        hidden_act: v.silu("vision MLP")?,
     };
     if c.hidden_size % c.num_heads != 0 || (c.hidden_size / c.num_heads) % 4 != 0 {
         return Err(v.err("num_heads", &format!("must divide hidden_size {} into heads of a size divisible by 4 (the 2-D rotary)", c.hidden_size)));
-    }
-    if c.hidden_act != "silu" {
-        return Err(v.err("hidden_act", &format!("is {:?}; Qwen2.5-VL's vision MLP uses \"silu\", the only activation pgpo implements", c.hidden_act)));
     }
     if let Some(&bad) = c.fullatt_block_indexes.iter().find(|&&i| i >= c.depth) {
         return Err(v.err("fullatt_block_indexes", &format!("index {bad} is past depth {}", c.depth)));
@@ -247,12 +251,17 @@ impl ModelConfig {
 
     /// Reads `dir/config.json`.
     pub fn load(dir: &Path) -> Result<ModelConfig> {
+        Ok(ModelConfig::load_with_text(dir)?.0)
+    }
+
+    /// Reads `dir/config.json`; also returns its text, which a checkpoint saves back unchanged.
+    pub fn load_with_text(dir: &Path) -> Result<(ModelConfig, String)> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
             file: path.display().to_string(),
             field: String::new(),
             msg: format!("cannot be read: {e}"),
         })?;
-        ModelConfig::parse(&text, &path.display().to_string())
+        Ok((ModelConfig::parse(&text, &path.display().to_string())?, text))
     }
 }

@@ -62,7 +62,7 @@ pub fn forward(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardO
     if opts.blind.is_none() && !x.grids.is_empty() {
         let pixels = x.pixels.as_ref().ok_or_else(|| Error::input("pixel_values", "is required for a forward with images (only the blind pass runs without it)"))?;
         let plan = VisionPlan::new(&c.vision, &x.grids);
-        let features = vision::encode(pv, &c.vision, &plan, &pixels.to_device(&dev)?)?;
+        let features = vision::encode(pv, &c.vision, &plan, pixels)?;
         // Row of every position in [text embeddings; image features in window order].
         let mut k = 0;
         let rows: Vec<u32> = (0..b * t)

@@ -21,12 +21,13 @@ pub fn read_inputs(path: &Path, config: &ModelConfig, device: &Device, blind: bo
     let f = &TensorFile::open(path)?;
     let (shape, ids) = f.i64("input_ids", 2)?;
     let (b, t) = (shape[0], shape[1]);
-    let vocab = config.text.vocab_size;
+    // Ids past the vocabulary are refused by ModelInputs::new; here only those no u32 holds.
     let ids = ids
         .iter()
         .enumerate()
         .map(|(i, &id)| {
-            u32::try_from(id).ok().filter(|&x| (x as usize) < vocab).ok_or_else(|| {
+            u32::try_from(id).map_err(|_| {
+                let vocab = config.text.vocab_size;
                 bad(f, "input_ids", format!("id {id} at [{}, {}] is outside the vocabulary of {vocab}", i / t, i % t))
             })
         })

@@ -113,9 +113,4 @@ impl ModelInputs {
         }
         Ok(ModelInputs { batch, seq, ids, mask, pixels, grids })
     }
-
-    /// Number of image tokens (merged patches) over all images.
-    pub fn image_tokens(&self, merge: usize) -> usize {
-        self.grids.iter().map(|g| g[0] * g[1] * g[2] / (merge * merge)).sum()
-    }
 }

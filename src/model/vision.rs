@@ -104,18 +104,19 @@ fn block(x: &Var, pv: &ParamVars, i: usize, c: &VisionConfig, tables: &RopeTable
 }
 
 /// Image features [units, out_hidden] in window order (see `VisionPlan::unit_row`), from
-/// `pixels` [N_patches, patch_dim] in the images' own order.
+/// `pixels` [N_patches, patch_dim] in the images' own order, on any device: they are
+/// reordered on the host and uploaded once, to the weights' device.
 pub fn encode(pv: &ParamVars, c: &VisionConfig, plan: &VisionPlan, pixels: &Tensor) -> Result<Var> {
-    let dev = pixels.device();
+    let patch = pv.get("visual.patch_embed.proj.weight")?;
+    let dev = patch.value().device();
     let (n, pd) = (pixels.shape()[0], c.patch_dim());
     let host = pixels.to_vec()?;
     let mut ordered = Vec::with_capacity(host.len());
     for &r in &plan.patch_order {
         ordered.extend_from_slice(&host[r as usize * pd..(r as usize + 1) * pd]);
     }
-    let tape = pv.get("visual.patch_embed.proj.weight")?.tape().clone();
-    let x = tape.constant(Tensor::from_vec(ordered, &[n, pd], dev)?);
-    let w = ag::reshape(pv.get("visual.patch_embed.proj.weight")?, &[c.hidden_size, pd])?;
+    let x = patch.tape().constant(Tensor::from_vec(ordered, &[n, pd], dev)?);
+    let w = ag::reshape(patch, &[c.hidden_size, pd])?;
     let mut x = ag::matmul(&x, &w, Transpose::NT)?;
     let hd = c.hidden_size / c.num_heads;
     let tables = RopeTables::vision(&plan.rows, &plan.cols, hd, THETA, dev)?;

@@ -8,6 +8,7 @@ use super::config::ModelConfig;
 use super::names::{self, Naming};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::io::{atomic, bad};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use half::{bf16, f16};
@@ -17,10 +18,6 @@ use std::path::{Path, PathBuf};
 
 const SINGLE: &str = "model.safetensors";
 const INDEX: &str = "model.safetensors.index.json";
-
-fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {msg}", path.display())))
-}
 
 /// Where and how the tensors are stored, so that saving reproduces it.
 #[derive(Clone, Debug)]
@@ -113,8 +110,7 @@ impl Weights {
     /// Loads `dir` (config.json and the safetensors files) onto `device`. Every parameter the
     /// config implies must be present with its shape; a tied `lm_head.weight` is ignored.
     pub fn load(dir: &Path, device: &Device) -> Result<Weights> {
-        let config = ModelConfig::load(dir)?;
-        let config_json = std::fs::read_to_string(dir.join("config.json"))?;
+        let (config, config_json) = ModelConfig::load_with_text(dir)?;
         let (files, by_name) = shard_map(dir)?;
         let mapped = files.iter().map(|f| Mapped::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
         let stored: Vec<SafeTensors<'_>> = mapped.iter().map(Mapped::tensors).collect();
@@ -139,21 +135,27 @@ impl Weights {
             tensors.push(Tensor::from_vec(data, &shape, device)?);
             names.push(name);
         }
-        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Ok(Weights { config, names, tensors, index, layout: Layout { naming, files, placement, config_json } })
+        Ok(Weights::assemble(config, names, tensors, Layout { naming, files, placement, config_json }))
     }
 
-    /// Random weights for `config`, for benchmarks and tests: matrices normal-ish with spread
-    /// `gain / sqrt(fan_in)`, norm weights around 1, biases small. Saved as one f32 file.
+    fn assemble(config: ModelConfig, names: Vec<String>, tensors: Vec<Tensor>, layout: Layout) -> Weights {
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        Weights { config, names, tensors, index, layout }
+    }
+
+    /// Random weights for `config`, for benchmarks and tests: matrices uniform with variance
+    /// 1 / fan_in, the embedding uniform in ±1, norm weights in [0.8, 1.2], biases in ±0.1.
+    /// Saved as one f32 file.
     pub fn random(config: &ModelConfig, config_json: &str, seed: u64, device: &Device) -> Result<Weights> {
         let mut rng = Rng::new(seed);
         let (mut names, mut tensors, mut placement) = (Vec::new(), Vec::new(), HashMap::new());
         for (name, shape) in names::parameters(config) {
             let n: usize = shape.iter().product();
-            let data = if name.ends_with("norm.weight") || name.contains("norm1") || name.contains("norm2") || name.ends_with("ln_q.weight") {
-                rng.vec(n, 0.8, 1.2)
-            } else if name.ends_with(".bias") {
+            // The one-axis parameters are the biases and the RMSNorm weights.
+            let data = if name.ends_with(".bias") {
                 rng.vec(n, -0.1, 0.1)
+            } else if shape.len() == 1 {
+                rng.vec(n, 0.8, 1.2)
             } else if name == "model.embed_tokens.weight" {
                 rng.vec(n, -1.0, 1.0)
             } else {
@@ -165,9 +167,8 @@ impl Weights {
             tensors.push(Tensor::from_vec(data, &shape, device)?);
             names.push(name);
         }
-        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let layout = Layout { naming: Naming::Published, files: vec![SINGLE.into()], placement, config_json: config_json.to_string() };
-        Ok(Weights { config: config.clone(), names, tensors, index, layout })
+        Ok(Weights::assemble(config.clone(), names, tensors, layout))
     }
 
     /// Parameter names in the model's fixed order.
@@ -233,14 +234,4 @@ impl Weights {
         }
         Ok(())
     }
-}
-
-/// Runs `write` on a temporary path beside `path`, then renames it into place.
-fn atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = path.with_extension("tmp-pgpo");
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| bad(path, format!("cannot rename into place: {e}")))
 }

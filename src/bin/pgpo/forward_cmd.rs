@@ -3,7 +3,6 @@
 //! cross-check against transformers or another framework.
 
 use pgpo::autograd::Tape;
-use pgpo::model::names::Naming;
 use pgpo::model::input_file::read_inputs;
 use pgpo::model::{forward, lm_loss, Blind, ForwardOptions, ParamVars, Weights};
 use pgpo::{Device, Error, Result};
@@ -37,9 +36,8 @@ pub fn forward_cmd(a: &ForwardArgs) -> Result<Option<f32>> {
         let l = loss.value().to_vec()?;
         loss_value = Some(l[0]);
         arrays.push(("loss".into(), vec![1], l));
-        let naming: Naming = w.layout.naming;
         for (name, g) in pv.gradients(&grads) {
-            arrays.push((format!("grad.{}", naming.to_file(&name)), g.shape().to_vec(), g.to_vec()?));
+            arrays.push((format!("grad.{}", w.layout.naming.to_file(&name)), g.shape().to_vec(), g.to_vec()?));
         }
     }
     let refs: Vec<(&str, Vec<usize>, &[f32])> = arrays.iter().map(|(n, s, d)| (n.as_str(), s.clone(), d.as_slice())).collect();
