@@ -7,6 +7,10 @@ Run from the repository root:
         Rebuilds tests/fixtures/qwen/ from scratch: three tiny random checkpoints
         (base, tied, flat_bf16), one <case>.safetensors per case and cases.json.
 
+    /opt/oracle/bin/python scripts/make_hf_fixtures.py --generation
+        Rewrites only the greedy-generation fixtures (generate_<case>.safetensors) from the
+        checkpoints and cases already in tests/fixtures/qwen/ (main() also writes them).
+
     /opt/oracle/bin/python scripts/make_hf_fixtures.py --verify-saved DIR --case CASE
         Loads the checkpoint in DIR with transformers, runs CASE's clean forward and exits 0
         when max |Δlogits| over valid positions is <= 1e-4 against the stored logits
@@ -404,6 +408,58 @@ def make_case(spec, model, stored_names):
     return dict(std=logits[v].std().item(), max=logits[v].abs().max().item(), loss=out.loss.item())
 
 
+# ----------------------------------------------------------------------------- generation
+
+# Greedy generate() over left-padded batches with images: (case, new tokens).
+GENERATION = [("padded_batch", 12), ("tied_gqa_off", 12), ("text_only", 10)]
+
+
+@torch.no_grad()
+def make_generation(case, new_tokens):
+    """transformers' greedy generate with the KV cache. A first run without a stop token picks
+    as EOS a token that one row emits part-way and another row does not emit at all, so the
+    fixture covers a sequence stopping early (pad after it) while another runs on."""
+    data = load_file(OUT / f"{case}.safetensors")
+    spec = next(s for s in CASES if s["case"] == case)
+    model = load_hf(OUT / spec["checkpoint"])
+    inp = {k: data[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids") if k in data}
+    if "image_grid_thw" not in inp:
+        inp.pop("mm_token_type_ids")  # text only: transformers uses 1-D positions, as pgpo does
+
+    def run(eos):
+        model.model.rope_deltas = None
+        return model.generate(**inp, do_sample=False, max_new_tokens=new_tokens, eos_token_id=eos,
+                              pad_token_id=PAD_ID, output_logits=True, return_dict_in_generate=True)
+
+    T = inp["input_ids"].shape[1]
+    first = run(None).sequences[:, T:]
+    eos = None
+    B = first.shape[0]
+    rows = first.tolist()
+    for step in range(2, new_tokens - 2):
+        for r in range(B):
+            tok = rows[r][step]
+            if eos is None and tok not in rows[r][:step] and all(tok not in rows[b] for b in range(B) if b != r):
+                eos = tok
+    assert eos is not None, f"{case}: no token stops one row and not the others"
+    out = run(eos)
+    logits = torch.stack(out.logits, dim=1)  # [B, steps, V]; rows past their EOS are junk
+    save_file({
+        "sequences": out.sequences.contiguous(),
+        "logits": logits.contiguous(),
+        "eos_token_id": torch.tensor([eos]),
+        "pad_token_id": torch.tensor([PAD_ID]),
+    }, OUT / f"generate_{case}.safetensors", metadata={"format": "pt"})
+    print(f"generate {case}: eos {eos}, sequences {list(out.sequences.shape)}:")
+    for row in out.sequences[:, T:].tolist():
+        print(f"    {row}")
+
+
+def make_generations():
+    for case, n in GENERATION:
+        make_generation(case, n)
+
+
 # ----------------------------------------------------------------------------- verify
 
 def verify_saved(ckpt_dir, case):
@@ -460,6 +516,7 @@ def main():
     # Every case must reproduce from the checkpoint as transformers loads it from disk
     # (for flat_bf16 this is the required round trip through the published layout).
     ok = all(verify_saved(OUT / spec["checkpoint"], spec["case"]) for spec in CASES)
+    make_generations()
 
     for case, s in stats.items():
         print(f"{case:14s} logits std {s['std']:.3f}  max|logit| {s['max']:.3f}  loss {s['loss']:.4f}")
@@ -474,7 +531,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--verify-saved", metavar="DIR", help="checkpoint directory to check")
     parser.add_argument("--case", help="case name (with --verify-saved)")
+    parser.add_argument("--generation", action="store_true", help="rewrite only the generation fixtures")
     args = parser.parse_args()
+    if args.generation:
+        make_generations()
+        sys.exit(0)
     if args.verify_saved:
         if not args.case:
             parser.error("--verify-saved needs --case")

@@ -39,6 +39,9 @@ pub enum Error {
     #[error("kernel {kernel} failed to compile: {log}")]
     Compile { kernel: String, log: String },
 
+    #[error("non-finite value: {0}")]
+    Numeric(String),
+
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

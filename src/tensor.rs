@@ -168,6 +168,21 @@ impl Tensor {
         }
     }
 
+    /// The host data to write in place, when the tensor lives on the CPU and nothing else
+    /// holds it (tensors are shared by cloning; a shared one must not change under its owners).
+    pub(crate) fn cpu_mut(&mut self) -> Option<&mut [f32]> {
+        match Arc::get_mut(&mut self.storage)? {
+            Storage::Cpu(v) => Some(v),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Whether another clone shares this tensor's buffer.
+    pub(crate) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.storage) > 1
+    }
+
     /// The size of the last axis and the number of rows before it (a scalar is one row of one).
     pub fn rows_cols(&self) -> (usize, usize) {
         let cols = self.shape.last().copied().unwrap_or(1);

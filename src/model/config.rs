@@ -24,6 +24,8 @@ pub struct TextConfig {
     /// M-RoPE bands over head_dim / 2 frequencies: temporal, height, width.
     pub mrope_section: Vec<usize>,
     pub hidden_act: String,
+    /// The context length: prompt plus generated tokens may not exceed it.
+    pub max_position_embeddings: usize,
 }
 
 impl TextConfig {
@@ -158,6 +160,11 @@ fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextCon
         rope_theta: theta_from.f64("rope_theta")?,
         mrope_section: rope.usizes("mrope_section")?,
         hidden_act: t.silu("decoder")?,
+        // transformers' Qwen2_5_VLTextConfig default when the file leaves it out.
+        max_position_embeddings: match t.get("max_position_embeddings") {
+            Some(_) => t.positive("max_position_embeddings")?,
+            None => 128_000,
+        },
     };
     if c.hidden_size % c.num_attention_heads != 0 || c.head_dim() % 2 != 0 {
         return Err(t.err("num_attention_heads", &format!("must divide hidden_size {} into heads of even size", c.hidden_size)));

@@ -2,6 +2,7 @@
 //! RMSNorm, the SiLU-gated MLP; residuals around both halves. Activations are [B * T, H].
 
 use super::config::TextConfig;
+use super::kv_cache::KvCache;
 use super::params::ParamVars;
 use crate::autograd::{ops as ag, Var};
 use crate::error::Result;
@@ -20,7 +21,9 @@ fn heads(x: &Var, cx: &Context, n: usize, d: usize) -> Result<Var> {
     ag::permute(&ag::reshape(x, &[cx.batch, cx.seq, n, d])?, &[0, 2, 1, 3])
 }
 
-pub fn layer(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context) -> Result<Var> {
+/// One layer. With a cache, the new keys and values are written into it; a prefill (empty
+/// cache) attends over its own, a decode step over the whole cache.
+pub fn layer(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context, cache: Option<&mut KvCache>) -> Result<Var> {
     let p = |s: &str| pv.get(&format!("model.layers.{i}.{s}"));
     let (d, hq, hkv) = (c.head_dim(), c.num_attention_heads, c.num_key_value_heads);
     let eps = c.rms_norm_eps as f32;
@@ -32,6 +35,18 @@ pub fn layer(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context) ->
     let q = ag::rope(&proj("q_proj", hq)?, cx.tables)?;
     let k = ag::rope(&proj("k_proj", hkv)?, cx.tables)?;
     let v = proj("v_proj", hkv)?;
+    let (k, v) = match cache {
+        Some(kv) => {
+            kv.write(i, k.value(), v.value())?;
+            if kv.is_empty() {
+                (k, v)
+            } else {
+                let (ck, cv) = kv.layer(i);
+                (x.tape().constant(ck.clone()), x.tape().constant(cv.clone()))
+            }
+        }
+        None => (k, v),
+    };
     let o = ag::permute(&ag::attention(&q, &k, &v, cx.attention)?, &[0, 2, 1, 3])?;
     let o = ag::linear(&ag::reshape(&o, &[cx.batch * cx.seq, hq * d])?, p("self_attn.o_proj.weight")?, None)?;
     let x = ag::add(x, &o)?;

@@ -3,7 +3,8 @@
 //! and the LM head at the positions asked for. The blind pass is the same forward with every
 //! image-pad token hidden from attention and the vision tower skipped.
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, TextConfig};
+use super::kv_cache::KvCache;
 use super::decoder::{self, Context};
 use super::inputs::ModelInputs;
 use super::params::ParamVars;
@@ -42,14 +43,18 @@ pub struct ForwardOptions {
 
 /// Logits [rows, V] of the positions `opts.keep` selects.
 pub fn forward(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions) -> Result<Var> {
+    forward_cached(pv, c, x, opts, None)
+}
+
+/// The prompt's forward that also fills `cache` (empty, of x's batch) with every layer's keys
+/// and values: generation's prefill.
+pub fn forward_cached(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions, mut cache: Option<&mut KvCache>) -> Result<Var> {
     let (b, t) = (x.batch, x.seq);
     let tc = &c.text;
-    let merge = c.vision.spatial_merge_size;
-    let index = rope_index(x, c.image_token_id, merge);
+    let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size);
     let positions: Vec<f32> = index.positions.iter().map(|&p| p as f32).collect();
     let embed = pv.get("model.embed_tokens.weight")?;
-    let dev = embed.value().device().clone();
-    let tables = RopeTables::multimodal(&positions, b, t, tc.head_dim(), &tc.mrope_section, tc.rope_theta, &dev)?;
+    let tables = RopeTables::multimodal(&positions, b, t, tc.head_dim(), &tc.mrope_section, tc.rope_theta, embed.value().device())?;
 
     let hidden = |id: u32| match opts.blind {
         Some(bl) => id == c.image_token_id || (bl.hide_markers && (id == c.vision_start_token_id || id == c.vision_end_token_id)),
@@ -57,6 +62,13 @@ pub fn forward(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardO
     };
     let key_mask: Vec<f32> = x.ids.iter().zip(&x.mask).map(|(&id, &m)| if m && !hidden(id) { 1.0 } else { 0.0 }).collect();
     let attention = AttnOptions { causal: true, key_mask: Some(key_mask), ..Default::default() };
+    if let Some(kv) = cache.as_deref_mut() {
+        if !kv.is_empty() || kv.batch() != b {
+            return Err(Error::shape("forward", format!("the prefill needs an empty cache of {b} sequences")));
+        }
+        let visible: Vec<bool> = x.ids.iter().zip(&x.mask).map(|(&id, &m)| m && !hidden(id)).collect();
+        kv.begin(t, &visible)?;
+    }
 
     let mut h = ag::embedding(embed, &x.ids)?;
     if opts.blind.is_none() && !x.grids.is_empty() {
@@ -78,22 +90,55 @@ pub fn forward(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardO
         h = ag::embedding(&ag::concat(&[&h, &features], 0)?, &rows)?;
     }
     let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
-    for i in 0..tc.num_hidden_layers {
-        h = decoder::layer(&h, pv, i, tc, &cx)?;
-    }
-    let h = ag::rms_norm(&h, pv.get("model.norm.weight")?, tc.rms_norm_eps as f32)?;
-    let h = match &opts.keep {
-        Keep::All => h,
+    let h = layers(h, pv, tc, &cx, cache)?;
+    let rows = match &opts.keep {
+        Keep::All => None,
         Keep::Rows(rows) => {
             if let Some(&r) = rows.iter().find(|&&r| r as usize >= b * t) {
                 return Err(Error::input("keep", format!("position {r} is outside the batch of {b} x {t}")));
             }
-            ag::embedding(&h, rows)?
+            Some(rows.clone())
         }
-        Keep::Last => ag::embedding(&h, &(0..b).map(|i| (i * t + t - 1) as u32).collect::<Vec<_>>())?,
+        Keep::Last => Some((0..b).map(|i| (i * t + t - 1) as u32).collect()),
     };
-    let head = if c.tie_word_embeddings { embed } else { pv.get("lm_head.weight")? };
-    ag::linear(&h, head, None)
+    head(&h, pv, c, rows.as_deref())
+}
+
+/// One generation step: the next token of each sequence in `cache` (`ids` [B]) at its 3-D
+/// position (`positions` [3, B], the same value on every axis past the prompt); logits [B, V].
+pub fn decode_step(pv: &ParamVars, c: &ModelConfig, ids: &[u32], positions: &[f32], cache: &mut KvCache) -> Result<Var> {
+    let b = cache.batch();
+    if ids.len() != b || positions.len() != 3 * b {
+        return Err(Error::shape("decode_step", format!("{} ids and {} positions for {b} sequences", ids.len(), positions.len())));
+    }
+    let tc = &c.text;
+    let embed = pv.get("model.embed_tokens.weight")?;
+    let tables = RopeTables::multimodal(positions, b, 1, tc.head_dim(), &tc.mrope_section, tc.rope_theta, embed.value().device())?;
+    let attention = cache.begin(1, &vec![true; b])?;
+    let cx = Context { batch: b, seq: 1, tables: &tables, attention: &attention };
+    let h = layers(ag::embedding(embed, ids)?, pv, tc, &cx, Some(cache))?;
+    head(&h, pv, c, None)
+}
+
+fn layers(mut h: Var, pv: &ParamVars, tc: &TextConfig, cx: &Context, mut cache: Option<&mut KvCache>) -> Result<Var> {
+    for i in 0..tc.num_hidden_layers {
+        h = decoder::layer(&h, pv, i, tc, cx, cache.as_deref_mut())?;
+    }
+    if let Some(kv) = cache {
+        kv.commit(cx.seq);
+    }
+    Ok(h)
+}
+
+/// The final norm and the LM head, at the given rows of h (all rows when None).
+fn head(h: &Var, pv: &ParamVars, c: &ModelConfig, rows: Option<&[u32]>) -> Result<Var> {
+    let h = ag::rms_norm(h, pv.get("model.norm.weight")?, c.text.rms_norm_eps as f32)?;
+    let h = match rows {
+        Some(rows) => ag::embedding(&h, rows)?,
+        None => h,
+    };
+    let weight = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+    ag::linear(&h, pv.get(weight)?, None)
 }
 
 /// transformers' causal-LM loss from logits of every position [B * T, V]: the mean

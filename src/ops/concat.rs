@@ -1,4 +1,4 @@
-//! concat and slice along one axis, both through the copy_block kernel.
+//! concat, slice and the in-place write_slice along one axis, all through the copy_block kernel.
 
 use super::{fits_u32, same_device};
 use crate::backend::cpu::concat::AxisSpan;
@@ -83,4 +83,28 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor
     let out = Tensor::empty(&shape, x.device())?;
     launch_copy(x, s, &out, d, outer, len, inner)?;
     Ok(out)
+}
+
+/// Writes `src` into `dst` in place at `start` along `axis` (the KV cache's append: the rest
+/// of `dst` is not copied). `dst` must not be shared with another tensor.
+pub fn write_slice(dst: &mut Tensor, axis: usize, start: usize, src: &Tensor) -> Result<()> {
+    same_device("write_slice", dst, src)?;
+    let (ds, ss) = (dst.shape(), src.shape());
+    let fits = axis < ds.len() && ss.len() == ds.len() && (0..ds.len()).all(|i| i == axis || ds[i] == ss[i]);
+    if !fits || start + ss[axis] > ds[axis] {
+        return Err(Error::shape("write_slice", format!("{ss:?} at {start} on axis {axis} does not fit in {ds:?}")));
+    }
+    if dst.is_shared() {
+        return Err(Error::shape("write_slice", "the destination is shared with another tensor and cannot change in place"));
+    }
+    fits_u32("write_slice", dst.numel())?;
+    let len = ss[axis];
+    let (outer, inner) = outer_inner(ds, axis);
+    let (s, d) = (AxisSpan { dim: len, off: 0 }, AxisSpan { dim: ds[axis], off: start });
+    if let Some(v) = src.as_cpu() {
+        let out = dst.cpu_mut().ok_or_else(|| Error::shape("write_slice", "the destination is not writable"))?;
+        cpu::concat::copy_block(v, s, out, d, outer, len, inner);
+        return Ok(());
+    }
+    launch_copy(src, s, dst, d, outer, len, inner)
 }

@@ -16,7 +16,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
 
-pub use concat::{concat, slice};
+pub use concat::{concat, slice, write_slice};
 pub use adamw::{adamw, sum_squares, AdamWStep};
 pub use attention::{attention, attention_backward, AttnOptions};
 pub use cross_entropy::{cross_entropy, cross_entropy_backward, IGNORE};

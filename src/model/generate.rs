@@ -1,0 +1,218 @@
+//! Batched generation with the KV cache: one prefill over the left-padded prompts, then one
+//! decode step per token for the sequences still running. Each sequence continues its own
+//! M-RoPE positions (transformers' `rope_deltas`: the token after a prompt whose largest
+//! position is m sits at m + 1 on all three axes). Sampling runs on the host over the
+//! downloaded logits of the last position: greedy, or temperature then top-k then top-p (the
+//! order of transformers' logits processors), from one seeded generator.
+
+use super::config::ModelConfig;
+use super::forward::{decode_step, forward_cached, ForwardOptions, Keep};
+use super::inputs::ModelInputs;
+use super::kv_cache::KvCache;
+use super::params::ParamVars;
+use super::rope_index::rope_index;
+use crate::autograd::Var;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (the first one on ties, like torch's argmax).
+    Greedy,
+    /// `temperature` > 0; `top_k` 0 keeps every token; `top_p` in (0, 1], 1 keeps every token.
+    Sample { temperature: f32, top_p: f32, top_k: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// Tokens that end a sequence (EOS and any other stop id); the stop token is kept.
+    pub stop_ids: Vec<u32>,
+    /// Keep every step's logits (to check the cache against a full recompute).
+    pub keep_logits: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_new_tokens: 64, sampling: Sampling::Greedy, seed: 0, stop_ids: Vec::new(), keep_logits: false }
+    }
+}
+
+/// What one sequence produced.
+#[derive(Clone, Debug, Default)]
+pub struct Completion {
+    /// New tokens, the stop token included when one ended the sequence.
+    pub tokens: Vec<u32>,
+    /// log p(token) under the sampling distribution before truncation: log-softmax of
+    /// logits / temperature (temperature 1 for greedy). The RL loss's old log-probs.
+    pub logprobs: Vec<f32>,
+    /// Ended by a stop id (false: by the length limit).
+    pub stopped: bool,
+    /// Each step's logits [V], with `keep_logits`.
+    pub logits: Vec<Vec<f32>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub completions: Vec<Completion>,
+}
+
+impl Generation {
+    /// transformers' `sequences`: the prompt [B, T] followed by the new tokens, every row as
+    /// long as the longest and padded with `pad_id` after its end.
+    pub fn sequences(&self, prompt: &ModelInputs, pad_id: u32) -> (usize, Vec<u32>) {
+        let n = self.completions.iter().map(|c| c.tokens.len()).max().unwrap_or(0);
+        let width = prompt.seq + n;
+        let mut out = Vec::with_capacity(prompt.batch * width);
+        for (b, c) in self.completions.iter().enumerate() {
+            out.extend_from_slice(&prompt.ids[b * prompt.seq..(b + 1) * prompt.seq]);
+            out.extend_from_slice(&c.tokens);
+            out.extend(std::iter::repeat_n(pad_id, n - c.tokens.len()));
+        }
+        (width, out)
+    }
+}
+
+fn check(o: &GenerateOptions) -> Result<()> {
+    if let Sampling::Sample { temperature, top_p, .. } = o.sampling {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::input("temperature", format!("must be a finite number above 0 (use greedy for 0), got {temperature}")));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(Error::input("top_p", format!("must be in (0, 1], got {top_p}")));
+        }
+    }
+    Ok(())
+}
+
+/// Generates up to `max_new_tokens` for every sequence of `x`; `on_token(sequence, token)` is
+/// called as each token is chosen (streaming). Runs under no-grad whatever `pv` tracks.
+pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOptions, mut on_token: impl FnMut(usize, u32)) -> Result<Generation> {
+    check(o)?;
+    let capacity = x.seq + o.max_new_tokens.saturating_sub(1);
+    if capacity > c.text.max_position_embeddings {
+        return Err(Error::input(
+            "input_ids",
+            format!("{} prompt tokens + {} new ones exceed the model's context of {}", x.seq, o.max_new_tokens, c.text.max_position_embeddings),
+        ));
+    }
+    let mut completions = vec![Completion::default(); x.batch];
+    if o.max_new_tokens == 0 {
+        return Ok(Generation { completions });
+    }
+    let embed = pv.get("model.embed_tokens.weight")?;
+    let _no_grad = embed.tape().no_grad();
+    let mut cache = KvCache::new(&c.text, x.batch, capacity, embed.value().device())?;
+    let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size);
+    // The next position of each sequence: its prompt's largest position + 1.
+    let mut next: Vec<i64> = (0..x.batch)
+        .map(|b| (0..3).flat_map(|a| (0..x.seq).map(move |t| (a * x.batch + b) * x.seq + t)).map(|i| index.positions[i]).max().unwrap_or(-1) + 1)
+        .collect();
+    let mut rng = Rng::new(o.seed);
+    // Sequences still running, as indices into `completions`, in cache order.
+    let mut active: Vec<usize> = (0..x.batch).collect();
+    let mut logits = forward_cached(pv, c, x, &ForwardOptions { keep: Keep::Last, blind: None }, Some(&mut cache))?;
+    for step in 0..o.max_new_tokens {
+        let chosen = choose(&logits, &active, &mut completions, o, &mut rng)?;
+        let mut keep = Vec::with_capacity(active.len());
+        for (row, (&seq, &token)) in active.iter().zip(&chosen).enumerate() {
+            on_token(seq, token);
+            if o.stop_ids.contains(&token) {
+                completions[seq].stopped = true;
+            } else {
+                keep.push(row);
+            }
+        }
+        if keep.is_empty() || step + 1 == o.max_new_tokens {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.retain(&keep)?;
+        }
+        let ids: Vec<u32> = keep.iter().map(|&r| chosen[r]).collect();
+        active = keep.iter().map(|&r| active[r]).collect();
+        let mut positions = vec![0f32; 3 * active.len()];
+        for (i, &seq) in active.iter().enumerate() {
+            for a in 0..3 {
+                positions[a * active.len() + i] = next[seq] as f32;
+            }
+            next[seq] += 1;
+        }
+        logits = decode_step(pv, c, &ids, &positions, &mut cache)?;
+    }
+    Ok(Generation { completions })
+}
+
+/// Picks the next token of every active sequence from logits [active, V] and records it.
+fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &GenerateOptions, rng: &mut Rng) -> Result<Vec<u32>> {
+    let vocab = logits.shape()[1];
+    let host = logits.value().to_vec()?;
+    let mut chosen = Vec::with_capacity(active.len());
+    for (row, &seq) in active.iter().enumerate() {
+        let l = &host[row * vocab..(row + 1) * vocab];
+        if let Some(i) = l.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Numeric(format!("generation: logit {i} of sequence {seq} is {} at step {}", l[i], completions[seq].tokens.len())));
+        }
+        let temperature = match o.sampling {
+            Sampling::Greedy => 1.0,
+            Sampling::Sample { temperature, .. } => temperature,
+        };
+        let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
+        let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_z = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        let token = match o.sampling {
+            Sampling::Greedy => argmax(l),
+            Sampling::Sample { top_p, top_k, .. } => sample(&scaled, max, top_k, top_p, rng),
+        };
+        let c = &mut completions[seq];
+        c.tokens.push(token as u32);
+        c.logprobs.push((scaled[token] - log_z) as f32);
+        if o.keep_logits {
+            c.logits.push(l.to_vec());
+        }
+        chosen.push(token as u32);
+    }
+    Ok(chosen)
+}
+
+fn argmax(l: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in l.iter().enumerate() {
+        if v > l[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Top-k, then the smallest most-likely set whose probability reaches top_p, then a draw.
+fn sample(scaled: &[f64], max: f64, top_k: usize, top_p: f32, rng: &mut Rng) -> usize {
+    let mut order: Vec<usize> = (0..scaled.len()).collect();
+    // Descending by logit; ties by index so the order never depends on the sort.
+    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+    if top_k > 0 {
+        order.truncate(top_k);
+    }
+    let weights: Vec<f64> = order.iter().map(|&i| (scaled[i] - max).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut kept = 0;
+    let mut mass = 0.0;
+    while kept < weights.len() {
+        mass += weights[kept];
+        kept += 1;
+        if mass >= f64::from(top_p) * total {
+            break;
+        }
+    }
+    let u = f64::from(rng.uniform()) * mass;
+    let mut acc = 0.0;
+    for k in 0..kept {
+        acc += weights[k];
+        if u < acc {
+            return order[k];
+        }
+    }
+    order[kept - 1]
+}
