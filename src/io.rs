@@ -75,14 +75,32 @@ pub fn expect_shape(path: &Path, name: &str, got: &[usize], want: &[usize]) -> R
     if got == want { Ok(()) } else { Err(bad(path, format!("tensor `{name}` has shape {got:?}, expected {want:?}"))) }
 }
 
+/// The data of one array to write.
+pub enum Data<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+}
+
 /// Writes F32 arrays (name, shape, data) to `path` atomically.
 pub fn write_f32(path: &Path, arrays: &[(&str, Vec<usize>, &[f32])]) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = arrays.iter().map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let arrays: Vec<(&str, Vec<usize>, Data)> = arrays.iter().map(|(n, s, d)| (*n, s.clone(), Data::F32(d))).collect();
+    write_arrays(path, &arrays)
+}
+
+/// Writes F32 and I64 arrays (name, shape, data) to `path` atomically.
+pub fn write_arrays(path: &Path, arrays: &[(&str, Vec<usize>, Data)]) -> Result<()> {
+    let bytes: Vec<(Dtype, Vec<u8>)> = arrays
+        .iter()
+        .map(|(_, _, d)| match d {
+            Data::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Data::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        })
+        .collect();
     let views = arrays
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (name.to_string(), v)).map_err(|e| bad(path, format!("`{name}`: {e}")))
+        .map(|((name, shape, _), (dtype, b))| {
+            TensorView::new(*dtype, shape.clone(), b).map(|v| (name.to_string(), v)).map_err(|e| bad(path, format!("`{name}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     let out = safetensors::serialize(views, None).map_err(|e| bad(path, e.to_string()))?;

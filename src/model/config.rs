@@ -7,7 +7,8 @@
 //! the vision rope theta) take transformers' defaults.
 
 use crate::error::{Error, Result};
-use serde_json::{Map, Value};
+use super::json_fields::Fields;
+use serde_json::Value;
 use std::path::Path;
 
 /// The decoder (Qwen2) part.
@@ -71,82 +72,6 @@ pub struct ModelConfig {
     pub vision_end_token_id: u32,
 }
 
-/// Reads one JSON object's fields, naming `file` and the field's path in errors.
-struct Fields<'a> {
-    file: &'a str,
-    prefix: String,
-    map: &'a Map<String, Value>,
-}
-
-impl<'a> Fields<'a> {
-    fn err(&self, key: &str, what: &str) -> Error {
-        Error::Config { file: self.file.to_string(), field: format!("{}{key}", self.prefix), msg: what.to_string() }
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn object(&self, key: &str) -> Result<Fields<'a>> {
-        match self.get(key) {
-            Some(Value::Object(map)) => Ok(Fields { file: self.file, prefix: format!("{}{key}.", self.prefix), map }),
-            Some(_) => Err(self.err(key, "must be an object")),
-            None => Err(self.err(key, "is missing")),
-        }
-    }
-
-    fn usize(&self, key: &str) -> Result<usize> {
-        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
-        v.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(|| self.err(key, &format!("must be a non-negative integer, got {v}")))
-    }
-
-    fn positive(&self, key: &str) -> Result<usize> {
-        match self.usize(key)? {
-            0 => Err(self.err(key, "must be at least 1")),
-            n => Ok(n),
-        }
-    }
-
-    fn f64(&self, key: &str) -> Result<f64> {
-        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
-        v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| self.err(key, &format!("must be a number, got {v}")))
-    }
-
-    fn string(&self, key: &str) -> Result<String> {
-        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
-        v.as_str().map(str::to_string).ok_or_else(|| self.err(key, &format!("must be a string, got {v}")))
-    }
-
-    /// `hidden_act`, which must be "silu": the one activation `part` has in Qwen2.5-VL and the
-    /// only one pgpo implements.
-    fn silu(&self, part: &str) -> Result<String> {
-        let act = self.string("hidden_act")?;
-        if act != "silu" {
-            return Err(self.err("hidden_act", &format!("is {act:?}; Qwen2.5-VL's {part} uses \"silu\", the only activation pgpo implements")));
-        }
-        Ok(act)
-    }
-
-    fn usizes(&self, key: &str) -> Result<Vec<usize>> {
-        let v = self.get(key).ok_or_else(|| self.err(key, "is missing"))?;
-        let bad = || self.err(key, &format!("must be a list of non-negative integers, got {v}"));
-        v.as_array().ok_or_else(bad)?.iter().map(|x| x.as_u64().map(|x| x as usize).ok_or_else(bad)).collect()
-    }
-
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| self.err(key, &format!("must be true or false, got {v}"))),
-        }
-    }
-
-    fn token_or(&self, key: &str, default: u32) -> Result<u32> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| self.err(key, &format!("must be a token id, got {v}"))),
-        }
-    }
-}
 
 fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextConfig> {
     let c = TextConfig {
