@@ -1,4 +1,5 @@
-//! The pgpo command line: `info`, `check`, `bench`, `forward`, `advantages`, `policy-loss`.
+//! The pgpo command line: `info`, `check`, `bench`, `forward`, `generate`, `preprocess`,
+//! `advantages`, `policy-loss`.
 
 #[path = "pgpo/bench_cmd.rs"]
 mod bench_cmd;
@@ -6,6 +7,8 @@ mod bench_cmd;
 mod check_cmd;
 #[path = "pgpo/forward_cmd.rs"]
 mod forward_cmd;
+#[path = "pgpo/generate_cmd.rs"]
+mod generate_cmd;
 #[path = "pgpo/info_cmd.rs"]
 mod info_cmd;
 #[path = "pgpo/rl_cmds.rs"]
@@ -118,6 +121,61 @@ enum Command {
         #[arg(long)]
         labels: bool,
     },
+    /// Generate with a Qwen2.5-VL checkpoint. With --image/--prompt: answer a question about
+    /// an image (the checkpoint's tokenizer, template and image processor), streamed to
+    /// stdout. With --inputs/--out: the cross-check form over a batch as for `forward`,
+    /// writing sequences I64[B, T + N], padded with the pad id after a stop token.
+    Generate {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// PNG or JPEG.
+        #[arg(long, conflicts_with = "input")]
+        image: Option<std::path::PathBuf>,
+        #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+        prompt: Option<String>,
+        #[arg(long = "inputs", requires = "output")]
+        input: Option<std::path::PathBuf>,
+        #[arg(long = "out", requires = "input")]
+        output: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// The most likely token at each step (also when --temperature is 0, the default).
+        #[arg(long)]
+        greedy: bool,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// 0 keeps every token.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// A token id that also ends a sequence (repeat for several). With --inputs it
+        /// replaces the checkpoint's EOS ids.
+        #[arg(long = "stop-id")]
+        stop_ids: Vec<u32>,
+        /// The id written after a sequence ends (default: the checkpoint's pad token).
+        #[arg(long)]
+        pad_id: Option<u32>,
+        /// auto, cpu, wgpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+    },
+    /// transformers' processor output for one image and prompt (the cross-check form): OUT
+    /// gets input_ids I64[1, T] (one user turn with the image, templated, with the generation
+    /// prompt), pixel_values F32[N, patch_dim] and image_grid_thw I64[1, 3].
+    Preprocess {
+        /// Folder with tokenizer.json, the chat template and preprocessor_config.json.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long)]
+        image: std::path::PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long = "out")]
+        output: std::path::PathBuf,
+    },
     /// Time every kernel on every backend present: median ms, GFLOP/s or GB/s, % of peak.
     Bench {
         /// Backends to time: all, cpu, wgpu or cuda.
@@ -169,6 +227,30 @@ fn main() -> ExitCode {
                 }
                 true
             }),
+        Command::Generate {
+            model,
+            image,
+            prompt,
+            input,
+            output,
+            max_new_tokens,
+            greedy,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            stop_ids,
+            pad_id,
+            backend,
+        } => {
+            let s = generate_cmd::SamplingArgs { max_new_tokens, greedy, temperature, top_p, top_k, seed, stop_ids, pad_id };
+            Device::parse(&backend).and_then(|device| match (input, output, prompt) {
+                (Some(input), Some(output), _) => generate_cmd::batch(&model, &input, &output, &s, device),
+                (_, _, Some(prompt)) => generate_cmd::answer(&model, image.as_deref(), &prompt, &s, device),
+                _ => Err(pgpo::Error::input("prompt", "give --image and --prompt, or --inputs and --out")),
+            })
+        }
+        Command::Preprocess { model, image, prompt, output } => generate_cmd::preprocess(&model, &image, &prompt, &output),
         Command::Bench { backend, json, quick, filter } => bench_cmd::bench(&backend, json, quick, filter.as_deref()),
         Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {
             input: &input,

@@ -11,6 +11,7 @@ pub(crate) mod json_fields;
 pub mod image_processor;
 pub mod resample;
 pub mod chat;
+pub mod processor;
 pub mod kv_cache;
 pub mod generate;
 pub mod names;
