@@ -121,6 +121,8 @@ def model_workload(name):
     cfg._attn_implementation = "eager"
     model = Qwen2_5_VLForConditionalGeneration(cfg).float()
     b, t, grid = w["batch"], w["seq"], w["grid"]
+    if kind == "generate":
+        b, t, new_tokens = w["generate"]["batch"], w["generate"]["seq"], w["generate"]["new_tokens"]
     pads = grid[0] * grid[1] * grid[2] // 4
     row = []
     for i in range(t):
@@ -139,6 +141,20 @@ def model_workload(name):
     thw = torch.tensor([grid] * b)
     kw = dict(input_ids=ids, pixel_values=pixels, image_grid_thw=thw, mm_token_type_ids=(ids == c["image_token_id"]).long())
     label = f"{size} B{b} T{t} image [{grid[0]}, {grid[1]}, {grid[2]}]"
+    if kind == "generate":
+        model.eval()
+        label = f"{size} B{b} prompt {t} + {new_tokens} new, image [{grid[0]}, {grid[1]}, {grid[2]}], greedy"
+        kw["attention_mask"] = torch.ones_like(ids)
+
+        def run():
+            # Greedy with the KV cache; min = max new tokens so no row stops early (pgpo's
+            # bench row has no stop ids either).
+            with torch.no_grad():
+                model.model.rope_deltas = None
+                model.generate(**kw, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                               eos_token_id=None, pad_token_id=0)
+
+        return "model generate", label, run
     if kind == "fwd":
         model.eval()
 
@@ -156,7 +172,8 @@ def model_workload(name):
 
 
 NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "attention_fwd", "attention_fwdbwd",
-         "model_fwd_tiny", "model_fwdbwd_tiny", "model_fwd_small", "model_fwdbwd_small"]
+         "model_fwd_tiny", "model_fwdbwd_tiny", "model_fwd_small", "model_fwdbwd_small",
+         "model_generate_tiny", "model_generate_small"]
 
 
 def child(name, quick, threads):

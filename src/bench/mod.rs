@@ -246,7 +246,7 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
     let mut rows = Vec::new();
     let wanted = |c: &Case| filter.is_none_or(|f| c.kernel.contains(f));
     // Model weights are only built when a model row is wanted.
-    let models = if filter.is_none_or(|f| "model fwd+bwd".contains(f)) { model::cases(dev, quick)? } else { Vec::new() };
+    let models = if filter.is_none_or(|f| ["model fwd+bwd", "model generate"].iter().any(|k| k.contains(f))) { model::cases(dev, quick)? } else { Vec::new() };
     // Likewise the kernel inputs (gigabytes at full size) when only model rows are wanted.
     let kernels = if filter.is_some_and(|f| f.starts_with("model")) { Vec::new() } else { cases(dev, quick)? };
     let all = kernels.into_iter().filter(wanted).chain(models.into_iter().filter(wanted));

@@ -1,12 +1,12 @@
-//! Model rows of `pgpo bench`: Qwen2.5-VL forward and forward+backward in tokens/s at the
-//! configurations of model_configs.json (the PyTorch peer script reads the same file and
+//! Model rows of `pgpo bench`: Qwen2.5-VL forward and forward+backward in tokens/s, and
+//! batched greedy generation in new tokens/s, at the configurations of model_configs.json (the PyTorch peer script reads the same file and
 //! builds the same batches). Weights are random; times do not depend on their values.
 
 use super::{Case, Work};
 use crate::autograd::Tape;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::model::{forward, lm_loss, ForwardOptions, ModelConfig, ModelInputs, ParamVars, Weights};
+use crate::model::{forward, generate, lm_loss, ForwardOptions, GenerateOptions, ModelConfig, ModelInputs, ParamVars, Weights};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use std::rc::Rc;
@@ -22,6 +22,8 @@ pub struct Workload {
     pub batch: usize,
     pub seq: usize,
     pub grid: [usize; 3],
+    /// Generation: (batch, prompt length, new tokens).
+    pub generate: (usize, usize, usize),
 }
 
 pub fn workloads() -> Result<Vec<Workload>> {
@@ -33,6 +35,8 @@ pub fn workloads() -> Result<Vec<Workload>> {
         let config_json = w["config"].to_string();
         let usize_of = |v: &serde_json::Value| v.as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("{name}: batch, seq and grid must be integers")));
         let g: Vec<usize> = w["grid"].as_array().ok_or_else(|| bad(format!("{name}: grid")))?.iter().map(usize_of).collect::<Result<_>>()?;
+        let gw = &w["generate"];
+        let generate = (usize_of(&gw["batch"])?, usize_of(&gw["seq"])?, usize_of(&gw["new_tokens"])?);
         out.push(Workload {
             name: name.to_string(),
             config: ModelConfig::parse(&config_json, &format!("model_configs.json ({name})"))?,
@@ -40,6 +44,7 @@ pub fn workloads() -> Result<Vec<Workload>> {
             batch: usize_of(&w["batch"])?,
             seq: usize_of(&w["seq"])?,
             grid: [g[0], g[1], g[2]],
+            generate,
         });
     }
     Ok(out)
@@ -49,12 +54,20 @@ impl Workload {
     /// Each sequence: 4 text tokens, <vision_start>, the image's pads, <vision_end>, text.
     /// Text ids follow (7 i + 3) mod 100 + 3 (the peer script builds the same).
     pub fn inputs(&self, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
+        self.batch_of(self.batch, self.seq, dev)
+    }
+
+    pub fn inputs_for_generation(&self, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
+        self.batch_of(self.generate.0, self.generate.1, dev)
+    }
+
+    fn batch_of(&self, batch: usize, seq: usize, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
         let c = &self.config;
         let m = c.vision.spatial_merge_size;
         let pads = self.grid.iter().product::<usize>() / (m * m);
-        let mut ids = Vec::with_capacity(self.batch * self.seq);
-        for _ in 0..self.batch {
-            for i in 0..self.seq {
+        let mut ids = Vec::with_capacity(batch * seq);
+        for _ in 0..batch {
+            for i in 0..seq {
                 ids.push(match i {
                     4 => c.vision_start_token_id,
                     _ if i > 4 && i <= 4 + pads => c.image_token_id,
@@ -64,11 +77,11 @@ impl Workload {
             }
         }
         let labels = ids.iter().map(|&x| i64::from(x)).collect();
-        let patches = self.batch * self.grid.iter().product::<usize>();
+        let patches = batch * self.grid.iter().product::<usize>();
         let pd = c.vision.patch_dim();
         let pixels = Tensor::from_vec(Rng::new(5).vec(patches * pd, -1.0, 1.0), &[patches, pd], dev)?;
-        let grids = vec![self.grid; self.batch];
-        Ok((ModelInputs::new(c, self.batch, self.seq, ids, None, Some(pixels), grids)?, labels))
+        let grids = vec![self.grid; batch];
+        Ok((ModelInputs::new(c, batch, seq, ids, None, Some(pixels), grids)?, labels))
     }
 }
 
@@ -95,6 +108,24 @@ pub fn cases(dev: &Device, quick: bool) -> Result<Vec<Case>> {
                 let logits = forward(&pv, &wt.config, &it, &ForwardOptions::default())?;
                 d.synchronize()?;
                 drop(logits);
+                Ok(())
+            }),
+        });
+        let (gb, gt, gn) = w.generate;
+        let prompts = Rc::new(w.batch_of(gb, gt, dev)?.0);
+        let (wt, d) = (weights.clone(), dev.clone());
+        out.push(Case {
+            kernel: "model generate",
+            shape: format!("{} B{gb} prompt {gt} + {gn} new, image {:?}, greedy", w.name, w.grid),
+            work: Work::Tokens((gb * gn) as f64),
+            run: Box::new(move || {
+                let tape = Tape::new();
+                let pv = ParamVars::frozen(&tape, &wt);
+                // No stop ids: every sequence generates all its tokens, as in the peer script.
+                let o = GenerateOptions { max_new_tokens: gn, ..Default::default() };
+                let g = generate(&pv, &wt.config, &prompts, &o, |_, _| {})?;
+                d.synchronize()?;
+                drop(g);
                 Ok(())
             }),
         });
