@@ -228,3 +228,20 @@ pub fn linear(x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
         None => Ok(y),
     }
 }
+
+/// The fused clipped policy loss of logits [N, V] (a scalar [1]) and its statistics; the
+/// backward scales the kernel's dlogits by the incoming gradient.
+pub fn policy_loss(logits: &Var, x: &k::TokenInputs, c: &k::LossConfig) -> Result<(Var, k::PolicyLoss)> {
+    let out = k::policy_loss(&logits.value, x, c)?;
+    let loss = Tensor::from_slice(&[out.loss as f32], &[1], logits.value.device())?;
+    let d = out.dlogits.clone();
+    let v = logits.tape.record(
+        loss,
+        &[logits],
+        Box::new(move |g| {
+            let s = g.to_vec()?[0];
+            Ok(vec![Some(if s == 1.0 { d.clone() } else { k::scale(&d, s)? })])
+        }),
+    );
+    Ok((v, out))
+}

@@ -11,6 +11,8 @@ mod forward_cmd;
 mod generate_cmd;
 #[path = "pgpo/info_cmd.rs"]
 mod info_cmd;
+#[path = "pgpo/train_cmd.rs"]
+mod train_cmd;
 #[path = "pgpo/rl_cmds.rs"]
 mod rl_cmds;
 
@@ -176,6 +178,27 @@ enum Command {
         #[arg(long = "out")]
         output: std::path::PathBuf,
     },
+    /// SFT warm-up then GRPO/DAPO/PGPO on the synthetic task (or JSONL data, or a published
+    /// checkpoint), from a TOML config (every field optional; see TrainConfig) with
+    /// `--set key=value` overrides, e.g. `--set rl.algo='"grpo"' --set rl.steps=10`.
+    Train {
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+    },
+    /// Held-out accuracy of a checkpoint: greedy, and avg@k at temperature 1.0 (the paper's
+    /// measure). The held-out split and answer length come from the config, as for train.
+    Eval {
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+    },
     /// Time every kernel on every backend present: median ms, GFLOP/s or GB/s, % of peak.
     Bench {
         /// Backends to time: all, cpu, wgpu or cuda.
@@ -250,6 +273,8 @@ fn main() -> ExitCode {
                 _ => Err(pgpo::Error::input("prompt", "give --image and --prompt, or --inputs and --out")),
             })
         }
+        Command::Eval { checkpoint, k, config, overrides } => train_cmd::eval(&checkpoint, k, config.as_deref(), &overrides),
+        Command::Train { config, overrides } => train_cmd::train(config.as_deref(), &overrides),
         Command::Preprocess { model, image, prompt, output } => generate_cmd::preprocess(&model, &image, &prompt, &output),
         Command::Bench { backend, json, quick, filter } => bench_cmd::bench(&backend, json, quick, filter.as_deref()),
         Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {

@@ -127,6 +127,12 @@ impl Chat {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Tokenizes `text` with each token's byte range in it.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| Error::input("text", format!("does not tokenize: {e}")))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
     /// Text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer.decode(ids, true).map_err(|e| Error::input("tokens", format!("do not decode: {e}")))

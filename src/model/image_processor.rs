@@ -139,6 +139,7 @@ impl ImageProcessorConfig {
 }
 
 /// A decoded image: 8-bit RGB, row-major.
+#[derive(Clone, Debug)]
 pub struct RgbImage {
     pub width: usize,
     pub height: usize,

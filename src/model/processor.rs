@@ -23,6 +23,7 @@ pub struct Processor {
 }
 
 /// One prompt: ids [T], patches [N, patch_dim] and one grid per image.
+#[derive(Clone, Debug)]
 pub struct Prompt {
     pub ids: Vec<u32>,
     pub pixels: Vec<f32>,

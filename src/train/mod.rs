@@ -1,5 +1,19 @@
-//! Training: the optimizer (more of the trainer lands here).
+//! Training: the synthetic task and the tiny model, data and batches, the SFT warm-up, the RL
+//! step (GRPO, DAPO, PGPO), the optimizer, metrics, checkpoints and the run loop.
 
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod metrics;
 pub mod optimizer;
+pub mod progress;
+pub mod rl_step;
+pub mod run;
+pub mod synthetic;
+pub mod tiny;
+pub mod trainer;
 
+pub use config::TrainConfig;
 pub use optimizer::AdamW;
+pub use run::{run, Event, Summary};

@@ -40,6 +40,16 @@ impl AdamW {
         Ok(AdamW { config, step: 0, m: params.iter().map(zeros).collect::<Result<_>>()?, v: params.iter().map(zeros).collect::<Result<_>>()? })
     }
 
+    /// The first and second moments, in parameter order (for checkpoints).
+    pub fn moments(&self) -> (&[Tensor], &[Tensor]) {
+        (&self.m, &self.v)
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u32 {
+        self.step
+    }
+
     /// Global L2 norm of the gradients.
     pub fn grad_norm(grads: &[&Tensor]) -> Result<f64> {
         let mut total = 0.0;

@@ -1,0 +1,283 @@
+//! The trainer's TOML configuration. Every field has a documented default (the default run:
+//! the tiny model on the synthetic task on a laptop CPU); the paper's values for real
+//! checkpoints are given beside each RL field. Unknown keys, wrong types and out-of-range
+//! values are errors that name the field.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Run name: output goes to `<out_dir>/<name>/`.
+    pub name: String,
+    pub out_dir: PathBuf,
+    /// Seed of everything random (init, data order, sampling).
+    pub seed: u64,
+    /// auto, cpu, wgpu or cuda.
+    pub backend: String,
+    /// Start from this checkpoint folder (a published Qwen2.5-VL with its tokenizer) instead
+    /// of a fresh tiny model.
+    pub model: Option<PathBuf>,
+    pub tiny: TinyConfig,
+    pub data: DataConfig,
+    pub sft: SftConfig,
+    pub rl: RlConfig,
+    pub checkpoint: CheckpointConfig,
+}
+
+/// The fresh model (ignored with `model`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TinyConfig {
+    /// Tokenizer vocabulary trained on the synthetic corpus.
+    pub vocab: usize,
+    pub hidden: usize,
+    pub layers: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// EasyR1-style JSONL ({"images": [path], "problem", "answer"}) instead of the synthetic task.
+    pub jsonl: Option<PathBuf>,
+    /// Seeds of the synthetic train and held-out splits (different seeds, different examples).
+    pub train_seed: u64,
+    pub eval_seed: u64,
+    /// Synthetic training examples generated (the data set cycles through them).
+    pub train_size: usize,
+    /// Held-out examples scored at each evaluation.
+    pub eval_size: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    /// Warm-up steps of cross-entropy on the response tokens (0 skips SFT).
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f32,
+    /// Also train the vision tower during SFT. Off by default for the fresh tiny model: the
+    /// template tokens' gradient otherwise drives its random features to a constant before
+    /// the answers teach it anything (RL always trains it, as the paper does).
+    pub train_vision: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RlConfig {
+    /// grpo, dapo or pgpo (dapo plus the token weights).
+    pub algo: String,
+    pub steps: usize,
+    /// Prompts drawn per step (paper: 384 rollout prompts).
+    pub prompts: usize,
+    /// Responses per prompt, G (paper: 5).
+    pub group: usize,
+    /// Sampling temperature (paper: 1.0) and nucleus (paper: 0.99); top_k 0 is off.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    /// Longest response (paper: 2048).
+    pub max_new_tokens: usize,
+    /// AdamW learning rate (paper: 1e-6, constant) and weight decay; gradient clipping norm.
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub max_grad_norm: f32,
+    /// Responses per optimizer step (paper: update batch 128) and passes over a rollout batch.
+    pub mini_batch: usize,
+    pub epochs: usize,
+    /// PPO clip range [1 - clip_low, 1 + clip_high] (paper: 0.2 / 0.28) and dual clip (3.0).
+    pub clip_low: f32,
+    pub clip_high: f32,
+    pub dual_clip: f32,
+    /// token-mean (DAPO, paper), seq-mean-token-mean (GRPO) or constant (Dr. GRPO: the sum
+    /// divided by mini_batch x max_new_tokens).
+    pub loss_agg: String,
+    /// token (PPO ratio per token) or sequence (GSPO: the length-normalised sequence ratio).
+    pub importance: String,
+    /// DAPO dynamic sampling: drop groups whose mean score is 0 or 1 (dapo and pgpo).
+    pub dynamic_sampling: bool,
+    /// What dynamic sampling looks at: reward (paper) or accuracy.
+    pub filter_key: String,
+    /// Reward weights: R = accuracy_weight * accuracy + format_weight * format (paper 0.9 / 0.1).
+    pub accuracy_weight: f32,
+    pub format_weight: f32,
+    /// PGPO: threshold tau in [0, 1] (paper 0.4), boost beta (2.0), eps (1e-8).
+    pub tau: f32,
+    pub beta: f32,
+    pub eps: f32,
+    /// paper, quantile, floor or no-norm; `floor` is the floor variant's value (0.1).
+    pub variant: String,
+    pub floor: f32,
+    /// What drives the weights: k3 (the paper's sampled-token estimate) or kl (exact).
+    pub tvd: String,
+    /// Clamp of d = logp_blind - logp_clean in k3 (ours: 20).
+    pub d_clamp: f32,
+    /// Also hide <|vision_start|>/<|vision_end|> in the blind pass (ours: false).
+    pub hide_markers: bool,
+    /// Evaluate every this many RL steps (0: only at the end).
+    pub eval_every: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every this many steps of each phase (0: only at the end of each phase).
+    pub every: usize,
+    /// Checkpoints kept (the oldest are removed).
+    pub keep: usize,
+    /// Stop after this many non-finite steps in a row.
+    pub max_bad_steps: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            name: "pgpo-tiny".into(),
+            out_dir: "runs".into(),
+            seed: 1,
+            backend: "cpu".into(),
+            model: None,
+            tiny: TinyConfig::default(),
+            data: DataConfig::default(),
+            sft: SftConfig::default(),
+            rl: RlConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+        }
+    }
+}
+
+impl Default for TinyConfig {
+    fn default() -> Self {
+        TinyConfig { vocab: 320, hidden: 128, layers: 4 }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { jsonl: None, train_seed: 11, eval_seed: 12, train_size: 20_000, eval_size: 200 }
+    }
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        SftConfig { steps: 400, batch: 32, lr: 2e-3, train_vision: false }
+    }
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        RlConfig {
+            algo: "pgpo".into(),
+            steps: 80,
+            prompts: 16,
+            group: 8,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 24,
+            lr: 3e-4,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            mini_batch: 64,
+            epochs: 1,
+            clip_low: 0.2,
+            clip_high: 0.28,
+            dual_clip: 3.0,
+            loss_agg: "token-mean".into(),
+            importance: "token".into(),
+            dynamic_sampling: true,
+            filter_key: "reward".into(),
+            accuracy_weight: 0.9,
+            format_weight: 0.1,
+            tau: 0.4,
+            beta: 2.0,
+            eps: 1e-8,
+            variant: "paper".into(),
+            floor: 0.1,
+            tvd: "k3".into(),
+            d_clamp: 20.0,
+            hide_markers: false,
+            eval_every: 20,
+        }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { every: 100, keep: 3, max_bad_steps: 5 }
+    }
+}
+
+fn bad(file: &str, field: &str, msg: impl Into<String>) -> Error {
+    Error::Config { file: file.to_string(), field: field.to_string(), msg: msg.into() }
+}
+
+impl TrainConfig {
+    pub fn parse(text: &str, file: &str) -> Result<TrainConfig> {
+        let c: TrainConfig = toml::from_str(text).map_err(|e| bad(file, "", format!("is not a valid trainer config: {}", e.to_string().trim())))?;
+        c.validate(file)?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&path.display().to_string(), "", format!("cannot be read: {e}")))?;
+        TrainConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Ranges and choices; `file` names where the values came from.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let r = &self.rl;
+        let positive = |field: &str, v: f32| if v.is_finite() && v > 0.0 { Ok(()) } else { Err(bad(file, field, format!("must be above 0, got {v}"))) };
+        positive("sft.lr", self.sft.lr)?;
+        positive("rl.lr", r.lr)?;
+        positive("rl.temperature", r.temperature)?;
+        positive("rl.max_grad_norm", r.max_grad_norm)?;
+        positive("rl.eps", r.eps)?;
+        let unit = |field: &str, v: f32| if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(bad(file, field, format!("must be in [0, 1], got {v}"))) };
+        unit("rl.tau", r.tau)?;
+        unit("rl.floor", r.floor)?;
+        unit("rl.clip_low", r.clip_low)?;
+        if !(r.top_p > 0.0 && r.top_p <= 1.0) {
+            return Err(bad(file, "rl.top_p", format!("must be in (0, 1], got {}", r.top_p)));
+        }
+        for (field, v) in [("rl.beta", r.beta), ("rl.clip_high", r.clip_high), ("rl.weight_decay", r.weight_decay), ("rl.accuracy_weight", r.accuracy_weight), ("rl.format_weight", r.format_weight)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(file, field, format!("must be 0 or more, got {v}")));
+            }
+        }
+        if r.dual_clip != 0.0 && r.dual_clip <= 1.0 {
+            return Err(bad(file, "rl.dual_clip", format!("must be 0 (off) or above 1, got {}", r.dual_clip)));
+        }
+        if r.group < 2 {
+            return Err(bad(file, "rl.group", format!("G must be at least 2 for a group method, got {}", r.group)));
+        }
+        let choice = |field: &str, v: &str, allowed: &[&str]| {
+            if allowed.contains(&v) { Ok(()) } else { Err(bad(file, field, format!("is {v:?}; choose one of {allowed:?}"))) }
+        };
+        choice("rl.algo", &r.algo, &["grpo", "dapo", "pgpo"])?;
+        choice("rl.loss_agg", &r.loss_agg, &["token-mean", "seq-mean-token-mean", "constant"])?;
+        choice("rl.importance", &r.importance, &["token", "sequence"])?;
+        choice("rl.filter_key", &r.filter_key, &["reward", "accuracy"])?;
+        choice("rl.variant", &r.variant, &["paper", "quantile", "floor", "no-norm"])?;
+        choice("rl.tvd", &r.tvd, &["k3", "kl"])?;
+        for (field, v) in [("rl.prompts", r.prompts), ("rl.max_new_tokens", r.max_new_tokens), ("rl.mini_batch", r.mini_batch), ("rl.epochs", r.epochs), ("sft.batch", self.sft.batch), ("data.eval_size", self.data.eval_size), ("data.train_size", self.data.train_size), ("checkpoint.keep", self.checkpoint.keep), ("checkpoint.max_bad_steps", self.checkpoint.max_bad_steps)] {
+            if v == 0 {
+                return Err(bad(file, field, "must be at least 1"));
+            }
+        }
+        if self.data.train_seed == self.data.eval_seed {
+            return Err(bad(file, "data.eval_seed", "must differ from data.train_seed, or the held-out split is the training data"));
+        }
+        if !(r.d_clamp > 0.0) {
+            return Err(bad(file, "rl.d_clamp", format!("must be above 0, got {}", r.d_clamp)));
+        }
+        Ok(())
+    }
+
+    /// The run's folder.
+    pub fn run_dir(&self) -> PathBuf {
+        self.out_dir.join(&self.name)
+    }
+}

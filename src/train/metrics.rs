@@ -1,0 +1,35 @@
+//! runs/NAME/metrics.jsonl: one JSON object per line, each with `phase` ("sft", "rl" or
+//! "eval") and `step`. Lines are flushed as written, so a crash loses at most the last one.
+
+use crate::error::Result;
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Metrics {
+    /// Appends to `path` (a resumed run continues the same file).
+    pub fn open(path: &Path) -> Result<Metrics> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| crate::io::bad(path, format!("cannot open: {e}")))?;
+        Ok(Metrics { path: path.to_path_buf(), file })
+    }
+
+    pub fn write(&mut self, phase: &str, step: usize, fields: &[(&str, f64)]) -> Result<()> {
+        let mut row = Map::new();
+        row.insert("phase".into(), Value::from(phase));
+        row.insert("step".into(), Value::from(step));
+        for (k, v) in fields {
+            // JSON has no NaN: a non-finite value is written as null.
+            row.insert((*k).into(), serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number));
+        }
+        writeln!(self.file, "{}", Value::Object(row)).and_then(|()| self.file.flush()).map_err(|e| crate::io::bad(&self.path, format!("cannot write: {e}")))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,196 @@
+//! The trainer's state and its non-RL steps: building the model (fresh tiny model or a
+//! published checkpoint), the data (synthetic, made on demand by index, or JSONL), the SFT
+//! warm-up step, applying gradients with AdamW (a non-finite step is skipped and counted,
+//! never applied), evaluation (greedy accuracy and avg@k), and checkpoints.
+
+use super::batch::{self, Item};
+use super::config::TrainConfig;
+use super::data::{self, Source};
+use super::metrics::Metrics;
+use super::optimizer::{AdamW, AdamWConfig};
+use super::{checkpoint, tiny};
+use crate::autograd::{ops as ag, Grads, Tape};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::model::processor::Processor;
+use crate::model::{forward, generate, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling, Weights};
+use crate::rl::rewards::{reward, RewardConfig};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use std::path::{Path, PathBuf};
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    pub weights: Weights,
+    pub processor: Processor,
+    /// Where the processor files come from (copied into every checkpoint).
+    pub model_dir: PathBuf,
+    pub source: Source,
+    pub eval_items: Vec<Item>,
+    /// The next training example's index (the data position).
+    pub cursor: usize,
+    pub rng: Rng,
+    pub opt: AdamW,
+    pub run_dir: PathBuf,
+    pub metrics: Metrics,
+    /// Non-finite steps in a row.
+    pub bad_steps: usize,
+}
+
+/// What one step reports.
+#[derive(Clone, Debug, Default)]
+pub struct StepStats {
+    pub fields: Vec<(&'static str, f64)>,
+    pub applied: bool,
+}
+
+impl StepStats {
+    pub fn get(&self, key: &str) -> f64 {
+        self.fields.iter().find(|(k, _)| *k == key).map_or(f64::NAN, |(_, v)| *v)
+    }
+}
+
+impl Trainer {
+    /// Sets up the run folder, the model (fresh or loaded) and the data.
+    pub fn new(cfg: TrainConfig) -> Result<Trainer> {
+        cfg.validate("the trainer config")?;
+        let device = Device::parse(&cfg.backend)?;
+        let run_dir = cfg.run_dir();
+        std::fs::create_dir_all(&run_dir).map_err(|e| crate::io::bad(&run_dir, format!("cannot create: {e}")))?;
+        let (weights, model_dir) = match &cfg.model {
+            Some(dir) => (Weights::load(dir, &device)?, dir.clone()),
+            None => {
+                let dir = run_dir.join("init");
+                (tiny::create(&dir, cfg.tiny.vocab, cfg.tiny.hidden, cfg.tiny.layers, cfg.seed, &device)?, dir)
+            }
+        };
+        let processor = Processor::load(&model_dir, Some(&weights.config))?;
+        let source = data::Source::new(&cfg.data)?;
+        let eval_items = source.eval_items(&processor)?;
+        let opt = AdamW::new(weights.tensors(), AdamWConfig { lr: cfg.sft.lr, max_grad_norm: Some(cfg.rl.max_grad_norm), ..Default::default() })?;
+        let metrics = Metrics::open(&run_dir.join("metrics.jsonl"))?;
+        let rng = Rng::new(cfg.seed ^ 0xA5A5);
+        Ok(Trainer { cfg, device, weights, processor, model_dir, source, eval_items, cursor: 0, rng, opt, run_dir, metrics, bad_steps: 0 })
+    }
+
+    /// The next `n` training items (cycling through the data).
+    pub fn next_items(&mut self, n: usize) -> Result<Vec<Item>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.source.train_item(&self.processor, self.cursor)?);
+            self.cursor += 1;
+        }
+        Ok(out)
+    }
+
+    /// AdamW on every parameter the loss reached (the rest get a zero gradient). A step
+    /// whose gradients are not finite is skipped and counted; after
+    /// `checkpoint.max_bad_steps` in a row the run stops with an error naming the step and
+    /// the first non-finite tensor. Returns the gradient norm and whether the step applied.
+    pub fn apply(&mut self, pv: &ParamVars, grads: &Grads, lr: f32, step: usize) -> Result<(f64, bool)> {
+        let by_name: std::collections::HashMap<String, Tensor> = pv.gradients(grads).into_iter().collect();
+        let mut list = Vec::with_capacity(self.weights.names().len());
+        for (name, p) in self.weights.names().iter().zip(self.weights.tensors()) {
+            list.push(match by_name.get(name) {
+                Some(g) => g.clone(),
+                None => Tensor::zeros(p.shape(), p.device())?,
+            });
+        }
+        let refs: Vec<&Tensor> = list.iter().collect();
+        let norm = AdamW::grad_norm(&refs)?;
+        if !norm.is_finite() {
+            self.bad_steps += 1;
+            if self.bad_steps >= self.cfg.checkpoint.max_bad_steps {
+                let first = self.weights.names().iter().zip(&list).find(|(_, g)| crate::ops::sum_squares(g).map_or(true, |s| !s.is_finite())).map(|(n, _)| n.clone()).unwrap_or_default();
+                return Err(Error::Numeric(format!("step {step}: {} non-finite steps in a row; the first non-finite gradient is `{first}`", self.bad_steps)));
+            }
+            return Ok((norm, false));
+        }
+        self.bad_steps = 0;
+        self.opt.config.lr = lr;
+        let (new, norm) = self.opt.step(self.weights.tensors(), &refs)?;
+        let names = self.weights.names().to_vec();
+        for (name, t) in names.iter().zip(new) {
+            self.weights.set(name, t)?;
+        }
+        Ok((norm, true))
+    }
+
+    /// One SFT step: mean cross-entropy of the target response tokens (stop token included).
+    pub fn sft_step(&mut self, step: usize) -> Result<StepStats> {
+        let items = self.next_items(self.cfg.sft.batch)?;
+        let prompts: Vec<_> = items.iter().map(|i| &i.prompt).collect();
+        let tails: Vec<&[u32]> = items.iter().map(|i| i.target.as_slice()).collect();
+        let packed = batch::pack(&self.weights.config, &prompts, &tails, self.processor.pad_id, &self.device)?;
+        let rows = batch::predicting_rows(&packed.tail_positions);
+        let targets: Vec<u32> = tails.iter().flat_map(|t| t.iter().copied()).collect();
+        let tape = Tape::new();
+        let vision = self.cfg.sft.train_vision;
+        let pv = ParamVars::new(&tape, &self.weights, |n| vision || !n.starts_with("visual."));
+        let logits = forward(&pv, &self.weights.config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
+        let loss = ag::cross_entropy_mean(&logits, &targets)?;
+        let value = f64::from(loss.value().to_vec()?[0]);
+        let grads = if value.is_finite() { Some(tape.backward(&loss)?) } else { None };
+        let (norm, applied) = match grads {
+            Some(g) => self.apply(&pv, &g, self.cfg.sft.lr, step)?,
+            None => {
+                self.bad_steps += 1;
+                if self.bad_steps >= self.cfg.checkpoint.max_bad_steps {
+                    return Err(Error::Numeric(format!("SFT step {step}: the loss is {value} for {} steps in a row", self.bad_steps)));
+                }
+                (f64::NAN, false)
+            }
+        };
+        Ok(StepStats { fields: vec![("loss", value), ("grad_norm", norm), ("skipped", if applied { 0.0 } else { 1.0 })], applied })
+    }
+
+    /// Reward of a response to `answer`.
+    pub fn reward(&self, text: &str, answer: &str) -> crate::rl::rewards::Reward {
+        reward(text, answer, &RewardConfig { accuracy_weight: self.cfg.rl.accuracy_weight, format_weight: self.cfg.rl.format_weight })
+    }
+
+    /// Held-out accuracy: greedy (one response each), or the mean over `k` samples at
+    /// temperature 1.0 (avg@k, as the paper reports).
+    pub fn evaluate(&mut self, k: usize, greedy: bool) -> Result<f64> {
+        let seed = self.rng.next_u64();
+        let rc = RewardConfig { accuracy_weight: self.cfg.rl.accuracy_weight, format_weight: self.cfg.rl.format_weight };
+        evaluate(&self.weights, &self.processor, &self.eval_items, &self.device, self.cfg.rl.max_new_tokens, k, greedy, seed, &rc)
+    }
+
+    /// Saves a checkpoint tagged `tag` with the trainer state.
+    pub fn save(&self, tag: &str, phase: &str, step: usize) -> Result<PathBuf> {
+        let state = serde_json::json!({
+            "phase": phase, "step": step, "cursor": self.cursor, "optimizer_steps": self.opt.steps(),
+            "config": self.cfg,
+        });
+        checkpoint::save(&self.run_dir, tag, &self.weights, Some(&self.opt), &self.model_dir, &state, self.cfg.checkpoint.keep)
+    }
+
+    pub fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+}
+
+/// Accuracy of `weights` on `items`: greedy, or the mean over `k` samples at temperature 1.0.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(weights: &Weights, p: &Processor, items: &[Item], device: &Device, max_new_tokens: usize, k: usize, greedy: bool, seed: u64, rc: &RewardConfig) -> Result<f64> {
+    let tape = Tape::new();
+    let pv = ParamVars::frozen(&tape, weights);
+    let (mut correct, mut total) = (0.0, 0.0);
+    let per = 64usize.div_ceil(k).max(1);
+    for (c_i, chunk) in items.chunks(per).enumerate() {
+        let prompts: Vec<_> = chunk.iter().flat_map(|i| std::iter::repeat_n(&i.prompt, k)).collect();
+        let empty: Vec<&[u32]> = vec![&[]; prompts.len()];
+        let packed = batch::pack(&weights.config, &prompts, &empty, p.pad_id, device)?;
+        let sampling = if greedy { Sampling::Greedy } else { Sampling::Sample { temperature: 1.0, top_p: 1.0, top_k: 0 } };
+        let o = GenerateOptions { max_new_tokens, sampling, seed: seed.wrapping_add(c_i as u64), stop_ids: p.stop_ids.clone(), keep_logits: false };
+        let g = generate(&pv, &weights.config, &packed.inputs, &o, |_, _| {})?;
+        for (j, c) in g.completions.iter().enumerate() {
+            let text = p.chat.decode(&c.tokens)?;
+            correct += f64::from(reward(&text, &chunk[j / k].answer, rc).accuracy);
+            total += 1.0;
+        }
+    }
+    Ok(if total > 0.0 { correct / total } else { 0.0 })
+}
