@@ -14,7 +14,10 @@ fn main() -> std::process::ExitCode {
         Ok(s) => {
             reporter.finish();
             println!("\nheld-out accuracy: fresh {:.1} %, after SFT {:.1} %, after RL {:.1} % (avg@{} {:.1} %)", s.init_accuracy * 100.0, s.sft_accuracy * 100.0, s.rl_accuracy * 100.0, s.avg_at_k.0, s.avg_at_k.1 * 100.0);
+            println!("TVD: answer tokens {:.4}, template tokens {:.4} (mean over 12 held-out responses)", s.tvd_report.grounded_mean, s.tvd_report.template_mean);
             println!("run folder:   {}", s.run_dir.display());
+            println!("TVD report:   {}", s.tvd_report.path.display());
+            println!("curves:       {}", s.plot.display());
             println!("metrics:      {}", s.metrics.display());
             for c in &s.checkpoints {
                 println!("checkpoint:   {}", c.display());

@@ -184,6 +184,24 @@ enum Command {
     Train {
         #[arg(long)]
         config: Option<std::path::PathBuf>,
+        /// Shorthand for --set backend=... (auto, cpu, wgpu or cuda).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Continue the run from its newest complete checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+    },
+    /// Each algorithm on the same budget and seeds (one shared SFT per seed), then a table
+    /// (markdown) and a chart (SVG) of held-out accuracy, TVD and gradient variance.
+    Compare {
+        #[arg(long, default_value = "grpo,dapo,pgpo")]
+        algos: String,
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
         #[arg(long = "set")]
         overrides: Vec<String>,
     },
@@ -274,7 +292,16 @@ fn main() -> ExitCode {
             })
         }
         Command::Eval { checkpoint, k, config, overrides } => train_cmd::eval(&checkpoint, k, config.as_deref(), &overrides),
-        Command::Train { config, overrides } => train_cmd::train(config.as_deref(), &overrides),
+        Command::Compare { algos, seeds, config, overrides } => train_cmd::compare(&algos, seeds, config.as_deref(), &overrides),
+        Command::Train { config, backend, resume, mut overrides } => {
+            if let Some(b) = backend {
+                overrides.push(format!("backend=\"{b}\""));
+            }
+            if resume {
+                overrides.push("resume=true".into());
+            }
+            train_cmd::train(config.as_deref(), &overrides)
+        }
         Command::Preprocess { model, image, prompt, output } => generate_cmd::preprocess(&model, &image, &prompt, &output),
         Command::Bench { backend, json, quick, filter } => bench_cmd::bench(&backend, json, quick, filter.as_deref()),
         Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {

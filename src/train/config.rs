@@ -20,6 +20,9 @@ pub struct TrainConfig {
     /// Start from this checkpoint folder (a published Qwen2.5-VL with its tokenizer) instead
     /// of a fresh tiny model.
     pub model: Option<PathBuf>,
+    /// Continue the run from its newest complete checkpoint (exactly: the same metrics as an
+    /// uninterrupted run with the same seed).
+    pub resume: bool,
     pub tiny: TinyConfig,
     pub data: DataConfig,
     pub sft: SftConfig,
@@ -118,6 +121,13 @@ pub struct RlConfig {
     pub hide_markers: bool,
     /// Evaluate every this many RL steps (0: only at the end).
     pub eval_every: usize,
+    /// Log the gradient-variance estimate (the mean over mini-batches of |g_i - mean g|^2 /
+    /// |mean g|^2; the paper claims PGPO lowers it). Costs a host copy of each gradient.
+    pub grad_variance: bool,
+    /// Train the vision tower too. The paper does (set true for real checkpoints); the tiny
+    /// default keeps its random features fixed, since Adam's normalised steps on their small,
+    /// noisy gradients wipe out the image information within a few dozen steps here.
+    pub train_vision: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -139,6 +149,7 @@ impl Default for TrainConfig {
             seed: 1,
             backend: "cpu".into(),
             model: None,
+            resume: false,
             tiny: TinyConfig::default(),
             data: DataConfig::default(),
             sft: SftConfig::default(),
@@ -162,7 +173,7 @@ impl Default for DataConfig {
 
 impl Default for SftConfig {
     fn default() -> Self {
-        SftConfig { steps: 400, batch: 32, lr: 2e-3, train_vision: false }
+        SftConfig { steps: 300, batch: 32, lr: 2e-3, train_vision: false }
     }
 }
 
@@ -170,14 +181,14 @@ impl Default for RlConfig {
     fn default() -> Self {
         RlConfig {
             algo: "pgpo".into(),
-            steps: 80,
-            prompts: 16,
+            steps: 100,
+            prompts: 24,
             group: 8,
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
             max_new_tokens: 24,
-            lr: 3e-4,
+            lr: 2e-4,
             weight_decay: 0.0,
             max_grad_norm: 1.0,
             mini_batch: 64,
@@ -199,14 +210,16 @@ impl Default for RlConfig {
             tvd: "k3".into(),
             d_clamp: 20.0,
             hide_markers: false,
-            eval_every: 20,
+            eval_every: 25,
+            train_vision: false,
+            grad_variance: true,
         }
     }
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { every: 100, keep: 3, max_bad_steps: 5 }
+        CheckpointConfig { every: 50, keep: 3, max_bad_steps: 5 }
     }
 }
 

@@ -9,13 +9,29 @@ use std::path::{Path, PathBuf};
 pub struct Metrics {
     path: PathBuf,
     file: std::fs::File,
+    lines: usize,
 }
 
 impl Metrics {
     /// Appends to `path` (a resumed run continues the same file).
     pub fn open(path: &Path) -> Result<Metrics> {
+        let lines = std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| crate::io::bad(path, format!("cannot open: {e}")))?;
-        Ok(Metrics { path: path.to_path_buf(), file })
+        Ok(Metrics { path: path.to_path_buf(), file, lines })
+    }
+
+    /// Keeps the first `n` lines (a resumed run drops what followed its checkpoint).
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let kept: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
+        crate::io::atomic(&self.path, |tmp| Ok(std::fs::write(tmp, &kept)?))?;
+        *self = Metrics::open(&self.path)?;
+        Ok(())
+    }
+
+    /// Lines written so far.
+    pub fn lines(&self) -> usize {
+        self.lines
     }
 
     pub fn write(&mut self, phase: &str, step: usize, fields: &[(&str, f64)]) -> Result<()> {
@@ -26,7 +42,9 @@ impl Metrics {
             // JSON has no NaN: a non-finite value is written as null.
             row.insert((*k).into(), serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number));
         }
-        writeln!(self.file, "{}", Value::Object(row)).and_then(|()| self.file.flush()).map_err(|e| crate::io::bad(&self.path, format!("cannot write: {e}")))
+        writeln!(self.file, "{}", Value::Object(row)).and_then(|()| self.file.flush()).map_err(|e| crate::io::bad(&self.path, format!("cannot write: {e}")))?;
+        self.lines += 1;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

@@ -3,11 +3,14 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod metrics;
 pub mod optimizer;
+pub mod plots;
 pub mod progress;
+pub mod report;
 pub mod rl_step;
 pub mod run;
 pub mod synthetic;

@@ -45,6 +45,16 @@ impl AdamW {
         (&self.m, &self.v)
     }
 
+    /// Puts back moments and the step count saved by a checkpoint.
+    pub fn restore(&mut self, m: Vec<Tensor>, v: Vec<Tensor>, step: u32) -> Result<()> {
+        let same = |a: &[Tensor], b: &[Tensor]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.shape() == y.shape());
+        if !same(&m, &self.m) || !same(&v, &self.v) {
+            return Err(Error::shape("adamw", "the saved optimizer moments do not match the parameters"));
+        }
+        (self.m, self.v, self.step) = (m, v, step);
+        Ok(())
+    }
+
     /// Steps taken.
     pub fn steps(&self) -> u32 {
         self.step

@@ -27,7 +27,7 @@ struct Rollout {
 }
 
 /// Per token of `tokens`, whether its text falls inside the last `\boxed{...}` of the response.
-fn grounded_tokens(t: &Trainer, tokens: &[u32]) -> Result<Vec<bool>> {
+pub(crate) fn grounded_tokens(t: &Trainer, tokens: &[u32]) -> Result<Vec<bool>> {
     let text = t.processor.chat.decode(tokens)?;
     let Some(open) = text.rfind("\\boxed{").map(|i| i + "\\boxed{".len()) else { return Ok(vec![false; tokens.len()]) };
     let close = text[open..].find('}').map_or(text.len(), |i| open + i);
@@ -150,6 +150,8 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         Some(here)
     }).collect();
     let (mut loss_sum, mut clip, mut entropy, mut norm, mut updates, mut applied) = (0.0, 0.0, 0.0, 0.0, 0.0, false);
+    // Each mini-batch's gradient, flattened, for the variance estimate.
+    let mut mb_grads: Vec<Vec<f32>> = Vec::new();
     for _ in 0..c.epochs {
         for mb in (0..b).collect::<Vec<_>>().chunks(c.mini_batch) {
             let mb_prompts: Vec<_> = mb.iter().map(|&r| kept_prompts[r]).collect();
@@ -166,7 +168,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                 agg => aggregation_weights(&ones, Some(&mb_seq), Aggregation::parse(agg).unwrap_or(Aggregation::TokenMean))?,
             };
             let tape = Tape::new();
-            let pv = ParamVars::trainable(&tape, &t.weights);
+            let pv = ParamVars::new(&tape, &t.weights, |n| c.train_vision || !n.starts_with("visual."));
             let logits = forward(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
             if c.importance == "sequence" {
                 // GSPO: every token's ratio is its response's length-normalised sequence
@@ -183,6 +185,13 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             let x = TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: None };
             let (loss, out) = ag::policy_loss(&logits, &x, &loss_cfg)?;
             let grads = tape.backward(&loss)?;
+            if c.grad_variance {
+                let mut flat = Vec::new();
+                for (_, g) in pv.gradients(&grads) {
+                    flat.extend(g.to_vec()?);
+                }
+                mb_grads.push(flat);
+            }
             let (gn, ok) = if out.loss.is_finite() { t.apply(&pv, &grads, c.lr, step)? } else { (f64::NAN, false) };
             applied |= ok;
             loss_sum += out.loss;
@@ -193,6 +202,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         }
     }
     fields.push(("time_update", clock.elapsed().as_secs_f64()));
+    fields.push(("grad_variance", gradient_variance(&mb_grads)));
     fields.extend([("loss", loss_sum / updates), ("clip_fraction", clip / updates), ("entropy", entropy / updates), ("grad_norm", norm / updates), ("skipped", if applied { 0.0 } else { 1.0 })]);
     Ok(StepStats { fields, applied })
 }
@@ -221,4 +231,17 @@ fn tvd_fields<'a>(fields: &mut Vec<(&'static str, f64)>, tvd: &[f32], tails: &[&
     let n = tvd.len().max(1) as f64;
     let mean = |s: f64, k: f64| if k > 0.0 { s / k } else { f64::NAN };
     fields.extend([("tvd_mean", sum / n), ("tvd_sparsity", low / n), ("tvd_grounded", mean(g_sum, g_n)), ("tvd_other", mean(o_sum, o_n))]);
+}
+
+/// The mean over mini-batches of |g_i - g_mean|^2 / |g_mean|^2 (NaN with fewer than two).
+fn gradient_variance(grads: &[Vec<f32>]) -> f64 {
+    let k = grads.len();
+    if k < 2 || grads.iter().any(|g| g.len() != grads[0].len()) {
+        return f64::NAN;
+    }
+    let n = grads[0].len();
+    let mean: Vec<f64> = (0..n).map(|j| grads.iter().map(|g| f64::from(g[j])).sum::<f64>() / k as f64).collect();
+    let norm2: f64 = mean.iter().map(|x| x * x).sum();
+    let spread: f64 = grads.iter().map(|g| g.iter().zip(&mean).map(|(&a, &m)| (f64::from(a) - m).powi(2)).sum::<f64>()).sum::<f64>() / k as f64;
+    if norm2 > 0.0 { spread / norm2 } else { f64::NAN }
 }

@@ -5,7 +5,7 @@
 use super::config::TrainConfig;
 use super::optimizer::{AdamW, AdamWConfig};
 use super::rl_step::rl_step;
-use super::trainer::{StepStats, Trainer};
+use super::trainer::{ResumePoint, StepStats, Trainer};
 use crate::error::Result;
 use std::path::PathBuf;
 
@@ -16,6 +16,8 @@ pub enum Event<'a> {
     /// Held-out accuracy (`what`: "init", "sft", "rl", or "avg@k").
     Eval { what: String, accuracy: f64 },
     Checkpoint(PathBuf),
+    /// The run continues from a checkpoint.
+    Resumed { checkpoint: PathBuf, phase: String, step: usize },
     /// JSONL rows skipped while reading (line, reason).
     Skipped(&'a [(usize, String)]),
 }
@@ -28,74 +30,107 @@ pub struct Summary {
     pub sft_accuracy: f64,
     pub rl_accuracy: f64,
     pub avg_at_k: (usize, f64),
+    /// The TVD report and its mean TVD of answer tokens against template tokens.
+    pub tvd_report: super::report::TvdSummary,
+    /// curves.svg.
+    pub plot: PathBuf,
 }
 
-/// Samples per held-out prompt for the final avg@k (the paper reports avg@8).
+/// Samples per held-out prompt for the final avg@k (the paper reports avg@8; `pgpo eval --k`).
 pub const AVG_K: usize = 4;
 
 pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
-    let mut t = Trainer::new(cfg)?;
+    let (mut t, resumed) = if cfg.resume {
+        let (t, at) = Trainer::resume(cfg)?;
+        (t, Some(at))
+    } else {
+        (Trainer::new(cfg)?, None)
+    };
     if !t.source.skipped().is_empty() {
         on(Event::Skipped(t.source.skipped()));
     }
+    if let Some(at) = &resumed {
+        on(Event::Resumed { checkpoint: at.checkpoint.clone(), phase: at.phase.clone(), step: at.step });
+    }
+    let mut at = resumed.clone().unwrap_or_default();
     let mut checkpoints = Vec::new();
-    let mut global = 0usize;
     let eval = |t: &mut Trainer, what: &str, global: usize, on: &mut dyn FnMut(Event)| -> Result<f64> {
         let accuracy = t.evaluate(1, true)?;
         t.metrics.write("eval", global, &[("accuracy", accuracy)])?;
         on(Event::Eval { what: what.to_string(), accuracy });
         Ok(accuracy)
     };
-    let init_accuracy = eval(&mut t, "init", 0, on)?;
+    let mut save = |t: &Trainer, tag: String, at: &ResumePoint, on: &mut dyn FnMut(Event)| -> Result<()> {
+        let path = t.save(&tag, at)?;
+        on(Event::Checkpoint(path.clone()));
+        checkpoints.push(path);
+        Ok(())
+    };
+    if resumed.is_none() {
+        at.init_accuracy = eval(&mut t, "init", 0, on)?;
+        at.sft_accuracy = at.init_accuracy;
+    }
 
-    let sft = t.cfg.sft.clone();
-    on(Event::Phase { name: "sft", steps: sft.steps });
-    for step in 1..=sft.steps {
-        let stats = t.sft_step(step)?;
-        global += 1;
-        t.metrics.write("sft", global, &stats.fields)?;
-        on(Event::Step { phase: "sft", step, stats: &stats });
-        if t.cfg.checkpoint.every > 0 && step % t.cfg.checkpoint.every == 0 && step < sft.steps {
-            checkpoints.push(t.save(&format!("sft-{step:05}"), "sft", step)?);
-            on(Event::Checkpoint(checkpoints[checkpoints.len() - 1].clone()));
+    let (sft, rl) = (t.cfg.sft.clone(), t.cfg.rl.clone());
+    let every = t.cfg.checkpoint.every;
+    let in_rl = at.phase == "rl";
+    if !in_rl && (resumed.is_none() || at.step < sft.steps) {
+        on(Event::Phase { name: "sft", steps: sft.steps });
+        for step in at.step + 1..=sft.steps {
+            let stats = t.sft_step(step)?;
+            at.global += 1;
+            (at.phase, at.step) = ("sft".into(), step);
+            t.metrics.write("sft", at.global, &stats.fields)?;
+            on(Event::Step { phase: "sft", step, stats: &stats });
+            if every > 0 && step % every == 0 && step < sft.steps {
+                save(&t, format!("sft-{step:05}"), &at, on)?;
+            }
+        }
+        if sft.steps > 0 {
+            at.sft_accuracy = eval(&mut t, "sft", at.global, on)?;
+            (at.phase, at.step) = ("sft".into(), sft.steps);
+            save(&t, "sft-final".into(), &at, on)?;
         }
     }
-    let sft_accuracy = if sft.steps > 0 { eval(&mut t, "sft", global, on)? } else { init_accuracy };
-    if sft.steps > 0 {
-        checkpoints.push(t.save("sft-final", "sft", sft.steps)?);
-        on(Event::Checkpoint(checkpoints[checkpoints.len() - 1].clone()));
-    }
 
-    let rl = t.cfg.rl.clone();
-    t.opt = AdamW::new(t.weights.tensors(), AdamWConfig { lr: rl.lr, weight_decay: rl.weight_decay, max_grad_norm: Some(rl.max_grad_norm), ..Default::default() })?;
+    if !in_rl {
+        t.opt = AdamW::new(t.weights.tensors(), AdamWConfig { lr: rl.lr, weight_decay: rl.weight_decay, max_grad_norm: Some(rl.max_grad_norm), ..Default::default() })?;
+        at.step = 0;
+    }
     on(Event::Phase { name: "rl", steps: rl.steps });
-    for step in 1..=rl.steps {
+    for step in at.step + 1..=rl.steps {
         let stats = rl_step(&mut t, step)?;
-        global += 1;
-        t.metrics.write("rl", global, &stats.fields)?;
+        at.global += 1;
+        (at.phase, at.step) = ("rl".into(), step);
+        t.metrics.write("rl", at.global, &stats.fields)?;
         on(Event::Step { phase: "rl", step, stats: &stats });
         if rl.eval_every > 0 && step % rl.eval_every == 0 && step < rl.steps {
-            eval(&mut t, &format!("rl step {step}"), global, on)?;
+            eval(&mut t, &format!("rl step {step}"), at.global, on)?;
         }
-        if t.cfg.checkpoint.every > 0 && step % t.cfg.checkpoint.every == 0 && step < rl.steps {
-            checkpoints.push(t.save(&format!("rl-{step:05}"), "rl", step)?);
-            on(Event::Checkpoint(checkpoints[checkpoints.len() - 1].clone()));
+        if every > 0 && step % every == 0 && step < rl.steps {
+            save(&t, format!("rl-{step:05}"), &at, on)?;
         }
     }
-    let rl_accuracy = eval(&mut t, "rl", global, on)?;
+    let rl_accuracy = eval(&mut t, "rl", at.global, on)?;
     let avg = t.evaluate(AVG_K, false)?;
-    t.metrics.write("eval", global, &[(if AVG_K == 4 { "avg_at_4" } else { "avg_at_k" }, avg)])?;
+    t.metrics.write("eval", at.global, &[("avg_at_4", avg)])?;
     on(Event::Eval { what: format!("avg@{AVG_K} (temperature 1.0)"), accuracy: avg });
-    checkpoints.push(t.save("rl-final", "rl", rl.steps)?);
-    on(Event::Checkpoint(checkpoints[checkpoints.len() - 1].clone()));
+    (at.phase, at.step) = ("rl".into(), rl.steps);
+    save(&t, "rl-final".into(), &at, on)?;
     checkpoints.retain(|p| p.exists());
+    let run_dir = t.run_dir.clone();
+    let tvd_report = super::report::tvd_report(&mut t, &run_dir, 12)?;
+    let plot = run_dir.join("curves.svg");
+    super::plots::plot_run(t.metrics.path(), &plot)?;
     Ok(Summary {
-        run_dir: t.run_dir.clone(),
+        run_dir,
         metrics: t.metrics.path().to_path_buf(),
         checkpoints,
-        init_accuracy,
-        sft_accuracy,
+        init_accuracy: at.init_accuracy,
+        sft_accuracy: at.sft_accuracy,
         rl_accuracy,
         avg_at_k: (AVG_K, avg),
+        tvd_report,
+        plot,
     })
 }

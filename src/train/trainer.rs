@@ -38,6 +38,20 @@ pub struct Trainer {
     pub bad_steps: usize,
 }
 
+/// Where a run stands, as saved in trainer_state.json.
+#[derive(Clone, Debug, Default)]
+pub struct ResumePoint {
+    pub phase: String,
+    /// Steps done in `phase`.
+    pub step: usize,
+    /// Steps done in the whole run.
+    pub global: usize,
+    pub init_accuracy: f64,
+    pub sft_accuracy: f64,
+    /// The checkpoint it was read from.
+    pub checkpoint: PathBuf,
+}
+
 /// What one step reports.
 #[derive(Clone, Debug, Default)]
 pub struct StepStats {
@@ -72,6 +86,54 @@ impl Trainer {
         let metrics = Metrics::open(&run_dir.join("metrics.jsonl"))?;
         let rng = Rng::new(cfg.seed ^ 0xA5A5);
         Ok(Trainer { cfg, device, weights, processor, model_dir, source, eval_items, cursor: 0, rng, opt, run_dir, metrics, bad_steps: 0 })
+    }
+
+    /// Continues the run of `cfg` from its newest complete checkpoint: weights, optimizer,
+    /// RNG state, data position and metrics (lines written after the checkpoint are dropped).
+    pub fn resume(cfg: TrainConfig) -> Result<(Trainer, ResumePoint)> {
+        let root = cfg.run_dir().join("checkpoints");
+        let mut best: Option<(usize, PathBuf, serde_json::Value)> = None;
+        for e in std::fs::read_dir(&root).map_err(|e| crate::io::bad(&root, format!("has no checkpoint to resume from: {e}")))?.flatten() {
+            let dir = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue; // an interrupted write
+            }
+            let Ok(text) = std::fs::read_to_string(dir.join("trainer_state.json")) else { continue };
+            let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let global = state["global"].as_u64().unwrap_or(0) as usize;
+            if best.as_ref().is_none_or(|(g, _, _)| global > *g) {
+                best = Some((global, dir, state));
+            }
+        }
+        let (global, dir, state) = best.ok_or_else(|| crate::io::bad(&root, "has no complete checkpoint to resume from"))?;
+        let bad = |field: &str| Error::Config { file: dir.join("trainer_state.json").display().to_string(), field: field.into(), msg: "is missing or invalid".into() };
+        let mut t = Trainer::new(TrainConfig { model: Some(dir.clone()), ..cfg.clone() })?;
+        t.cfg = cfg;
+        // Later checkpoints copy the processor files from the fresh model or the given one.
+        let init = t.run_dir.join("init");
+        t.model_dir = t.cfg.model.clone().unwrap_or(init);
+        let f = crate::io::TensorFile::open(&dir.join("optimizer.safetensors"))?;
+        let (mut m, mut v) = (Vec::new(), Vec::new());
+        for (name, p) in t.weights.names().iter().zip(t.weights.tensors()) {
+            for (prefix, out) in [("m.", &mut m), ("v.", &mut v)] {
+                let (shape, data) = f.f32(&format!("{prefix}{name}"), p.rank())?;
+                out.push(Tensor::from_vec(data, &shape, &t.device)?);
+            }
+        }
+        t.opt.restore(m, v, state["optimizer_steps"].as_u64().ok_or_else(|| bad("optimizer_steps"))? as u32)?;
+        t.cursor = state["cursor"].as_u64().ok_or_else(|| bad("cursor"))? as usize;
+        t.rng = Rng::from_state(state["rng"].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| bad("rng"))?);
+        t.bad_steps = state["bad_steps"].as_u64().unwrap_or(0) as usize;
+        t.metrics.truncate(state["metrics_lines"].as_u64().ok_or_else(|| bad("metrics_lines"))? as usize)?;
+        let at = ResumePoint {
+            phase: state["phase"].as_str().ok_or_else(|| bad("phase"))?.to_string(),
+            step: state["step"].as_u64().ok_or_else(|| bad("step"))? as usize,
+            global,
+            init_accuracy: state["init_accuracy"].as_f64().unwrap_or(f64::NAN),
+            sft_accuracy: state["sft_accuracy"].as_f64().unwrap_or(f64::NAN),
+            checkpoint: dir,
+        };
+        Ok((t, at))
     }
 
     /// The next `n` training items (cycling through the data).
@@ -158,10 +220,15 @@ impl Trainer {
         evaluate(&self.weights, &self.processor, &self.eval_items, &self.device, self.cfg.rl.max_new_tokens, k, greedy, seed, &rc)
     }
 
-    /// Saves a checkpoint tagged `tag` with the trainer state.
-    pub fn save(&self, tag: &str, phase: &str, step: usize) -> Result<PathBuf> {
+    /// Saves a checkpoint tagged `tag` with the trainer state: everything a resumed run needs
+    /// to continue exactly (weights, optimizer moments, RNG state, data position, metrics
+    /// lines, and where in the run it stands).
+    pub fn save(&self, tag: &str, at: &ResumePoint) -> Result<PathBuf> {
         let state = serde_json::json!({
-            "phase": phase, "step": step, "cursor": self.cursor, "optimizer_steps": self.opt.steps(),
+            "phase": at.phase, "step": at.step, "global": at.global,
+            "init_accuracy": at.init_accuracy, "sft_accuracy": at.sft_accuracy,
+            "cursor": self.cursor, "rng": self.rng.state().to_string(), "optimizer_steps": self.opt.steps(),
+            "bad_steps": self.bad_steps, "metrics_lines": self.metrics.lines(),
             "config": self.cfg,
         });
         checkpoint::save(&self.run_dir, tag, &self.weights, Some(&self.opt), &self.model_dir, &state, self.cfg.checkpoint.keep)

@@ -42,7 +42,10 @@ pub fn train(config: Option<&Path>, overrides: &[String]) -> Result<bool> {
         s.avg_at_k.0,
         s.avg_at_k.1 * 100.0
     );
+    println!("TVD: answer tokens {:.4}, template tokens {:.4}", s.tvd_report.grounded_mean, s.tvd_report.template_mean);
     println!("metrics: {}", s.metrics.display());
+    println!("TVD report: {}", s.tvd_report.path.display());
+    println!("curves: {}", s.plot.display());
     for c in &s.checkpoints {
         println!("checkpoint: {}", c.display());
     }
@@ -65,5 +68,23 @@ pub fn eval(checkpoint: &Path, k: usize, config: Option<&Path>, overrides: &[Str
     let greedy = evaluate(&w, &p, &items, &device, cfg.rl.max_new_tokens, 1, true, cfg.seed, &rc)?;
     let avg = evaluate(&w, &p, &items, &device, cfg.rl.max_new_tokens, k, false, cfg.seed, &rc)?;
     println!("{}: {} held-out prompts, greedy accuracy {:.1} %, avg@{k} (temperature 1.0) {:.1} %", checkpoint.display(), items.len(), greedy * 100.0, avg * 100.0);
+    Ok(true)
+}
+
+/// `pgpo compare`: each algorithm on the same budget and seeds.
+pub fn compare(algos: &str, seeds: usize, config: Option<&Path>, overrides: &[String]) -> Result<bool> {
+    let cfg = load(config, overrides)?;
+    let algos: Vec<String> = algos.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let mut reporter = Reporter::default();
+    let result = pgpo::train::compare::compare(&cfg, &algos, seeds, &mut |label, e| {
+        if let pgpo::train::Event::Phase { name, steps } = e {
+            eprintln!("{label}: {name} ({steps} steps)");
+        }
+        reporter.on(e)
+    });
+    reporter.finish();
+    let c = result?;
+    print!("{}", std::fs::read_to_string(&c.markdown).unwrap_or_default());
+    println!("\nwrote {} and {}", c.markdown.display(), c.plot.display());
     Ok(true)
 }
