@@ -57,10 +57,6 @@ impl Workload {
         self.batch_of(self.batch, self.seq, dev)
     }
 
-    pub fn inputs_for_generation(&self, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
-        self.batch_of(self.generate.0, self.generate.1, dev)
-    }
-
     fn batch_of(&self, batch: usize, seq: usize, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
         let c = &self.config;
         let m = c.vision.spatial_merge_size;

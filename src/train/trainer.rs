@@ -17,7 +17,7 @@ use crate::model::{forward, generate, ForwardOptions, GenerateOptions, Keep, Par
 use crate::rl::rewards::{reward, RewardConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct Trainer {
     pub cfg: TrainConfig,
@@ -232,10 +232,6 @@ impl Trainer {
             "config": self.cfg,
         });
         checkpoint::save(&self.run_dir, tag, &self.weights, Some(&self.opt), &self.model_dir, &state, self.cfg.checkpoint.keep)
-    }
-
-    pub fn model_dir(&self) -> &Path {
-        &self.model_dir
     }
 }
 
