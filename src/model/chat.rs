@@ -42,14 +42,6 @@ fn template_field(v: &Value, path: &Path) -> Result<String> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Option<serde_json::Map<String, Value>>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(json_fields::object(&text, &path.display().to_string())?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(config_err(path, format!("cannot be read: {e}"))),
-    }
-}
-
 impl Chat {
     pub fn load(dir: &Path) -> Result<Chat> {
         let tok_path = dir.join("tokenizer.json");
@@ -58,7 +50,7 @@ impl Chat {
         }
         let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| config_err(&tok_path, format!("is not a valid tokenizer: {e}")))?;
         let tc_path = dir.join("tokenizer_config.json");
-        let tc = read_json(&tc_path)?.unwrap_or_default();
+        let tc = json_fields::read_object(&tc_path)?.unwrap_or_default();
         let mut specials = serde_json::Map::new();
         for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
             match tc.get(key) {
@@ -77,7 +69,7 @@ impl Chat {
         let ct_path = dir.join("chat_template.json");
         let (template, template_source) = if jinja.exists() {
             (std::fs::read_to_string(&jinja).map_err(|e| config_err(&jinja, format!("cannot be read: {e}")))?, jinja.display().to_string())
-        } else if let Some(ct) = read_json(&ct_path)? {
+        } else if let Some(ct) = json_fields::read_object(&ct_path)? {
             let v = ct.get("chat_template").ok_or_else(|| Error::Config { file: ct_path.display().to_string(), field: "chat_template".into(), msg: "is missing".into() })?;
             (template_field(v, &ct_path)?, ct_path.display().to_string())
         } else if let Some(v) = tc.get("chat_template") {

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
+use std::path::Path;
 
 /// Parses `text` as a JSON object, or an error naming `file`.
 pub(crate) fn object(text: &str, file: &str) -> Result<Map<String, Value>> {
@@ -20,6 +21,16 @@ pub(crate) struct Fields<'a> {
     pub file: &'a str,
     pub prefix: String,
     pub map: &'a Map<String, Value>,
+}
+
+/// The JSON object in the file at `path`, or None when there is no such file.
+pub(crate) fn read_object(path: &Path) -> Result<Option<Map<String, Value>>> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(object(&text, &file)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Config { file, field: String::new(), msg: format!("cannot be read: {e}") }),
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -88,6 +99,17 @@ impl<'a> Fields<'a> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| self.err(key, &format!("must be a token id, got {v}"))),
+        }
+    }
+
+    /// A token id or a list of them (`eos_token_id` may be either); None when absent.
+    pub fn ids(&self, key: &str) -> Result<Option<Vec<u32>>> {
+        let bad = || self.err(key, "must be a token id or a list of token ids");
+        let id = |v: &Value| v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad);
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items.iter().map(id).collect::<Result<Vec<_>>>().map(Some),
+            Some(v) => Ok(Some(vec![id(v)?])),
         }
     }
 

@@ -6,7 +6,7 @@ use super::chat::{Chat, IMAGE_PAD};
 use super::config::ModelConfig;
 use super::image_processor::{preprocess, ImageProcessorConfig, RgbImage};
 use super::inputs::ModelInputs;
-use super::json_fields::Fields;
+use super::json_fields::{read_object, Fields};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -30,33 +30,23 @@ pub struct Prompt {
     pub grids: Vec<[usize; 3]>,
 }
 
-/// `eos_token_id` / `pad_token_id` of a JSON file: an id or a list of ids.
-fn ids_field(path: &Path, key: &str) -> Result<Option<Vec<u32>>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Config { file: path.display().to_string(), field: String::new(), msg: format!("cannot be read: {e}") }),
-    };
-    let file = path.display().to_string();
-    let map = super::json_fields::object(&text, &file)?;
-    let f = Fields { file: &file, prefix: String::new(), map: &map };
-    let bad = || f.err(key, "must be a token id or a list of token ids");
-    let id = |v: &Value| v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad);
-    match f.get(key) {
-        None => Ok(None),
-        Some(Value::Array(items)) => items.iter().map(id).collect::<Result<Vec<_>>>().map(Some),
-        Some(v) => Ok(Some(vec![id(v)?])),
-    }
-}
-
 /// (stop ids, pad id): generation_config.json's eos_token_id and pad_token_id, else
 /// config.json's (top level or text_config), else the tokenizer's eos and pad tokens.
 pub fn generation_ids(dir: &Path, chat: Option<&Chat>) -> Result<(Vec<u32>, u32)> {
     let gen_path = dir.join("generation_config.json");
-    let cfg = dir.join("config.json");
+    let cfg_path = dir.join("config.json");
+    let (gen_file, cfg_file) = (gen_path.display().to_string(), cfg_path.display().to_string());
+    let (gen_map, cfg_map) = (read_object(&gen_path)?.unwrap_or_default(), read_object(&cfg_path)?.unwrap_or_default());
+    let generation = Fields { file: &gen_file, prefix: String::new(), map: &gen_map };
+    let cfg = Fields { file: &cfg_file, prefix: String::new(), map: &cfg_map };
+    // transformers 5 keeps the special ids in config.json's text_config.
+    let text = match cfg.get("text_config") {
+        Some(Value::Object(_)) => Some(cfg.object("text_config")?),
+        _ => None,
+    };
     let from = |key: &str| -> Result<Option<Vec<u32>>> {
-        for found in [ids_field(&gen_path, key)?, ids_field(&cfg, key)?, text_config_ids(&cfg, key)?] {
-            if let Some(ids) = found.filter(|v| !v.is_empty()) {
+        for f in [Some(&generation), Some(&cfg), text.as_ref()].into_iter().flatten() {
+            if let Some(ids) = f.ids(key)?.filter(|v| !v.is_empty()) {
                 return Ok(Some(ids));
             }
         }
@@ -78,21 +68,6 @@ pub fn generation_ids(dir: &Path, chat: Option<&Chat>) -> Result<(Vec<u32>, u32)
         None => chat.and_then(|c| c.special("pad_token")).unwrap_or(stop_ids[0]),
     };
     Ok((stop_ids, pad_id))
-}
-
-/// `key` inside config.json's text_config (transformers 5 keeps the special ids there).
-fn text_config_ids(cfg: &Path, key: &str) -> Result<Option<Vec<u32>>> {
-    let Ok(text) = std::fs::read_to_string(cfg) else { return Ok(None) };
-    let file = cfg.display().to_string();
-    let map = super::json_fields::object(&text, &file)?;
-    let Some(Value::Object(tc)) = map.get("text_config") else { return Ok(None) };
-    let bad = || Error::Config { file: file.clone(), field: format!("text_config.{key}"), msg: "must be a token id or a list of token ids".into() };
-    let id = |v: &Value| v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad);
-    match tc.get(key).filter(|v| !v.is_null()) {
-        None => Ok(None),
-        Some(Value::Array(items)) => items.iter().map(id).collect::<Result<Vec<_>>>().map(Some),
-        Some(v) => Ok(Some(vec![id(v)?])),
-    }
 }
 
 impl Processor {
