@@ -192,7 +192,12 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                 }
                 mb_grads.push(flat);
             }
-            let (gn, ok) = if out.loss.is_finite() { t.apply(&pv, &grads, c.lr, step)? } else { (f64::NAN, false) };
+            let (gn, ok) = if out.loss.is_finite() {
+                t.apply(&pv, &grads, c.lr, step)?
+            } else {
+                t.skip_bad_step(step, format!("the policy loss is {}", out.loss))?;
+                (f64::NAN, false)
+            };
             applied |= ok;
             loss_sum += out.loss;
             clip += out.clip_frac;

@@ -162,11 +162,9 @@ impl Trainer {
         let refs: Vec<&Tensor> = list.iter().collect();
         let norm = AdamW::grad_norm(&refs)?;
         if !norm.is_finite() {
-            self.bad_steps += 1;
-            if self.bad_steps >= self.cfg.checkpoint.max_bad_steps {
-                let first = self.weights.names().iter().zip(&list).find(|(_, g)| crate::ops::sum_squares(g).map_or(true, |s| !s.is_finite())).map(|(n, _)| n.clone()).unwrap_or_default();
-                return Err(Error::Numeric(format!("step {step}: {} non-finite steps in a row; the first non-finite gradient is `{first}`", self.bad_steps)));
-            }
+            let first = || self.weights.names().iter().zip(&list).find(|(_, g)| crate::ops::sum_squares(g).map_or(true, |s| !s.is_finite())).map(|(n, _)| n.clone()).unwrap_or_default();
+            let what = format!("the first non-finite gradient is `{}`", first());
+            self.skip_bad_step(step, what)?;
             return Ok((norm, false));
         }
         self.bad_steps = 0;
@@ -177,6 +175,16 @@ impl Trainer {
             self.weights.set(name, t)?;
         }
         Ok((norm, true))
+    }
+
+    /// Counts a skipped non-finite step; the `checkpoint.max_bad_steps`-th in a row is an error
+    /// naming the step and `what` was not finite.
+    pub fn skip_bad_step(&mut self, step: usize, what: String) -> Result<()> {
+        self.bad_steps += 1;
+        if self.bad_steps >= self.cfg.checkpoint.max_bad_steps {
+            return Err(Error::Numeric(format!("step {step}: {} steps in a row were not finite; {what}", self.bad_steps)));
+        }
+        Ok(())
     }
 
     /// One SFT step: mean cross-entropy of the target response tokens (stop token included).
@@ -197,10 +205,7 @@ impl Trainer {
         let (norm, applied) = match grads {
             Some(g) => self.apply(&pv, &g, self.cfg.sft.lr, step)?,
             None => {
-                self.bad_steps += 1;
-                if self.bad_steps >= self.cfg.checkpoint.max_bad_steps {
-                    return Err(Error::Numeric(format!("SFT step {step}: the loss is {value} for {} steps in a row", self.bad_steps)));
-                }
+                self.skip_bad_step(step, format!("the SFT loss is {value}"))?;
                 (f64::NAN, false)
             }
         };
