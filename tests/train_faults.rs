@@ -1,34 +1,99 @@
-//! Numerical faults in training: a step whose loss is not finite is skipped and logged, never
-//! applied (every parameter keeps its bits), and after `checkpoint.max_bad_steps` such steps in
-//! a row the run stops with an error naming the step.
+//! Numerical faults in training. A step whose loss or gradient is not finite is skipped and
+//! logged, never applied (every parameter keeps its bits); after `checkpoint.max_bad_steps`
+//! such steps in a row the run stops with an error naming the step and the first non-finite
+//! tensor. Faults are injected into the logits, into one gradient, and into a weight.
 
-use pgpo::train::trainer::Trainer;
+use pgpo::train::rl_step::rl_step;
+use pgpo::train::trainer::{Fault, StepStats, Trainer};
 use pgpo::train::TrainConfig;
 use pgpo::Tensor;
 
-#[test]
-fn a_non_finite_step_is_skipped_and_the_run_stops_after_k_in_a_row() {
-    let mut cfg = TrainConfig { name: "faults".into(), backend: "cpu".into(), ..Default::default() };
-    cfg.out_dir = std::env::temp_dir().join(format!("pgpo-faults-{}", std::process::id()));
+fn trainer(tag: &str) -> Trainer {
+    let mut cfg = TrainConfig { name: tag.into(), backend: "cpu".into(), ..Default::default() };
+    cfg.out_dir = std::env::temp_dir().join(format!("pgpo-faults-{tag}-{}", std::process::id()));
     (cfg.tiny.hidden, cfg.tiny.layers, cfg.sft.batch, cfg.data.eval_size, cfg.checkpoint.max_bad_steps) = (64, 1, 4, 2, 3);
-    let mut t = Trainer::new(cfg.clone()).unwrap();
-    // One NaN in the final norm makes every logit, and so the loss, NaN.
+    // GRPO without the dynamic filter: the fresh model's all-zero rewards still reach the loss.
+    (cfg.rl.algo, cfg.rl.dynamic_sampling, cfg.rl.prompts, cfg.rl.group, cfg.rl.max_new_tokens) = ("grpo".into(), false, 2, 2, 4);
+    Trainer::new(cfg).unwrap()
+}
+
+fn bits(t: &Trainer) -> Vec<Vec<u32>> {
+    t.weights.tensors().iter().map(|x| x.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+}
+
+fn assert_skipped(s: &StepStats, what: &str) {
+    assert!(!s.applied && s.get("skipped") == 1.0, "{what}: {:?}", s.fields);
+}
+
+/// Steps 1 and 2 are skipped with the parameters untouched; step 3 stops the run.
+fn two_skips_then_stop(t: &mut Trainer, step: impl Fn(&mut Trainer, usize) -> pgpo::Result<StepStats>) -> String {
+    let before = bits(t);
+    for k in 1..=2 {
+        let s = step(t, k).unwrap();
+        assert_skipped(&s, &format!("step {k}"));
+        assert!(bits(t) == before, "skipped step {k} changed the parameters");
+    }
+    let err = step(t, 3).unwrap_err().to_string();
+    assert!(err.contains("step 3") && err.contains("3 steps in a row"), "{err}");
+    assert!(bits(t) == before);
+    err
+}
+
+#[test]
+fn nan_logits_in_sft_are_skipped_and_the_third_in_a_row_stops_naming_the_logits() {
+    let mut t = trainer("sft-logits");
+    t.fault = Some(Fault::Logits);
+    let err = two_skips_then_stop(&mut t, |t, k| t.sft_step(k));
+    assert!(err.contains("SFT loss is NaN") && err.contains("first non-finite tensor is the logits"), "{err}");
+}
+
+#[test]
+fn a_nan_gradient_in_sft_is_skipped_and_the_stop_names_that_gradient() {
+    let mut t = trainer("sft-grad");
+    let name = "model.layers.0.mlp.up_proj.weight";
+    t.fault = Some(Fault::Gradient(name.into()));
+    let s = t.sft_step(1).unwrap();
+    assert!(s.get("loss").is_finite(), "the loss itself stays finite: {:?}", s.fields);
+    assert_skipped(&s, "the probe step");
+    t.bad_steps = 0;
+    let err = two_skips_then_stop(&mut t, |t, k| t.sft_step(k));
+    assert!(err.contains(&format!("gradient of `{name}`")), "{err}");
+}
+
+#[test]
+fn a_good_step_resets_the_count_of_bad_steps() {
+    let mut t = trainer("reset");
+    for (k, fault) in [Some(Fault::Logits), Some(Fault::Logits), None, Some(Fault::Logits), Some(Fault::Logits)].into_iter().enumerate() {
+        let injected = fault.is_some();
+        t.fault = fault;
+        let s = t.sft_step(k + 1).unwrap();
+        assert_eq!(s.applied, !injected, "step {}", k + 1);
+    }
+    assert_eq!(t.bad_steps, 2);
+}
+
+#[test]
+fn nan_logits_and_a_nan_gradient_in_rl_are_skipped_and_stop_the_run() {
+    let mut t = trainer("rl-logits");
+    t.fault = Some(Fault::Logits);
+    let err = two_skips_then_stop(&mut t, rl_step);
+    assert!(err.contains("policy loss is NaN") && err.contains("the logits"), "{err}");
+
+    let mut t = trainer("rl-grad");
+    t.fault = Some(Fault::Gradient("model.norm.weight".into()));
+    let err = two_skips_then_stop(&mut t, rl_step);
+    assert!(err.contains("gradient of `model.norm.weight`"), "{err}");
+}
+
+#[test]
+fn a_nan_weight_skips_rl_steps_at_the_rollout_and_the_stop_names_the_weight() {
+    let mut t = trainer("rl-weight");
+    // One NaN in the final norm makes every logit NaN, so sampling cannot proceed.
     let name = "model.norm.weight";
     let mut poisoned = t.weights.get(name).unwrap().to_vec().unwrap();
     poisoned[0] = f32::NAN;
-    t.weights.set(name, Tensor::from_vec(poisoned, &[poisoned_len(&t, name)], &t.device).unwrap()).unwrap();
-    let bits = |t: &Trainer| -> Vec<Vec<u32>> { t.weights.tensors().iter().map(|x| x.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()).collect() };
-    let before = bits(&t);
-    for step in 1..=2 {
-        let s = t.sft_step(step).unwrap();
-        assert!(!s.applied && s.get("skipped") == 1.0 && !s.get("loss").is_finite(), "step {step}: {:?}", s.fields);
-        assert_eq!(bits(&t), before, "a skipped step changed the parameters");
-    }
-    let err = t.sft_step(3).unwrap_err().to_string();
-    assert!(err.contains("step 3") && err.contains("3 steps in a row"), "{err}");
-    let _ = std::fs::remove_dir_all(&cfg.out_dir);
-}
-
-fn poisoned_len(t: &Trainer, name: &str) -> usize {
-    t.weights.get(name).unwrap().numel()
+    let n = poisoned.len();
+    t.weights.set(name, Tensor::from_vec(poisoned, &[n], &t.device).unwrap()).unwrap();
+    let err = two_skips_then_stop(&mut t, rl_step);
+    assert!(err.contains(&format!("parameter `{name}`")) && err.contains("generation"), "{err}");
 }

@@ -7,7 +7,7 @@
 use super::batch::{self, Item};
 use super::trainer::{StepStats, Trainer};
 use crate::autograd::{ops as ag, Tape};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{forward, generate, Blind, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
 use crate::ops::{self, KlOptions, LossConfig, TokenInputs, Variant, WeightConfig};
 use crate::rl::advantages::{dapo_keep, grpo_advantages};
@@ -59,7 +59,17 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     let frozen = ParamVars::frozen(&frozen_tape, &t.weights);
     let sampling = Sampling::Sample { temperature: c.temperature, top_p: c.top_p, top_k: c.top_k };
     let o = GenerateOptions { max_new_tokens: c.max_new_tokens, sampling, seed: t.rng.next_u64(), stop_ids: t.processor.stop_ids.clone(), keep_logits: false };
-    let generated = generate(&frozen, &config, &packed.inputs, &o, |_, _| {})?;
+    let generated = match generate(&frozen, &config, &packed.inputs, &o, |_, _| {}) {
+        Ok(g) => g,
+        // Non-finite logits while sampling: the policy itself is broken; skip and count.
+        Err(Error::Numeric(msg)) => {
+            let what = format!("{msg}; {}", t.first_non_finite(None));
+            t.skip_bad_step(step, what)?;
+            fields.extend([("time_rollout", clock.elapsed().as_secs_f64()), ("skipped", 1.0)]);
+            return Ok(StepStats { fields, applied: false });
+        }
+        Err(e) => return Err(e),
+    };
     fields.push(("time_rollout", clock.elapsed().as_secs_f64()));
 
     // 3. Rewards.
@@ -170,6 +180,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             let tape = Tape::new();
             let pv = ParamVars::new(&tape, &t.weights, |n| c.train_vision || !n.starts_with("visual."));
             let logits = forward(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
+            let logits = t.inject_logits(logits)?;
             if c.importance == "sequence" {
                 // GSPO: every token's ratio is its response's length-normalised sequence
                 // ratio exp(mean(logp - old)), with the gradient of its own log-prob.
@@ -184,18 +195,19 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             }
             let x = TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: None };
             let (loss, out) = ag::policy_loss(&logits, &x, &loss_cfg)?;
-            let grads = tape.backward(&loss)?;
-            if c.grad_variance {
-                let mut flat = Vec::new();
-                for (_, g) in pv.gradients(&grads) {
-                    flat.extend(g.to_vec()?);
-                }
-                mb_grads.push(flat);
-            }
             let (gn, ok) = if out.loss.is_finite() {
+                let grads = tape.backward(&loss)?;
+                if c.grad_variance {
+                    let mut flat = Vec::new();
+                    for (_, g) in pv.gradients(&grads) {
+                        flat.extend(g.to_vec()?);
+                    }
+                    mb_grads.push(flat);
+                }
                 t.apply(&pv, &grads, c.lr, step)?
             } else {
-                t.skip_bad_step(step, format!("the policy loss is {}", out.loss))?;
+                let what = format!("the policy loss is {}; {}", out.loss, t.first_non_finite(Some(logits.value())));
+                t.skip_bad_step(step, what)?;
                 (f64::NAN, false)
             };
             applied |= ok;

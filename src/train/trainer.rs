@@ -36,6 +36,18 @@ pub struct Trainer {
     pub metrics: Metrics,
     /// Non-finite steps in a row.
     pub bad_steps: usize,
+    /// A fault every following step injects, until cleared: for the fault-handling tests and
+    /// for drills on a real run. `None` in normal training.
+    pub fault: Option<Fault>,
+}
+
+/// A numerical fault to inject (see `Trainer::fault`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// One logit of the training forward becomes NaN, so the loss does.
+    Logits,
+    /// One element of the named parameter's gradient becomes NaN (the loss stays finite).
+    Gradient(String),
 }
 
 /// Where a run stands, as saved in trainer_state.json.
@@ -85,7 +97,7 @@ impl Trainer {
         let opt = AdamW::new(weights.tensors(), AdamWConfig { lr: cfg.sft.lr, max_grad_norm: Some(cfg.rl.max_grad_norm), ..Default::default() })?;
         let metrics = Metrics::open(&run_dir.join("metrics.jsonl"))?;
         let rng = Rng::new(cfg.seed ^ 0xA5A5);
-        Ok(Trainer { cfg, device, weights, processor, model_dir, source, eval_items, cursor: 0, rng, opt, run_dir, metrics, bad_steps: 0 })
+        Ok(Trainer { cfg, device, weights, processor, model_dir, source, eval_items, cursor: 0, rng, opt, run_dir, metrics, bad_steps: 0, fault: None })
     }
 
     /// Continues the run of `cfg` from its newest complete checkpoint: weights, optimizer,
@@ -151,7 +163,15 @@ impl Trainer {
     /// `checkpoint.max_bad_steps` in a row the run stops with an error naming the step and
     /// the first non-finite tensor. Returns the gradient norm and whether the step applied.
     pub fn apply(&mut self, pv: &ParamVars, grads: &Grads, lr: f32, step: usize) -> Result<(f64, bool)> {
-        let by_name: std::collections::HashMap<String, Tensor> = pv.gradients(grads).into_iter().collect();
+        let mut by_name: std::collections::HashMap<String, Tensor> = pv.gradients(grads).into_iter().collect();
+        if let Some(Fault::Gradient(name)) = &self.fault
+            && let Some(g) = by_name.get_mut(name)
+        {
+            let mut v = g.to_vec()?;
+            let mid = v.len() / 2;
+            v[mid] = f32::NAN;
+            *g = Tensor::from_vec(v, g.shape(), g.device())?;
+        }
         let mut list = Vec::with_capacity(self.weights.names().len());
         for (name, p) in self.weights.names().iter().zip(self.weights.tensors()) {
             list.push(match by_name.get(name) {
@@ -163,7 +183,7 @@ impl Trainer {
         let norm = AdamW::grad_norm(&refs)?;
         if !norm.is_finite() {
             let first = || self.weights.names().iter().zip(&list).find(|(_, g)| crate::ops::sum_squares(g).map_or(true, |s| !s.is_finite())).map(|(n, _)| n.clone()).unwrap_or_default();
-            let what = format!("the first non-finite gradient is `{}`", first());
+            let what = format!("the gradient norm is {norm}; the first non-finite tensor is the gradient of `{}`", first());
             self.skip_bad_step(step, what)?;
             return Ok((norm, false));
         }
@@ -187,6 +207,28 @@ impl Trainer {
         Ok(())
     }
 
+    /// The training forward's logits, with a NaN in one of them when `Fault::Logits` is set.
+    pub fn inject_logits(&self, logits: crate::autograd::Var) -> Result<crate::autograd::Var> {
+        if self.fault != Some(Fault::Logits) {
+            return Ok(logits);
+        }
+        let mut poison = vec![0f32; logits.value().numel()];
+        poison[0] = f32::NAN;
+        let poison = logits.tape().constant(Tensor::from_vec(poison, logits.shape(), logits.value().device())?);
+        ag::add(&logits, &poison)
+    }
+
+    /// Names the first non-finite tensor behind a non-finite loss: a parameter (in the
+    /// model's order) if one is, else the logits (when given).
+    pub fn first_non_finite(&self, logits: Option<&Tensor>) -> String {
+        let bad = |x: &Tensor| crate::ops::sum_squares(x).map_or(true, |s| !s.is_finite());
+        match self.weights.names().iter().zip(self.weights.tensors()).find(|(_, p)| bad(p)) {
+            Some((name, _)) => format!("the first non-finite tensor is the parameter `{name}`"),
+            None if logits.is_some_and(bad) => "the first non-finite tensor is the logits".into(),
+            None => "every parameter and logit is finite".into(),
+        }
+    }
+
     /// One SFT step: mean cross-entropy of the target response tokens (stop token included).
     pub fn sft_step(&mut self, step: usize) -> Result<StepStats> {
         let items = self.next_items(self.cfg.sft.batch)?;
@@ -199,13 +241,15 @@ impl Trainer {
         let vision = self.cfg.sft.train_vision;
         let pv = ParamVars::new(&tape, &self.weights, |n| vision || !n.starts_with("visual."));
         let logits = forward(&pv, &self.weights.config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
+        let logits = self.inject_logits(logits)?;
         let loss = ag::cross_entropy_mean(&logits, &targets)?;
         let value = f64::from(loss.value().to_vec()?[0]);
         let grads = if value.is_finite() { Some(tape.backward(&loss)?) } else { None };
         let (norm, applied) = match grads {
             Some(g) => self.apply(&pv, &g, self.cfg.sft.lr, step)?,
             None => {
-                self.skip_bad_step(step, format!("the SFT loss is {value}"))?;
+                let what = format!("the SFT loss is {value}; {}", self.first_non_finite(Some(logits.value())));
+                self.skip_bad_step(step, what)?;
                 (f64::NAN, false)
             }
         };
