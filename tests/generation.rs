@@ -44,7 +44,7 @@ fn fixture(case: &str, ckpt: &str, dev: &Device) -> Fixture {
 fn run(fx: &Fixture, sampling: Sampling, seed: u64, new_tokens: usize) -> Generation {
     let tape = Tape::new();
     let pv = ParamVars::frozen(&tape, &fx.weights);
-    let o = GenerateOptions { max_new_tokens: new_tokens, sampling, seed, stop_ids: vec![fx.eos], keep_logits: true };
+    let o = GenerateOptions { max_new_tokens: new_tokens, sampling, seed, stop_ids: vec![fx.eos], keep_logits: true, ..Default::default() };
     let g = generate(&pv, &fx.weights.config, &fx.inputs, &o, |_, _| {}).unwrap();
     assert_eq!(tape.len(), 0, "generation records nothing on the tape");
     g

@@ -139,6 +139,12 @@ fn vision_config(v: &Fields) -> Result<VisionConfig> {
 }
 
 impl ModelConfig {
+    /// The image and video pad tokens and the vision markers: tokens a response must not
+    /// contain when it is fed back with its prompt (they would be taken for image slots).
+    pub fn vision_token_ids(&self) -> Vec<u32> {
+        vec![self.image_token_id, self.video_token_id, self.vision_start_token_id, self.vision_end_token_id]
+    }
+
     /// Parses config.json text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<ModelConfig> {
         let root: Value = serde_json::from_str(text)

@@ -32,11 +32,15 @@ pub struct GenerateOptions {
     pub stop_ids: Vec<u32>,
     /// Keep every step's logits (to check the cache against a full recompute).
     pub keep_logits: bool,
+    /// Tokens never chosen (transformers' `suppress_tokens`), such as the vision markers a
+    /// trainer must not see in a response it feeds back. Their log-probs still come from
+    /// the full distribution, as with top-k and top-p.
+    pub suppress_ids: Vec<u32>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_new_tokens: 64, sampling: Sampling::Greedy, seed: 0, stop_ids: Vec::new(), keep_logits: false }
+        GenerateOptions { max_new_tokens: 64, sampling: Sampling::Greedy, seed: 0, stop_ids: Vec::new(), keep_logits: false, suppress_ids: Vec::new() }
     }
 }
 
@@ -162,9 +166,23 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
         let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
         let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let log_z = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-        let token = match o.sampling {
-            Sampling::Greedy => argmax(l),
-            Sampling::Sample { top_p, top_k, .. } => sample(&scaled, max, top_k, top_p, rng),
+        let token = if o.suppress_ids.is_empty() {
+            match o.sampling {
+                Sampling::Greedy => argmax(l),
+                Sampling::Sample { top_p, top_k, .. } => sample(&scaled, max, top_k, top_p, rng),
+            }
+        } else {
+            let mut allowed = scaled.clone();
+            for &t in &o.suppress_ids {
+                if let Some(v) = allowed.get_mut(t as usize) {
+                    *v = f64::NEG_INFINITY;
+                }
+            }
+            let max = allowed.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            match o.sampling {
+                Sampling::Greedy => argmax(&allowed),
+                Sampling::Sample { top_p, top_k, .. } => sample(&allowed, max, top_k, top_p, rng),
+            }
         };
         let c = &mut completions[seq];
         c.tokens.push(token as u32);
@@ -177,7 +195,7 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
     Ok(chosen)
 }
 
-fn argmax(l: &[f32]) -> usize {
+fn argmax<T: PartialOrd + Copy>(l: &[T]) -> usize {
     let mut best = 0;
     for (i, &v) in l.iter().enumerate() {
         if v > l[best] {

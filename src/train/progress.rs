@@ -44,6 +44,7 @@ impl Reporter {
             }
             Event::Eval { what, accuracy } => self.line(format!("held-out accuracy ({what}): {:.1} %", accuracy * 100.0)),
             Event::Resumed { checkpoint, phase, step } => self.line(format!("resuming from {} ({phase} step {step})", checkpoint.display())),
+            Event::Note(s) => self.line(s),
             Event::Checkpoint(p) => self.line(format!("checkpoint {}", p.display())),
             Event::Skipped(rows) => {
                 for (line, why) in rows {

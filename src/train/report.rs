@@ -29,7 +29,7 @@ pub fn tvd_report(t: &mut Trainer, dir: &Path, n: usize) -> Result<TvdSummary> {
     let prompts: Vec<_> = items.iter().map(|i| &i.prompt).collect();
     let empty: Vec<&[u32]> = vec![&[]; prompts.len()];
     let packed = batch::pack(&config, &prompts, &empty, t.processor.pad_id, &t.device)?;
-    let o = GenerateOptions { max_new_tokens: t.cfg.rl.max_new_tokens, sampling: Sampling::Greedy, stop_ids: t.processor.stop_ids.clone(), ..Default::default() };
+    let o = GenerateOptions { max_new_tokens: t.cfg.rl.max_new_tokens, sampling: Sampling::Greedy, stop_ids: t.processor.stop_ids.clone(), suppress_ids: t.weights.config.vision_token_ids(), ..Default::default() };
     let g = generate(&pv, &config, &packed.inputs, &o, |_, _| {})?;
     let tails: Vec<&[u32]> = g.completions.iter().map(|c| c.tokens.as_slice()).collect();
     let seqs = batch::pack(&config, &prompts, &tails, t.processor.pad_id, &t.device)?;

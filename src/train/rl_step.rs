@@ -58,7 +58,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     let frozen_tape = Tape::new();
     let frozen = ParamVars::frozen(&frozen_tape, &t.weights);
     let sampling = Sampling::Sample { temperature: c.temperature, top_p: c.top_p, top_k: c.top_k };
-    let o = GenerateOptions { max_new_tokens: c.max_new_tokens, sampling, seed: t.rng.next_u64(), stop_ids: t.processor.stop_ids.clone(), keep_logits: false };
+    let o = GenerateOptions { max_new_tokens: c.max_new_tokens, sampling, seed: t.rng.next_u64(), stop_ids: t.processor.stop_ids.clone(), keep_logits: false, suppress_ids: config.vision_token_ids() };
     let generated = match generate(&frozen, &config, &packed.inputs, &o, |_, _| {}) {
         Ok(g) => g,
         // Non-finite logits while sampling: the policy itself is broken; skip and count.

@@ -2,6 +2,7 @@
 //! avg@k), with metrics on every step and checkpoints every N steps of each phase. Progress
 //! goes to a caller's callback; the library prints nothing.
 
+use super::checkpoint;
 use super::config::TrainConfig;
 use super::optimizer::{AdamW, AdamWConfig};
 use super::rl_step::rl_step;
@@ -20,6 +21,9 @@ pub enum Event<'a> {
     Resumed { checkpoint: PathBuf, phase: String, step: usize },
     /// JSONL rows skipped while reading (line, reason).
     Skipped(&'a [(usize, String)]),
+    /// Something the user should know about how the run starts (a checkpoint that did not
+    /// load, an earlier run replaced, nothing to resume from).
+    Note(String),
 }
 
 pub struct Summary {
@@ -40,11 +44,27 @@ pub struct Summary {
 pub const AVG_K: usize = 4;
 
 pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
-    let (mut t, resumed) = if cfg.resume {
-        let (t, at) = Trainer::resume(cfg)?;
-        (t, Some(at))
-    } else {
-        (Trainer::new(cfg)?, None)
+    let root = cfg.run_dir().join("checkpoints");
+    let resumable = if cfg.resume { Trainer::resume(cfg.clone())? } else { None };
+    let (mut t, resumed) = match resumable {
+        Some((t, at)) => {
+            for (dir, why) in &at.passed_over {
+                on(Event::Note(format!("passed over checkpoint {}: {why}", dir.display())));
+            }
+            (t, Some(at))
+        }
+        None => {
+            if cfg.resume {
+                on(Event::Note(format!("nothing to resume in {}: starting from the beginning", root.display())));
+            }
+            let replaced = checkpoint::remove_all(&root);
+            if replaced > 0 {
+                on(Event::Note(format!("a fresh run: removed {replaced} checkpoints of an earlier run from {}", root.display())));
+            }
+            let mut t = Trainer::new(cfg)?;
+            t.metrics.truncate(0)?;
+            (t, None)
+        }
     };
     if !t.source.skipped().is_empty() {
         on(Event::Skipped(t.source.skipped()));
@@ -73,7 +93,8 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
 
     let (sft, rl) = (t.cfg.sft.clone(), t.cfg.rl.clone());
     let every = t.cfg.checkpoint.every;
-    let in_rl = at.phase == "rl";
+    let done = at.phase == "done";
+    let in_rl = at.phase == "rl" || done;
     if !in_rl && (resumed.is_none() || at.step < sft.steps) {
         on(Event::Phase { name: "sft", steps: sft.steps });
         for step in at.step + 1..=sft.steps {
@@ -97,8 +118,10 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
         t.opt = AdamW::new(t.weights.tensors(), AdamWConfig { lr: rl.lr, weight_decay: rl.weight_decay, max_grad_norm: Some(rl.max_grad_norm), ..Default::default() })?;
         at.step = 0;
     }
-    on(Event::Phase { name: "rl", steps: rl.steps });
-    for step in at.step + 1..=rl.steps {
+    if !done {
+        on(Event::Phase { name: "rl", steps: rl.steps });
+    }
+    for step in if done { rl.steps + 1 } else { at.step + 1 }..=rl.steps {
         let stats = rl_step(&mut t, step)?;
         at.global += 1;
         (at.phase, at.step) = ("rl".into(), step);
@@ -111,12 +134,15 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
             save(&t, format!("rl-{step:05}"), &at, on)?;
         }
     }
-    let rl_accuracy = eval(&mut t, "rl", at.global, on)?;
-    let avg = t.evaluate(AVG_K, false)?;
-    t.metrics.write("eval", at.global, &[("avg_at_4", avg)])?;
-    on(Event::Eval { what: format!("avg@{AVG_K} (temperature 1.0)"), accuracy: avg });
-    (at.phase, at.step) = ("rl".into(), rl.steps);
-    save(&t, "rl-final".into(), &at, on)?;
+    if !done {
+        at.rl_accuracy = eval(&mut t, "rl", at.global, on)?;
+        at.avg_accuracy = t.evaluate(AVG_K, false)?;
+        t.metrics.write("eval", at.global, &[("avg_at_4", at.avg_accuracy)])?;
+        on(Event::Eval { what: format!("avg@{AVG_K} (temperature 1.0)"), accuracy: at.avg_accuracy });
+        // "done": a run resumed from here only rewrites the report and the plot.
+        (at.phase, at.step) = ("done".into(), rl.steps);
+        save(&t, "rl-final".into(), &at, on)?;
+    }
     checkpoints.retain(|p| p.exists());
     let run_dir = t.run_dir.clone();
     let tvd_report = super::report::tvd_report(&mut t, &run_dir, 12)?;
@@ -128,8 +154,8 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
         checkpoints,
         init_accuracy: at.init_accuracy,
         sft_accuracy: at.sft_accuracy,
-        rl_accuracy,
-        avg_at_k: (AVG_K, avg),
+        rl_accuracy: at.rl_accuracy,
+        avg_at_k: (AVG_K, at.avg_accuracy),
         tvd_report,
         plot,
     })

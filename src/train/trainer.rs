@@ -60,8 +60,13 @@ pub struct ResumePoint {
     pub global: usize,
     pub init_accuracy: f64,
     pub sft_accuracy: f64,
+    /// Final accuracies (greedy and avg@k), once the run is done.
+    pub rl_accuracy: f64,
+    pub avg_accuracy: f64,
     /// The checkpoint it was read from.
     pub checkpoint: PathBuf,
+    /// Newer checkpoints that did not load, and why.
+    pub passed_over: Vec<(PathBuf, String)>,
 }
 
 /// What one step reports.
@@ -102,25 +107,31 @@ impl Trainer {
 
     /// Continues the run of `cfg` from its newest complete checkpoint: weights, optimizer,
     /// RNG state, data position and metrics (lines written after the checkpoint are dropped).
-    pub fn resume(cfg: TrainConfig) -> Result<(Trainer, ResumePoint)> {
+    /// A checkpoint that does not load is passed over for the next newest (listed in
+    /// `ResumePoint::passed_over`); `None` when the run has no usable checkpoint.
+    pub fn resume(cfg: TrainConfig) -> Result<Option<(Trainer, ResumePoint)>> {
         let root = cfg.run_dir().join("checkpoints");
-        let mut best: Option<(usize, PathBuf, serde_json::Value)> = None;
-        for e in std::fs::read_dir(&root).map_err(|e| crate::io::bad(&root, format!("has no checkpoint to resume from: {e}")))?.flatten() {
-            let dir = e.path();
-            if e.file_name().to_string_lossy().starts_with('.') {
-                continue; // an interrupted write
-            }
-            let Ok(text) = std::fs::read_to_string(dir.join("trainer_state.json")) else { continue };
-            let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let global = state["global"].as_u64().unwrap_or(0) as usize;
-            if best.as_ref().is_none_or(|(g, _, _)| global > *g) {
-                best = Some((global, dir, state));
+        checkpoint::clean(&root);
+        let mut passed_over = Vec::new();
+        for (dir, state) in checkpoint::complete(&root) {
+            match Trainer::load_checkpoint(&cfg, &dir, &state) {
+                Ok((t, mut at)) => {
+                    at.passed_over = passed_over;
+                    return Ok(Some((t, at)));
+                }
+                Err(e) => passed_over.push((dir, e.to_string())),
             }
         }
-        let (global, dir, state) = best.ok_or_else(|| crate::io::bad(&root, "has no complete checkpoint to resume from"))?;
+        match passed_over.pop() {
+            Some((dir, e)) => Err(crate::io::bad(&dir, format!("no checkpoint of the run loads; the oldest fails with: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn load_checkpoint(cfg: &TrainConfig, dir: &std::path::Path, state: &serde_json::Value) -> Result<(Trainer, ResumePoint)> {
         let bad = |field: &str| Error::Config { file: dir.join("trainer_state.json").display().to_string(), field: field.into(), msg: "is missing or invalid".into() };
-        let mut t = Trainer::new(TrainConfig { model: Some(dir.clone()), ..cfg.clone() })?;
-        t.cfg = cfg;
+        let mut t = Trainer::new(TrainConfig { model: Some(dir.to_path_buf()), ..cfg.clone() })?;
+        t.cfg = cfg.clone();
         // Later checkpoints copy the processor files from the fresh model or the given one.
         let init = t.run_dir.join("init");
         t.model_dir = t.cfg.model.clone().unwrap_or(init);
@@ -140,10 +151,13 @@ impl Trainer {
         let at = ResumePoint {
             phase: state["phase"].as_str().ok_or_else(|| bad("phase"))?.to_string(),
             step: state["step"].as_u64().ok_or_else(|| bad("step"))? as usize,
-            global,
+            global: state["global"].as_u64().ok_or_else(|| bad("global"))? as usize,
             init_accuracy: state["init_accuracy"].as_f64().unwrap_or(f64::NAN),
             sft_accuracy: state["sft_accuracy"].as_f64().unwrap_or(f64::NAN),
-            checkpoint: dir,
+            rl_accuracy: state["rl_accuracy"].as_f64().unwrap_or(f64::NAN),
+            avg_accuracy: state["avg_accuracy"].as_f64().unwrap_or(f64::NAN),
+            checkpoint: dir.to_path_buf(),
+            passed_over: Vec::new(),
         };
         Ok((t, at))
     }
@@ -276,6 +290,7 @@ impl Trainer {
         let state = serde_json::json!({
             "phase": at.phase, "step": at.step, "global": at.global,
             "init_accuracy": at.init_accuracy, "sft_accuracy": at.sft_accuracy,
+            "rl_accuracy": at.rl_accuracy, "avg_accuracy": at.avg_accuracy,
             "cursor": self.cursor, "rng": self.rng.state().to_string(), "optimizer_steps": self.opt.steps(),
             "bad_steps": self.bad_steps, "metrics_lines": self.metrics.lines(),
             "config": self.cfg,
@@ -296,7 +311,7 @@ pub fn evaluate(weights: &Weights, p: &Processor, items: &[Item], device: &Devic
         let empty: Vec<&[u32]> = vec![&[]; prompts.len()];
         let packed = batch::pack(&weights.config, &prompts, &empty, p.pad_id, device)?;
         let sampling = if greedy { Sampling::Greedy } else { Sampling::Sample { temperature: 1.0, top_p: 1.0, top_k: 0 } };
-        let o = GenerateOptions { max_new_tokens, sampling, seed: seed.wrapping_add(c_i as u64), stop_ids: p.stop_ids.clone(), keep_logits: false };
+        let o = GenerateOptions { max_new_tokens, sampling, seed: seed.wrapping_add(c_i as u64), stop_ids: p.stop_ids.clone(), keep_logits: false, suppress_ids: weights.config.vision_token_ids() };
         let g = generate(&pv, &weights.config, &packed.inputs, &o, |_, _| {})?;
         for (j, c) in g.completions.iter().enumerate() {
             let text = p.chat.decode(&c.tokens)?;

@@ -33,7 +33,7 @@ impl SamplingArgs {
         } else {
             Sampling::Sample { temperature: self.temperature, top_p: self.top_p, top_k: self.top_k }
         };
-        GenerateOptions { max_new_tokens: self.max_new_tokens, sampling, seed: self.seed, stop_ids, keep_logits: false }
+        GenerateOptions { max_new_tokens: self.max_new_tokens, sampling, seed: self.seed, stop_ids, ..Default::default() }
     }
 }
 
