@@ -136,3 +136,83 @@ fn a_folder_without_weights_is_an_error() {
     let e = Weights::load(&out, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("model.safetensors"), "{e}");
 }
+
+/// A copy of fixture `name` with `edit` applied to its folder; the load error.
+fn load_error(name: &str, tag: &str, edit: impl Fn(&Path)) -> String {
+    let out = scratch(tag);
+    copy_dir(&fixture(name), &out);
+    edit(&out);
+    let err = Weights::load(&out, &Device::Cpu).err().expect("a broken checkpoint must not load").to_string();
+    let _ = std::fs::remove_dir_all(&out);
+    err
+}
+
+#[test]
+fn a_truncated_safetensors_file_is_named() {
+    let e = load_error("base", "truncated", |d| {
+        let f = d.join("model.safetensors");
+        let len = std::fs::metadata(&f).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len - 100).unwrap();
+    });
+    assert!(e.contains("model.safetensors") && e.contains("not a safetensors file"), "{e}");
+}
+
+#[test]
+fn a_corrupt_safetensors_header_is_named() {
+    for (tag, bytes) in [("garbage-header", b"{\"x\": [1,".to_vec()), ("huge-header", u64::MAX.to_le_bytes().to_vec()), ("empty", Vec::new())] {
+        let e = load_error("base", tag, |d| {
+            let f = d.join("model.safetensors");
+            let mut all = std::fs::read(&f).unwrap();
+            if bytes.len() == 8 {
+                all[..8].copy_from_slice(&bytes);
+            } else if bytes.is_empty() {
+                all.clear();
+            } else {
+                all[8..8 + bytes.len()].copy_from_slice(&bytes);
+            }
+            std::fs::write(&f, all).unwrap();
+        });
+        assert!(e.contains("model.safetensors") && e.contains("not a safetensors file"), "{tag}: {e}");
+    }
+}
+
+#[test]
+fn a_tensor_of_the_wrong_dtype_is_named() {
+    let e = load_error("base", "dtype", |d| {
+        let f = d.join("model.safetensors");
+        let bytes = std::fs::read(&f).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                // The same bytes, read as I32: a plausible mislabelled export.
+                let dtype = if n == "model.norm.weight" { safetensors::Dtype::I32 } else { v.dtype() };
+                (n, dtype, v.shape().to_vec(), v.data().to_vec())
+            })
+            .collect();
+        let views: Vec<_> = owned.iter().map(|(n, t, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*t, s.clone(), b).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, &f).unwrap();
+    });
+    assert!(e.contains("model.norm.weight") && e.contains("I32") && e.contains("F32, BF16 or F16"), "{e}");
+}
+
+#[test]
+fn a_shard_the_index_names_but_that_is_missing_is_named() {
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("flat_bf16").join("model.safetensors.index.json")).unwrap()).unwrap();
+    let shard = index["weight_map"].as_object().unwrap().values().next().unwrap().as_str().unwrap().to_string();
+    let e = load_error("flat_bf16", "missing-shard", |d| std::fs::remove_file(d.join(&shard)).unwrap());
+    assert!(e.contains(&shard) && e.contains("cannot open"), "{e}");
+}
+
+#[test]
+fn a_broken_shard_index_is_named() {
+    let e = load_error("flat_bf16", "bad-index", |d| std::fs::write(d.join("model.safetensors.index.json"), "{\"weight_map\": [1, 2]}").unwrap());
+    assert!(e.contains("model.safetensors.index.json") && e.contains("weight_map"), "{e}");
+    let e = load_error("flat_bf16", "escaping-index", |d| {
+        let p = d.join("model.safetensors.index.json");
+        let text = std::fs::read_to_string(&p).unwrap().replacen("model-0000", "../model-0000", 1);
+        std::fs::write(&p, text).unwrap();
+    });
+    assert!(e.contains("not a file in the checkpoint folder"), "{e}");
+}
