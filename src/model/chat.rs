@@ -42,6 +42,10 @@ fn template_field(v: &Value, path: &Path) -> Result<String> {
     }
 }
 
+/// Instructions a chat template may execute per rendering: the Qwen2-VL template uses a few
+/// hundred per message.
+const TEMPLATE_FUEL: u64 = 1_000_000;
+
 impl Chat {
     pub fn load(dir: &Path) -> Result<Chat> {
         let tok_path = dir.join("tokenizer.json");
@@ -100,6 +104,9 @@ impl Chat {
     /// Renders `messages` (the transformers chat format) with the template.
     pub fn render(&self, messages: &Value, add_generation_prompt: bool) -> Result<String> {
         let mut env = minijinja::Environment::new();
+        // A template is code from the checkpoint: bound its work, so a hostile or broken one
+        // (an endless loop, runaway recursion) is an error instead of a hang.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {

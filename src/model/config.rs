@@ -73,21 +73,28 @@ pub struct ModelConfig {
 }
 
 
+/// Bounds on sizes and counts, far above any published model (Qwen2.5-VL-72B: 80 layers,
+/// hidden 8192, vocabulary 152064), so that a corrupt config is an error, not an allocation
+/// of terabytes.
+const MAX_DIM: usize = 1 << 20;
+const MAX_VOCAB: usize = 1 << 24;
+const MAX_LAYERS: usize = 1024;
+
 fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextConfig> {
     let c = TextConfig {
-        vocab_size: t.positive("vocab_size")?,
-        hidden_size: t.positive("hidden_size")?,
-        intermediate_size: t.positive("intermediate_size")?,
-        num_hidden_layers: t.positive("num_hidden_layers")?,
-        num_attention_heads: t.positive("num_attention_heads")?,
-        num_key_value_heads: t.positive("num_key_value_heads")?,
+        vocab_size: t.between("vocab_size", 1, MAX_VOCAB)?,
+        hidden_size: t.between("hidden_size", 1, MAX_DIM)?,
+        intermediate_size: t.between("intermediate_size", 1, MAX_DIM)?,
+        num_hidden_layers: t.between("num_hidden_layers", 1, MAX_LAYERS)?,
+        num_attention_heads: t.between("num_attention_heads", 1, MAX_DIM)?,
+        num_key_value_heads: t.between("num_key_value_heads", 1, MAX_DIM)?,
         rms_norm_eps: t.f64("rms_norm_eps")?,
         rope_theta: theta_from.f64("rope_theta")?,
         mrope_section: rope.usizes("mrope_section")?,
         hidden_act: t.silu("decoder")?,
         // transformers' Qwen2_5_VLTextConfig default when the file leaves it out.
         max_position_embeddings: match t.get("max_position_embeddings") {
-            Some(_) => t.positive("max_position_embeddings")?,
+            Some(_) => t.between("max_position_embeddings", 1, 1 << 30)?,
             None => 128_000,
         },
     };
@@ -111,18 +118,18 @@ fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextCon
 
 fn vision_config(v: &Fields) -> Result<VisionConfig> {
     // Published checkpoints spell the channel count `in_chans`, transformers `in_channels`.
-    let in_channels = if v.get("in_channels").is_some() { v.positive("in_channels")? } else { v.positive("in_chans")? };
+    let in_channels = if v.get("in_channels").is_some() { v.between("in_channels", 1, 16)? } else { v.between("in_chans", 1, 16)? };
     let c = VisionConfig {
-        depth: v.positive("depth")?,
-        hidden_size: v.positive("hidden_size")?,
-        intermediate_size: v.positive("intermediate_size")?,
-        num_heads: v.positive("num_heads")?,
+        depth: v.between("depth", 1, MAX_LAYERS)?,
+        hidden_size: v.between("hidden_size", 1, MAX_DIM)?,
+        intermediate_size: v.between("intermediate_size", 1, MAX_DIM)?,
+        num_heads: v.between("num_heads", 1, MAX_DIM)?,
         in_channels,
-        patch_size: v.positive("patch_size")?,
-        spatial_merge_size: v.positive("spatial_merge_size")?,
-        temporal_patch_size: v.positive("temporal_patch_size")?,
-        window_size: v.positive("window_size")?,
-        out_hidden_size: v.positive("out_hidden_size")?,
+        patch_size: v.between("patch_size", 1, 1024)?,
+        spatial_merge_size: v.between("spatial_merge_size", 1, 64)?,
+        temporal_patch_size: v.between("temporal_patch_size", 1, 64)?,
+        window_size: v.between("window_size", 1, 1 << 16)?,
+        out_hidden_size: v.between("out_hidden_size", 1, MAX_DIM)?,
         fullatt_block_indexes: v.usizes("fullatt_block_indexes")?,
         hidden_act: v.silu("vision MLP")?,
     };

@@ -156,8 +156,25 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
     })
 }
 
+/// PIL's decompression-bomb limit (twice `Image.MAX_IMAGE_PIXELS`): larger images are refused
+/// before any pixel is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
+
+fn check_size(width: u64, height: u64) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(Error::input("image", format!("has zero size ({width}x{height})")));
+    }
+    if width * height > MAX_IMAGE_PIXELS {
+        return Err(Error::input("image", format!("is {width}x{height}, over the {MAX_IMAGE_PIXELS}-pixel limit (a decompression bomb?)")));
+    }
+    Ok(())
+}
+
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
     let mut d = jpeg_decoder::Decoder::new(bytes);
+    d.read_info().map_err(|e| Error::input("image", format!("does not decode as JPEG: {e}")))?;
+    let info = d.info().ok_or_else(|| Error::input("image", "JPEG without a frame header"))?;
+    check_size(u64::from(info.width), u64::from(info.height))?;
     let pixels = d.decode().map_err(|e| Error::input("image", format!("does not decode as JPEG: {e}")))?;
     let info = d.info().ok_or_else(|| Error::input("image", "JPEG without a frame header"))?;
     let (width, height) = (usize::from(info.width), usize::from(info.height));
@@ -177,7 +194,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
         return decode_jpeg(bytes);
     }
-    let img = image::load_from_memory(bytes).map_err(|e| Error::input("image", format!("does not decode as PNG or JPEG: {e}")))?;
+    let not_image = |e: image::ImageError| Error::input("image", format!("does not decode as PNG or JPEG: {e}"));
+    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::input("image", format!("cannot be read: {e}")));
+    let (w, h) = reader()?.into_dimensions().map_err(not_image)?;
+    check_size(u64::from(w), u64::from(h))?;
+    let img = reader()?.decode().map_err(not_image)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     if width == 0 || height == 0 {
         return Err(Error::input("image", format!("has zero size ({width}x{height})")));

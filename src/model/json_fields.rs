@@ -56,8 +56,14 @@ impl<'a> Fields<'a> {
     }
 
     pub fn positive(&self, key: &str) -> Result<usize> {
+        self.between(key, 1, usize::MAX)
+    }
+
+    /// An integer in [lo, hi]; the bounds keep corrupt sizes from reaching an allocation.
+    pub fn between(&self, key: &str, lo: usize, hi: usize) -> Result<usize> {
         match self.usize(key)? {
-            0 => Err(self.err(key, "must be at least 1")),
+            n if n < lo => Err(self.err(key, &format!("must be at least {lo}"))),
+            n if n > hi => Err(self.err(key, &format!("is {n}, beyond any real model: at most {hi}"))),
             n => Ok(n),
         }
     }

@@ -28,10 +28,15 @@ pub enum Source {
 
 /// Reads a JSONL file; returns the good rows and (line, reason) for each skipped one.
 pub fn read_jsonl(path: &Path) -> Result<(Vec<Row>, Vec<(usize, String)>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| crate::io::bad(path, format!("cannot be read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| crate::io::bad(path, format!("cannot be read: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let (mut rows, mut skipped) = (Vec::new(), Vec::new());
-    for (i, line) in text.lines().enumerate() {
+    // Line by line from the bytes: one line that is not UTF-8 is a bad row, not a bad file.
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(raw) else {
+            skipped.push((i + 1, "is not UTF-8 text".to_string()));
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
