@@ -6,6 +6,8 @@ use pgpo::train::progress::Reporter;
 use pgpo::train::{run, TrainConfig};
 
 fn main() -> std::process::ExitCode {
+    // SAFETY: the first statement of main; no thread exists yet.
+    unsafe { pgpo::device::quiet_driver_env() };
     let cfg = TrainConfig::default();
     let started = std::time::Instant::now();
     eprintln!("training {} on {}: SFT {} steps, then {} {} steps (G = {})", cfg.name, cfg.backend, cfg.sft.steps, cfg.rl.algo, cfg.rl.steps, cfg.rl.group);

@@ -146,3 +146,30 @@ impl Device {
         }
     }
 }
+
+/// Gives the process a private, valid `XDG_RUNTIME_DIR` when it has none (or an unusable
+/// one), so that Vulkan's window-system layers (Mesa's Wayland WSI, even under lavapipe) do
+/// not print "XDG_RUNTIME_DIR is invalid or not set" to the user when wgpu enumerates
+/// adapters. pgpo never opens a window; the folder only has to exist with mode 0700.
+///
+/// # Safety
+/// Sets an environment variable: call it first thing in `main`, before any thread starts.
+pub unsafe fn quiet_driver_env() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = unsafe { libc::getuid() };
+    let usable = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .is_some_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+    if usable {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pgpo-runtime-{uid}"));
+    let ok = std::fs::create_dir_all(&dir).is_ok()
+        && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_ok()
+        && std::fs::metadata(&dir).is_ok_and(|m| m.uid() == uid);
+    if ok {
+        // SAFETY: the caller guarantees no other thread exists yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
+    }
+}

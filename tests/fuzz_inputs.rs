@@ -241,7 +241,7 @@ fn fuzz_answer_extractor() {
     let parts = ["\\boxed{", "}", "{", "\\frac", "\\dfrac", "1", "2", "/", ".", "-", "e", "5", " ", "<think>", "</think>", "é", "中", "\u{301}", "\\", "$", "%", "\\text{", "x^2", ",", "0.5", "1e999", "\n"];
     let c = RewardConfig { accuracy_weight: 0.9, format_weight: 0.1 };
     for case in 0..cases(20000) {
-        let mut make = |rng: &mut Rng| -> String { (0..rng.below(12)).map(|_| parts[rng.below(parts.len())]).collect() };
+        let make = |rng: &mut Rng| -> String { (0..rng.below(12)).map(|_| parts[rng.below(parts.len())]).collect() };
         let (text, truth) = (make(&mut rng), make(&mut rng));
         let input = format!("{text}\u{0}{truth}");
         run_case("answer_extractor", case, input.as_bytes(), || {

@@ -235,6 +235,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: the first statement of main; no thread exists yet.
+    unsafe { pgpo::device::quiet_driver_env() };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info_cmd::info(),

@@ -55,10 +55,6 @@ impl<'a> Fields<'a> {
         v.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(|| self.err(key, &format!("must be a non-negative integer, got {v}")))
     }
 
-    pub fn positive(&self, key: &str) -> Result<usize> {
-        self.between(key, 1, usize::MAX)
-    }
-
     /// An integer in [lo, hi]; the bounds keep corrupt sizes from reaching an allocation.
     pub fn between(&self, key: &str, lo: usize, hi: usize) -> Result<usize> {
         match self.usize(key)? {
