@@ -133,6 +133,35 @@ impl Device {
         }
     }
 
+    /// The memory a run may use on this device, in bytes, and what it is: free GPU memory
+    /// (CUDA), or the system's available memory for the CPU and for software adapters
+    /// (lavapipe). `None` where the API cannot tell (wgpu on a hardware GPU).
+    pub fn memory_budget(&self) -> Option<(u64, &'static str)> {
+        let system = || available_system_memory().map(|b| (b, "available system memory (MemAvailable)"));
+        match self {
+            Device::Cpu => system(),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => if d.is_hardware() { None } else { system() },
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => d.free_memory().ok().map(|b| (b, "free GPU memory")),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(_) => system(),
+        }
+    }
+
+    /// The largest buffer one kernel may bind, in bytes, where the backend has such a limit
+    /// (wgpu's max_storage_buffer_binding_size, or max_buffer_size if lower).
+    pub fn max_binding(&self) -> Option<(u64, &'static str)> {
+        match self {
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => {
+                let (bind, buf) = (u64::from(d.limits().max_storage_buffer_binding_size), d.limits().max_buffer_size);
+                Some(if bind <= buf { (bind, "max_storage_buffer_binding_size") } else { (buf, "max_buffer_size") })
+            }
+            _ => None,
+        }
+    }
+
     /// Waits for all queued work and reports any error a kernel raised asynchronously.
     pub fn synchronize(&self) -> Result<()> {
         match self {
@@ -172,4 +201,12 @@ pub unsafe fn quiet_driver_env() {
         // SAFETY: the caller guarantees no other thread exists yet.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
     }
+}
+
+/// MemAvailable from /proc/meminfo, in bytes (Linux).
+fn available_system_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

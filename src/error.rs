@@ -25,10 +25,8 @@ pub enum Error {
     #[error("{backend} is unavailable: {reason}")]
     Unavailable { backend: &'static str, reason: String },
 
-    #[error(
-        "buffer of {requested} bytes exceeds the adapter limit {limit} = {allowed} bytes; split the work into smaller pieces"
-    )]
-    AdapterLimit { limit: &'static str, requested: u64, allowed: u64 },
+    #[error("{what} of {requested} exceeds the adapter limit {limit} = {allowed}; split the work into smaller pieces")]
+    AdapterLimit { what: &'static str, limit: &'static str, requested: u64, allowed: u64 },
 
     #[error("wgpu: {0}")]
     Wgpu(String),

@@ -113,6 +113,41 @@ fn wgpu_refuses_a_buffer_over_the_binding_limit_by_name() {
     assert!(e.to_string().contains("max_storage_buffer_binding_size"), "{e}");
 }
 
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_refuses_a_dispatch_over_the_workgroup_limit_by_name() {
+    let Some(dev @ Device::Wgpu(_)) = common::backend("wgpu") else { return };
+    let Device::Wgpu(w) = &dev else { unreachable!() };
+    // A batch of tiny matrices: one workgroup per matrix along z, past the adapter's limit,
+    // with buffers far below any size limit.
+    let batch = w.limits().max_compute_workgroups_per_dimension as usize + 1;
+    let (a, b) = (t(&[batch, 1, 2], &dev), t(&[batch, 2, 1], &dev));
+    let e = ops::matmul(&a, &b, Transpose::NN).unwrap_err();
+    assert!(e.to_string().contains("max_compute_workgroups_per_dimension") && e.to_string().contains("dispatch"), "{e}");
+}
+
+/// A lost wgpu device (here destroyed, as a driver reset would) gives errors on every later
+/// operation: uploads, kernels, downloads. The process does not abort.
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_lost_wgpu_device_returns_errors_and_does_not_abort() {
+    if common::backend("wgpu").is_none() {
+        return;
+    }
+    // A device of its own: the process-wide one stays usable for the other tests.
+    let w = std::sync::Arc::new(pgpo::backend::wgpu::WgpuDevice::new().unwrap());
+    let dev = Device::Wgpu(w.clone());
+    let a = t(&[33, 17], &dev);
+    let b = t(&[17, 9], &dev);
+    assert!(ops::matmul(&a, &b, Transpose::NN).unwrap().to_vec().is_ok(), "works before the loss");
+    w.destroy();
+    let product = ops::matmul(&a, &b, Transpose::NN).and_then(|c| c.to_vec());
+    assert!(product.is_err(), "a kernel on a lost device must fail");
+    let e = product.unwrap_err().to_string();
+    assert!(e.starts_with("wgpu"), "{e}");
+    assert!(Tensor::from_vec(vec![1.0; 8], &[8], &dev).and_then(|x| x.to_vec()).is_err(), "an upload and download on a lost device must fail");
+}
+
 #[test]
 fn half_precision_round_trips_through_f32() {
     let vals = [0.0f32, 1.0, -2.5, 65504.0, 1e-3];

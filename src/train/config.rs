@@ -23,6 +23,10 @@ pub struct TrainConfig {
     /// Continue the run from its newest complete checkpoint (exactly: the same metrics as an
     /// uninterrupted run with the same seed).
     pub resume: bool,
+    /// The memory the run may use, in GB; 0 = what the device reports (free GPU memory, or
+    /// the system's available memory for the CPU and software adapters). The trainer
+    /// estimates its peak before the first step and refuses a config that cannot fit.
+    pub memory_gb: f64,
     pub tiny: TinyConfig,
     pub data: DataConfig,
     pub sft: SftConfig,
@@ -150,6 +154,7 @@ impl Default for TrainConfig {
             backend: "cpu".into(),
             model: None,
             resume: false,
+            memory_gb: 0.0,
             tiny: TinyConfig::default(),
             data: DataConfig::default(),
             sft: SftConfig::default(),
@@ -282,6 +287,9 @@ impl TrainConfig {
         }
         if self.data.train_seed == self.data.eval_seed {
             return Err(bad(file, "data.eval_seed", "must differ from data.train_seed, or the held-out split is the training data"));
+        }
+        if !(self.memory_gb.is_finite() && self.memory_gb >= 0.0) {
+            return Err(bad(file, "memory_gb", format!("must be 0 (detect) or a size in GB, got {}", self.memory_gb)));
         }
         if !(r.d_clamp > 0.0) {
             return Err(bad(file, "rl.d_clamp", format!("must be above 0, got {}", r.d_clamp)));

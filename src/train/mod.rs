@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod memory;
 pub mod metrics;
 pub mod optimizer;
 pub mod plots;

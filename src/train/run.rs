@@ -66,6 +66,10 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
             (t, None)
         }
     };
+    // Before the first step: refuse a configuration that cannot fit the device.
+    let memory = t.memory_estimate()?;
+    on(Event::Note(memory.describe()));
+    memory.check(&t.device, t.cfg.memory_gb)?;
     if !t.source.skipped().is_empty() {
         on(Event::Skipped(t.source.skipped()));
     }

@@ -162,6 +162,22 @@ impl Trainer {
         Ok((t, at))
     }
 
+    /// The run's peak memory, estimated from the config, the model and the data's lengths (the
+    /// held-out items and the first training ones).
+    pub fn memory_estimate(&self) -> Result<super::memory::Estimate> {
+        let mut items = self.eval_items.clone();
+        for i in 0..self.cfg.sft.batch.min(64) {
+            items.push(self.source.train_item(&self.processor, i)?);
+        }
+        let n = super::memory::Lengths {
+            prompt: items.iter().map(|i| i.prompt.ids.len()).max().unwrap_or(0),
+            target: items.iter().map(|i| i.target.len()).max().unwrap_or(0),
+            patches: items.iter().map(|i| i.prompt.grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>()).max().unwrap_or(0),
+        };
+        let params = self.weights.tensors().iter().map(|t| t.numel() as u64).sum();
+        Ok(super::memory::estimate(&self.cfg, &self.weights.config, params, n))
+    }
+
     /// The next `n` training items (cycling through the data).
     pub fn next_items(&mut self, n: usize) -> Result<Vec<Item>> {
         let mut out = Vec::with_capacity(n);

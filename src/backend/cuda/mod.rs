@@ -65,6 +65,12 @@ impl CudaDevice {
         &self.name
     }
 
+    /// Free device memory in bytes.
+    pub fn free_memory(&self) -> Result<u64> {
+        let (free, _total) = self.ctx.mem_get_info().map_err(cuda_err)?;
+        Ok(free as u64)
+    }
+
     pub fn ordinal(&self) -> usize {
         self.ctx.ordinal()
     }

@@ -10,7 +10,6 @@ pub use pool::GpuBuffer;
 use super::{Buf, Grid, IndexBuffer, Launch};
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex, OnceLock};
-use wgpu::util::DeviceExt;
 
 /// Binding slot of the uniform parameter block in every shader.
 const PARAMS_BINDING: u32 = 3;
@@ -24,6 +23,8 @@ pub struct WgpuDevice {
     pipelines: Mutex<pipeline::Cache>,
     pool: Arc<Mutex<pool::Pool>>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Why the device was lost, once it was (driver reset, removed GPU, `destroy`).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<WgpuDevice>, String>> = OnceLock::new();
@@ -57,6 +58,11 @@ impl WgpuDevice {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
         }));
+        let lost = Arc::new(Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
+        });
         // Keep at most a quarter of the largest buffer, and no more than 1 GiB, idle in the pool.
         let cap = (limits.max_buffer_size / 4).min(1 << 30);
         Ok(WgpuDevice {
@@ -68,7 +74,14 @@ impl WgpuDevice {
             pipelines: Mutex::new(pipeline::Cache::default()),
             pool: pool::new_pool(cap),
             errors,
+            lost,
         })
+    }
+
+    /// Destroys the device, as a driver reset or a removed GPU would: every later operation
+    /// on it fails with an error. For device-loss drills and tests.
+    pub fn destroy(&self) {
+        self.device.destroy();
     }
 
     pub fn adapter_name(&self) -> &str {
@@ -95,6 +108,15 @@ impl WgpuDevice {
         )
     }
 
+    /// An error once the device is lost: wgpu itself panics on some calls to a lost device,
+    /// so every entry point asks first.
+    fn alive(&self) -> Result<()> {
+        match &*self.lost.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(Error::Wgpu(format!("the device was lost ({why}); its buffers are gone: restart the process"))),
+            None => Ok(()),
+        }
+    }
+
     fn take_errors(&self) -> Result<()> {
         let mut errs = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if errs.is_empty() {
@@ -110,10 +132,11 @@ impl WgpuDevice {
     fn check_size(&self, bytes: u64) -> Result<()> {
         let bind = u64::from(self.limits.max_storage_buffer_binding_size);
         if bytes > bind {
-            return Err(Error::AdapterLimit { limit: "max_storage_buffer_binding_size", requested: bytes, allowed: bind });
+            return Err(Error::AdapterLimit { what: "a buffer (bytes)", limit: "max_storage_buffer_binding_size", requested: bytes, allowed: bind });
         }
         if bytes > self.limits.max_buffer_size {
             return Err(Error::AdapterLimit {
+                what: "a buffer (bytes)",
                 limit: "max_buffer_size",
                 requested: bytes,
                 allowed: self.limits.max_buffer_size,
@@ -123,6 +146,7 @@ impl WgpuDevice {
     }
 
     fn buffer(&self, bytes: u64) -> Result<GpuBuffer> {
+        self.alive()?;
         self.check_size(bytes)?;
         Ok(pool::take(&self.pool, &self.device, bytes))
     }
@@ -155,6 +179,7 @@ impl WgpuDevice {
 
     /// Copies the first `n` f32 of `buf` back to the host.
     pub fn download(&self, buf: &GpuBuffer, n: usize) -> Result<Vec<f32>> {
+        self.alive()?;
         if n == 0 {
             self.synchronize()?;
             return Ok(Vec::new());
@@ -188,6 +213,7 @@ impl WgpuDevice {
     }
 
     pub fn synchronize(&self) -> Result<()> {
+        self.alive()?;
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Wgpu(format!("poll: {e}")))?;
@@ -195,6 +221,7 @@ impl WgpuDevice {
     }
 
     pub(crate) fn launch(&self, l: &Launch<'_>) -> Result<()> {
+        self.alive()?;
         let max = self.limits.max_compute_workgroups_per_dimension;
         let mut params = l.params;
         let (gx, gy, gz) = match l.grid {
@@ -210,6 +237,7 @@ impl WgpuDevice {
         }
         if gx > max || gy > max || gz > max {
             return Err(Error::AdapterLimit {
+                what: "a dispatch (workgroups along one axis)",
                 limit: "max_compute_workgroups_per_dimension",
                 requested: u64::from(gx.max(gy).max(gz)),
                 allowed: u64::from(max),
@@ -220,11 +248,14 @@ impl WgpuDevice {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&self.device, l.family, l.kernel, l.constants)?;
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        // Not create_buffer_init: it panics when the device is lost between two checks.
+        let uniform = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("pgpo params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
+            size: std::mem::size_of_val(&params) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
         });
+        self.queue.write_buffer(&uniform, 0, bytemuck::bytes_of(&params));
         let mut entries: Vec<wgpu::BindGroupEntry> = l
             .bindings
             .iter()
