@@ -185,3 +185,42 @@ fn runs_are_deterministic_and_a_resumed_run_reproduces_the_uninterrupted_one() {
     }
     let _ = std::fs::remove_dir_all(&a.run_dir);
 }
+
+/// Every file under `dir`, by relative path, with its bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_metrics_and_checkpoints() {
+    let mut cfg = toy("bytes", "cpu");
+    cfg.log_timings = false;
+    cfg.checkpoint.keep = 10;
+    let a = run(cfg.clone(), &mut |_| {}).unwrap();
+    let first_dir = a.run_dir.with_file_name("bytes-first");
+    let _ = std::fs::remove_dir_all(&first_dir);
+    std::fs::rename(&a.run_dir, &first_dir).unwrap();
+    let b = run(cfg, &mut |_| {}).unwrap();
+    let (first, second) = (std::fs::read(first_dir.join("metrics.jsonl")).unwrap(), std::fs::read(&b.metrics).unwrap());
+    assert!(!first.is_empty() && first == second, "metrics differ:\n{}\n{}", String::from_utf8_lossy(&first), String::from_utf8_lossy(&second));
+    let (x, y) = (files(&first_dir.join("checkpoints")), files(&b.run_dir.join("checkpoints")));
+    assert!(x.len() >= 3 * 8, "{} checkpoint files", x.len());
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+    for (path, bytes) in &x {
+        assert!(bytes == &y[path], "{} differs between the two runs", path.display());
+    }
+    let _ = std::fs::remove_dir_all(&first_dir);
+    let _ = std::fs::remove_dir_all(&b.run_dir);
+}

@@ -27,6 +27,9 @@ pub struct TrainConfig {
     /// the system's available memory for the CPU and software adapters). The trainer
     /// estimates its peak before the first step and refuses a config that cannot fit.
     pub memory_gb: f64,
+    /// Write the wall-clock fields (`time_*`) into the metrics rows. Off, two runs with the
+    /// same seed on the same backend write byte-identical metrics (checkpoints always are).
+    pub log_timings: bool,
     pub tiny: TinyConfig,
     pub data: DataConfig,
     pub sft: SftConfig,
@@ -155,6 +158,7 @@ impl Default for TrainConfig {
             model: None,
             resume: false,
             memory_gb: 0.0,
+            log_timings: true,
             tiny: TinyConfig::default(),
             data: DataConfig::default(),
             sft: SftConfig::default(),

@@ -10,6 +10,8 @@ pub struct Metrics {
     path: PathBuf,
     file: std::fs::File,
     lines: usize,
+    /// Keep the wall-clock `time_*` fields (see `TrainConfig::log_timings`).
+    pub timings: bool,
 }
 
 impl Metrics {
@@ -17,7 +19,7 @@ impl Metrics {
     pub fn open(path: &Path) -> Result<Metrics> {
         let lines = std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| crate::io::bad(path, format!("cannot open: {e}")))?;
-        Ok(Metrics { path: path.to_path_buf(), file, lines })
+        Ok(Metrics { path: path.to_path_buf(), file, lines, timings: true })
     }
 
     /// Keeps the first `n` lines (a resumed run drops what followed its checkpoint).
@@ -25,7 +27,9 @@ impl Metrics {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         let kept: String = text.lines().take(n).map(|l| format!("{l}\n")).collect();
         crate::io::atomic(&self.path, |tmp| Ok(std::fs::write(tmp, &kept)?))?;
+        let timings = self.timings;
         *self = Metrics::open(&self.path)?;
+        self.timings = timings;
         Ok(())
     }
 
@@ -38,7 +42,7 @@ impl Metrics {
         let mut row = Map::new();
         row.insert("phase".into(), Value::from(phase));
         row.insert("step".into(), Value::from(step));
-        for (k, v) in fields {
+        for (k, v) in fields.iter().filter(|(k, _)| self.timings || !k.starts_with("time_")) {
             // JSON has no NaN: a non-finite value is written as null.
             row.insert((*k).into(), serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number));
         }

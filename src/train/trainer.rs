@@ -100,7 +100,8 @@ impl Trainer {
         let source = data::Source::new(&cfg.data)?;
         let eval_items = source.eval_items(&processor)?;
         let opt = AdamW::new(weights.tensors(), AdamWConfig { lr: cfg.sft.lr, max_grad_norm: Some(cfg.rl.max_grad_norm), ..Default::default() })?;
-        let metrics = Metrics::open(&run_dir.join("metrics.jsonl"))?;
+        let mut metrics = Metrics::open(&run_dir.join("metrics.jsonl"))?;
+        metrics.timings = cfg.log_timings;
         let rng = Rng::new(cfg.seed ^ 0xA5A5);
         Ok(Trainer { cfg, device, weights, processor, model_dir, source, eval_items, cursor: 0, rng, opt, run_dir, metrics, bad_steps: 0, fault: None })
     }
