@@ -57,7 +57,7 @@ impl TensorFile {
     /// An I64 tensor of `rank` axes, if present.
     pub fn i64_opt(&self, name: &str, rank: usize) -> Result<Option<(Vec<usize>, Vec<i64>)>> {
         Ok(self.typed(name, Dtype::I64, rank)?.map(|(s, b)| {
-            (s, b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+            (s, b.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
         }))
     }
 

@@ -111,7 +111,7 @@ fn rope_index_matches_transformers_get_rope_index() {
         let path = dir().join(format!("{case}.safetensors"));
         let (inputs, _) = read_inputs(&path, &w.config, &Device::Cpu, true).unwrap();
         let (_, want) = TensorFile::open(&path).unwrap().i64("position_ids", 3).unwrap();
-        let got = rope_index(&inputs, w.config.image_token_id, w.config.vision.spatial_merge_size);
+        let got = rope_index(&inputs, w.config.image_token_id, w.config.vision.spatial_merge_size).unwrap();
         assert_eq!(got.positions, want, "{case}");
     }
 }

@@ -51,7 +51,7 @@ pub fn forward(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardO
 pub fn forward_cached(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions, mut cache: Option<&mut KvCache>) -> Result<Var> {
     let (b, t) = (x.batch, x.seq);
     let tc = &c.text;
-    let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size);
+    let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size)?;
     let positions: Vec<f32> = index.positions.iter().map(|&p| p as f32).collect();
     let embed = pv.get("model.embed_tokens.weight")?;
     let tables = RopeTables::multimodal(&positions, b, t, tc.head_dim(), &tc.mrope_section, tc.rope_theta, embed.value().device())?;

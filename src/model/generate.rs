@@ -109,7 +109,7 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
     let embed = pv.get("model.embed_tokens.weight")?;
     let _no_grad = embed.tape().no_grad();
     let mut cache = KvCache::new(&c.text, x.batch, capacity, embed.value().device())?;
-    let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size);
+    let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size)?;
     // The next position of each sequence: its prompt's largest position + 1.
     let mut next: Vec<i64> = (0..x.batch)
         .map(|b| (0..3).flat_map(|a| (0..x.seq).map(move |t| (a * x.batch + b) * x.seq + t)).map(|i| index.positions[i]).max().unwrap_or(-1) + 1)

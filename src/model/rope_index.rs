@@ -5,6 +5,7 @@
 //! generation continue the positions of later tokens.
 
 use super::inputs::ModelInputs;
+use crate::error::{Error, Result};
 
 pub struct RopeIndex {
     /// [3, B, T]: temporal, height, width.
@@ -13,7 +14,7 @@ pub struct RopeIndex {
     pub deltas: Vec<i64>,
 }
 
-pub fn rope_index(inputs: &ModelInputs, image_token: u32, merge: usize) -> RopeIndex {
+pub fn rope_index(inputs: &ModelInputs, image_token: u32, merge: usize) -> Result<RopeIndex> {
     let (b_n, t_n) = (inputs.batch, inputs.seq);
     let mut pos = vec![0i64; 3 * b_n * t_n];
     let mut deltas = Vec::with_capacity(b_n);
@@ -36,7 +37,9 @@ pub fn rope_index(inputs: &ModelInputs, image_token: u32, merge: usize) -> RopeI
                 continue;
             }
             // ModelInputs::new checked that this run matches the next grid's token count.
-            let g = grids.next().expect("one grid per image run");
+            let Some(g) = grids.next() else {
+                return Err(Error::input("image_grid_thw", format!("row {b} has more image-pad runs than grids")));
+            };
             let (gt, gh, gw) = (g[0], g[1] / merge, g[2] / merge);
             for ti in 0..gt {
                 for hi in 0..gh {
@@ -50,5 +53,5 @@ pub fn rope_index(inputs: &ModelInputs, image_token: u32, merge: usize) -> RopeI
         }
         deltas.push(max + 1 - valid.len() as i64);
     }
-    RopeIndex { positions: pos, deltas }
+    Ok(RopeIndex { positions: pos, deltas })
 }

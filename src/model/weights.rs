@@ -56,8 +56,8 @@ impl Mapped {
         Ok(Mapped { path: path.to_path_buf(), map })
     }
 
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.map).expect("validated when opened")
+    fn tensors(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.map).map_err(|e| bad(&self.path, format!("not a safetensors file: {e}")))
     }
 }
 
@@ -102,7 +102,7 @@ fn shard_map(dir: &Path) -> Result<(Vec<String>, HashMap<String, usize>)> {
     let mut files: Vec<String> = pairs.iter().map(|(_, f)| f.clone()).collect();
     files.sort();
     files.dedup();
-    let of = pairs.into_iter().map(|(n, f)| (n, files.binary_search(&f).expect("listed"))).collect();
+    let of = pairs.into_iter().filter_map(|(n, f)| files.binary_search(&f).ok().map(|i| (n, i))).collect();
     Ok((files, of))
 }
 
@@ -113,7 +113,7 @@ impl Weights {
         let (config, config_json) = ModelConfig::load_with_text(dir)?;
         let (files, by_name) = shard_map(dir)?;
         let mapped = files.iter().map(|f| Mapped::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
-        let stored: Vec<SafeTensors<'_>> = mapped.iter().map(Mapped::tensors).collect();
+        let stored: Vec<SafeTensors<'_>> = mapped.iter().map(Mapped::tensors).collect::<Result<_>>()?;
         let naming = Naming::detect(stored.iter().flat_map(|s| s.names()));
         let wanted = names::parameters(&config);
         let (mut names, mut tensors, mut placement) = (Vec::new(), Vec::new(), HashMap::new());
@@ -202,14 +202,14 @@ impl Weights {
         let l = &self.layout;
         let mut per_file: Vec<Vec<(String, Dtype, Vec<usize>, Vec<u8>)>> = vec![Vec::new(); l.files.len()];
         for (name, t) in self.names.iter().zip(&self.tensors) {
-            let &(fi, dtype) = l.placement.get(name).expect("every parameter has a placement");
+            let &(fi, dtype) = l.placement.get(name).ok_or_else(|| Error::shape("weights", format!("`{name}` has no file in the layout")))?;
             let v = t.to_vec()?;
             let bytes: Vec<u8> = match dtype {
                 Dtype::BF16 => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
                 Dtype::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
                 _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             };
-            per_file[fi].push((l.naming.to_file(name), dtype, t.shape().to_vec(), bytes));
+            per_file.get_mut(fi).ok_or_else(|| Error::shape("weights", format!("`{name}` is placed in file {fi} of {}", l.files.len())))?.push((l.naming.to_file(name), dtype, t.shape().to_vec(), bytes));
         }
         let mut weight_map = BTreeMap::new();
         let mut total = 0usize;
@@ -229,7 +229,7 @@ impl Weights {
         atomic(&dir.join("config.json"), |tmp| Ok(std::fs::write(tmp, &l.config_json)?))?;
         if l.files.len() > 1 {
             let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-            let text = serde_json::to_string_pretty(&index).expect("plain JSON");
+            let text = serde_json::to_string_pretty(&index).map_err(|e| bad(&dir.join(INDEX), e))?;
             atomic(&dir.join(INDEX), |tmp| Ok(std::fs::write(tmp, text)?))?;
         }
         Ok(())

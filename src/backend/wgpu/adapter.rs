@@ -73,6 +73,6 @@ pub fn choose() -> Result<wgpu::Adapter> {
                 }
             })
         }
-        _ => Ok(adapters.into_iter().next().expect("checked non-empty")),
+        _ => adapters.into_iter().next().ok_or_else(|| Error::Unavailable { backend: "wgpu", reason: "no adapter".into() }),
     }
 }
