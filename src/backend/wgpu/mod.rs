@@ -122,8 +122,11 @@ impl WgpuDevice {
         if errs.is_empty() {
             Ok(())
         } else {
-            let msg = errs.join("; ");
+            let mut msg = errs.join("; ");
             errs.clear();
+            if msg.contains("Out of Memory") {
+                msg.push_str(": the device is out of memory; use smaller batches (pgpo train estimates its peak before the first step)");
+            }
             Err(Error::Wgpu(msg))
         }
     }
