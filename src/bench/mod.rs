@@ -4,6 +4,7 @@
 //! bandwidth, the best matmul the FLOP rate. The criterion benches (benches/kernels.rs) run the same cases.
 
 pub mod model;
+pub mod rl;
 
 use crate::device::Device;
 use crate::error::Result;
@@ -259,6 +260,11 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
             Work::Tokens(t) => tokens_per_s = Some(t / ms * 1e3),
         }
         rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, tokens_per_s, pct_peak: None });
+    }
+    // The RL step: asked for by name, or in a full run on any but a software adapter (where
+    // one step takes minutes).
+    if filter.is_some_and(|f| "rl step".contains(f) || f.starts_with("rl step")) || (filter.is_none() && size(dev, quick, 1, 1, 0) == 1) {
+        rows.extend(rl::rows(dev, quick)?.into_iter().filter(|r| filter.is_none_or(|f| r.kernel.contains(f) || "rl step".contains(f))));
     }
     let peak_bw = rows
         .iter()

@@ -107,7 +107,7 @@ fn text_config(t: &Fields, rope: &Fields, theta_from: &Fields) -> Result<TextCon
     if t.bool_or("use_sliding_window", false)? {
         return Err(t.err("use_sliding_window", "is true; sliding-window attention is not implemented (Qwen2.5-VL checkpoints leave it off)"));
     }
-    if c.mrope_section.len() != 3 || c.mrope_section.iter().sum::<usize>() != c.head_dim() / 2 {
+    if c.mrope_section.len() != 3 || c.mrope_section.iter().try_fold(0usize, |a, &x| a.checked_add(x)) != Some(c.head_dim() / 2) {
         return Err(rope.err(
             "mrope_section",
             &format!("must be three bands summing to head_dim / 2 = {}, got {:?}", c.head_dim() / 2, c.mrope_section),

@@ -71,6 +71,9 @@ impl ImageProcessorConfig {
         }
         min_pixels = f.usize_or("min_pixels", min_pixels)?;
         max_pixels = f.usize_or("max_pixels", max_pixels)?;
+        if max_pixels as u64 > MAX_IMAGE_PIXELS {
+            return Err(f.err("max_pixels", &format!("is {max_pixels}, above the {MAX_IMAGE_PIXELS}-pixel limit on images")));
+        }
         if min_pixels > max_pixels {
             return Err(f.err("min_pixels", &format!("{min_pixels} is above max_pixels {max_pixels}")));
         }
@@ -91,9 +94,9 @@ impl ImageProcessorConfig {
             image_mean: three(&f, "image_mean", CLIP_MEAN)?,
             image_std: three(&f, "image_std", CLIP_STD)?,
         };
-        for (key, v) in [("patch_size", c.patch_size), ("merge_size", c.merge_size), ("temporal_patch_size", c.temporal_patch_size)] {
-            if v == 0 {
-                return Err(f.err(key, "must be at least 1"));
+        for (key, v, max) in [("patch_size", c.patch_size, 1024), ("merge_size", c.merge_size, 64), ("temporal_patch_size", c.temporal_patch_size, 64)] {
+            if v == 0 || v > max {
+                return Err(f.err(key, &format!("is {v}; it must be between 1 and {max}")));
             }
         }
         if c.image_std.iter().any(|&s| s == 0.0) {
@@ -133,6 +136,9 @@ impl ImageProcessorConfig {
             let beta = (self.min_pixels as f64 / (h * w)).sqrt();
             hb = (h * beta / factor).ceil() * factor;
             wb = (w * beta / factor).ceil() * factor;
+        }
+        if hb * wb > MAX_IMAGE_PIXELS as f64 {
+            return Err(Error::input("image", format!("would be resized to {wb}x{hb}, over the {MAX_IMAGE_PIXELS}-pixel limit (patch_size x merge_size = {factor} is too coarse)")));
         }
         Ok((hb as usize, wb as usize))
     }

@@ -42,10 +42,15 @@ pub fn read_inputs(path: &Path, config: &ModelConfig, device: &Device, blind: bo
         }
         None => None,
     };
+    // 2^16 patches a side: far past any image (PIL's limit is about 13k pixels a side).
+    const MAX_GRID: i64 = 1 << 16;
     let grids = match f.i64_opt("image_grid_thw", 2)? {
         Some((s, g)) => {
             if s[1] != 3 || g.iter().any(|&x| x < 1) {
                 return Err(bad(f, "image_grid_thw", format!("must be [n_images, 3] of positive (t, h, w); got shape {s:?}")));
+            }
+            if let Some(x) = g.iter().find(|&&x| x > MAX_GRID) {
+                return Err(bad(f, "image_grid_thw", format!("holds {x}; a grid side of more than {MAX_GRID} patches is no real image")));
             }
             g.chunks(3).map(|c| [c[0] as usize, c[1] as usize, c[2] as usize]).collect()
         }

@@ -74,7 +74,11 @@ impl ModelInputs {
                 return Err(Error::input("image_grid_thw", format!("image {i} has grid {g:?}; t, h and w must be >= 1 and h, w multiples of the merge size {m}")));
             }
         }
-        let patches: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        // Checked: a corrupt grid must not wrap into a small, plausible patch count.
+        let patches = grids
+            .iter()
+            .try_fold(0usize, |acc, g| g[0].checked_mul(g[1])?.checked_mul(g[2])?.checked_add(acc))
+            .ok_or_else(|| Error::input("image_grid_thw", format!("{grids:?} holds more patches than can be counted")))?;
         if let Some(p) = &pixels {
             let want = [patches, v.patch_dim()];
             if p.shape() != want {

@@ -99,8 +99,9 @@ fn normalise(s: &str) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Rational(i128, i128);
 
-fn gcd(a: i128, b: i128) -> i128 {
-    if b == 0 { a.abs() } else { gcd(b, a % b) }
+/// On magnitudes, so that i128::MIN (whose magnitude has no i128) cannot overflow.
+fn gcd(a: u128, b: u128) -> u128 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl Rational {
@@ -108,8 +109,8 @@ impl Rational {
         if q == 0 {
             return None;
         }
-        let g = gcd(p, q).max(1) * q.signum();
-        Some(Rational(p / g, q / g))
+        let g = i128::try_from(gcd(p.unsigned_abs(), q.unsigned_abs()).max(1)).ok()?.checked_mul(q.signum())?;
+        Some(Rational(p.checked_div(g)?, q.checked_div(g)?))
     }
 
     fn div(self, o: Rational) -> Option<Rational> {

@@ -289,6 +289,22 @@ impl TrainConfig {
                 return Err(bad(file, field, "must be at least 1"));
             }
         }
+        // The fresh model's shape (4 heads of an even size, M-RoPE bands) and sizes that keep
+        // every product of counts far from overflow; the memory estimate covers the rest.
+        if self.tiny.hidden < 32 || self.tiny.hidden > 8192 || self.tiny.hidden % 32 != 0 {
+            return Err(bad(file, "tiny.hidden", format!("must be a multiple of 32 between 32 and 8192, got {}", self.tiny.hidden)));
+        }
+        if !(1..=64).contains(&self.tiny.layers) {
+            return Err(bad(file, "tiny.layers", format!("must be between 1 and 64, got {}", self.tiny.layers)));
+        }
+        if !(64..=1 << 17).contains(&self.tiny.vocab) {
+            return Err(bad(file, "tiny.vocab", format!("must be between 64 and 131072, got {}", self.tiny.vocab)));
+        }
+        for (field, v) in [("rl.prompts", r.prompts), ("rl.group", r.group), ("rl.mini_batch", r.mini_batch), ("rl.max_new_tokens", r.max_new_tokens), ("rl.epochs", r.epochs), ("sft.batch", self.sft.batch), ("data.eval_size", self.data.eval_size)] {
+            if v > 1 << 24 {
+                return Err(bad(file, field, format!("is {v}; at most {} is supported", 1 << 24)));
+            }
+        }
         if self.data.train_seed == self.data.eval_seed {
             return Err(bad(file, "data.eval_seed", "must differ from data.train_seed, or the held-out split is the training data"));
         }

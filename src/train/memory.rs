@@ -54,42 +54,45 @@ fn vision_values_per_patch(c: &ModelConfig) -> u64 {
 }
 
 pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, n: Lengths) -> Estimate {
+    // In f64: products of large counts must saturate, not wrap (casts to u64 saturate).
+    let f = |x: usize| x as f64;
     let t = &c.text;
-    let (layers, vocab, hidden) = (t.num_hidden_layers as u64, t.vocab_size as u64, t.hidden_size as u64);
-    let kv = (t.num_key_value_heads * t.head_dim()) as u64;
-    let (prompt, target, patches, new) = (n.prompt as u64, n.target as u64, n.patches as u64, cfg.rl.max_new_tokens as u64);
-    let vision_layers = c.vision.depth as u64;
+    let (layers, vocab, hidden) = (f(t.num_hidden_layers), f(t.vocab_size), f(t.hidden_size));
+    let kv = f(t.num_key_value_heads * t.head_dim());
+    let (prompt, target, patches, new) = (f(n.prompt), f(n.target), f(n.patches), f(cfg.rl.max_new_tokens));
+    let (per_token, per_patch) = (decoder_values_per_token(c) as f64, vision_values_per_patch(c) as f64);
+    let bytes = |values: f64| (F32 as f64 * values) as u64;
     // Activations of a batch on the tape: every decoder layer, plus the vision tower when
     // it trains (else one block at a time, freed as it goes).
-    let tape = |batch: u64, seq: u64, rows: u64, vision_trains: bool| -> u64 {
-        let vision = batch * patches * vision_values_per_patch(c) * if vision_trains { vision_layers } else { 1 };
-        F32 * (batch * seq * (layers * decoder_values_per_token(c) + 2 * hidden) + vision + 3 * rows * vocab)
+    let tape = |batch: f64, seq: f64, rows: f64, vision_trains: bool| -> u64 {
+        let vision = batch * patches * per_patch * if vision_trains { f(c.vision.depth) } else { 1.0 };
+        bytes(batch * seq * (layers * per_token + 2.0 * hidden) + vision + 3.0 * rows * vocab)
     };
-    let state = F32 * params * 3;
-    let update = F32 * params * 2;
-    let sft = tape(cfg.sft.batch as u64, prompt + target, cfg.sft.batch as u64 * target, cfg.sft.train_vision);
-    let rollouts = (cfg.rl.prompts * cfg.rl.group) as u64;
-    let cache = F32 * rollouts * (prompt + new) * layers * 2 * kv;
-    let prefill = F32 * rollouts * prompt * (decoder_values_per_token(c) + vocab.min(1));
-    let scoring = F32 * rollouts * new * vocab * 2;
-    let rl_update = tape(cfg.rl.mini_batch.min(cfg.rl.prompts * cfg.rl.group) as u64, prompt + new, cfg.rl.mini_batch as u64 * new, cfg.rl.train_vision);
+    let params = params as f64;
+    let (state, update) = (bytes(3.0 * params), bytes(2.0 * params));
+    let (sft_batch, mini_batch) = (f(cfg.sft.batch), f(cfg.rl.mini_batch));
+    let sft = tape(sft_batch, prompt + target, sft_batch * target, cfg.sft.train_vision);
+    let rollouts = f(cfg.rl.prompts) * f(cfg.rl.group);
+    let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token);
+    let scoring = bytes(rollouts * new * vocab * 2.0);
+    let rl_update = tape(mini_batch.min(rollouts), prompt + new, mini_batch * new, cfg.rl.train_vision);
     let parts = vec![
         ("weights and AdamW moments", state, "the model size"),
         ("gradients and updated values", update, "the model size"),
         ("SFT activations and logits", sft, "sft.batch"),
-        ("rollout KV cache and prefill", cache + prefill, "rl.prompts, rl.group or rl.max_new_tokens"),
+        ("rollout KV cache and prefill", cache, "rl.prompts, rl.group or rl.max_new_tokens"),
         ("clean and blind logits of every response token", scoring, "rl.prompts, rl.group or rl.max_new_tokens"),
         ("RL update activations and logits", rl_update, "rl.mini_batch or rl.max_new_tokens"),
     ];
     // Phases do not overlap: the peak is the standing state plus the largest phase.
-    let phase = [update + sft, cache + prefill, scoring, update + rl_update].into_iter().max().unwrap_or(0);
-    let peak = state + phase;
+    let phase = [update.saturating_add(sft), cache, scoring, update.saturating_add(rl_update)].into_iter().max().unwrap_or(0);
+    let peak = state.saturating_add(phase);
     let largest = [
-        (F32 * rollouts * new * vocab, "the clean (or blind) logits of every response token", "rl.prompts, rl.group or rl.max_new_tokens"),
-        (F32 * cfg.rl.mini_batch as u64 * new * vocab, "one RL mini-batch's logits", "rl.mini_batch"),
-        (F32 * cfg.sft.batch as u64 * target * vocab, "one SFT batch's logits", "sft.batch"),
-        (F32 * vocab * hidden, "the embedding table", "the model size"),
-        (F32 * rollouts * (prompt + new) * kv, "one layer's KV cache", "rl.prompts, rl.group or rl.max_new_tokens"),
+        (bytes(rollouts * new * vocab), "the clean (or blind) logits of every response token", "rl.prompts, rl.group or rl.max_new_tokens"),
+        (bytes(mini_batch * new * vocab), "one RL mini-batch's logits", "rl.mini_batch"),
+        (bytes(sft_batch * target * vocab), "one SFT batch's logits", "sft.batch"),
+        (bytes(vocab * hidden), "the embedding table", "the model size"),
+        (bytes(rollouts * (prompt + new) * kv), "one layer's KV cache", "rl.prompts, rl.group or rl.max_new_tokens"),
     ]
     .into_iter()
     .max_by_key(|x| x.0)
@@ -118,7 +121,7 @@ impl Estimate {
             && self.peak > have
         {
             let (part, bytes, turn) = knob(&self.parts);
-            let hint = if bytes * 2 < self.peak { "the model itself does not fit: use a smaller checkpoint or a device with more memory".to_string() } else { format!("lower {turn}") };
+            let hint = if bytes.saturating_mul(2) < self.peak { "the model itself does not fit: use a smaller checkpoint or a device with more memory".to_string() } else { format!("lower {turn}") };
             return Err(Error::Config {
                 file: "the trainer config".into(),
                 field: String::new(),

@@ -319,6 +319,9 @@ impl Trainer {
 /// Accuracy of `weights` on `items`: greedy, or the mean over `k` samples at temperature 1.0.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(weights: &Weights, p: &Processor, items: &[Item], device: &Device, max_new_tokens: usize, k: usize, greedy: bool, seed: u64, rc: &RewardConfig) -> Result<f64> {
+    if k == 0 {
+        return Err(Error::input("k", "avg@k needs at least one sample per prompt (k >= 1)"));
+    }
     let tape = Tape::new();
     let pv = ParamVars::frozen(&tape, weights);
     let (mut correct, mut total) = (0.0, 0.0);
