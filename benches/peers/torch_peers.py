@@ -102,7 +102,104 @@ def workload(name, quick):
         return "attention fwd+bwd", label, run
     if name.startswith("model_"):
         return model_workload(name)
+    if name == "rl_step":
+        return rl_step_workload()
     raise ValueError(name)
+
+
+# The default trainer's model (src/train/tiny.rs, config_json(320, 128, 4)) and step shapes
+# (src/train/config.rs: 24 prompts x G 8, 24 new tokens, mini-batches of 64). The prompt is
+# 79 tokens with one 56x56 image (4 merged image tokens), as the synthetic task's are.
+RL_TINY = {
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl", "bos_token_id": 0,
+    "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "hidden_size": 128, "intermediate_size": 384,
+    "max_position_embeddings": 512, "num_attention_heads": 4, "num_hidden_layers": 4, "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-6, "rope_scaling": {"mrope_section": [4, 6, 6], "type": "mrope"}, "rope_theta": 10000.0,
+    "tie_word_embeddings": True, "image_token_id": 5, "video_token_id": 6, "vision_start_token_id": 3,
+    "vision_end_token_id": 4, "vocab_size": 320,
+    "vision_config": {"depth": 2, "fullatt_block_indexes": [1], "hidden_act": "silu", "hidden_size": 64, "in_chans": 3,
+                      "intermediate_size": 128, "num_heads": 2, "out_hidden_size": 128, "patch_size": 14,
+                      "spatial_merge_size": 2, "temporal_patch_size": 2, "tokens_per_second": 2, "window_size": 56},
+}
+
+
+def rl_step_workload():
+    """One PGPO step in PyTorch eager with transformers' model, as src/train/rl_step.rs runs it:
+    sampled rollouts with the KV cache (old log-probs from the scores), rewards, group
+    advantages, clean and blind teacher-forced passes (the blind one masks the image pads out
+    of attention and keeps the 3-D positions), the k3 TVD, PGPO weights, then mini-batches of
+    the clipped policy loss (token mean) with backward, gradient clipping and AdamW. The vision
+    tower is frozen, as in the default run."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    c = RL_TINY
+    cfg = Qwen2_5_VLConfig(**c)
+    cfg._attn_implementation = "eager"
+    model = Qwen2_5_VLForConditionalGeneration(cfg).float()
+    for n, p in model.named_parameters():
+        p.requires_grad_(not n.startswith("model.visual"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.0)
+    prompts, group, t, new, mini = 24, 8, 79, 24, 64
+    b = prompts * group
+    start, pads = 20, 4
+    row = [c["vision_start_token_id"] if i == start else c["image_token_id"] if start < i <= start + pads
+           else c["vision_end_token_id"] if i == start + pads + 1 else (7 * i + 3) % 100 + 10 for i in range(t)]
+    ids = torch.tensor([row] * b)
+    pd = 3 * 2 * 14 * 14
+    pixels = torch.rand(b * 16, pd) * 2 - 1
+    thw = torch.tensor([[1, 4, 4]] * b)
+    image = c["image_token_id"]
+
+    def run():
+        # 1-2. Rollouts: G samples per prompt at temperature 1, every one 24 tokens long; the
+        # vision tokens are suppressed, as pgpo suppresses them.
+        model.eval()
+        with torch.no_grad():
+            model.model.rope_deltas = None
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, image_grid_thw=thw,
+                                 mm_token_type_ids=(ids == image).long(), do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                 max_new_tokens=new, min_new_tokens=new, eos_token_id=None, pad_token_id=0,
+                                 suppress_tokens=[3, 4, 5, 6], output_scores=True, return_dict_in_generate=True)
+        seqs = out.sequences
+        resp = seqs[:, t:]
+        old_logp = torch.stack([F.log_softmax(s.float(), -1) for s in out.scores], 1).gather(-1, resp[..., None])[..., 0]
+        # 3-4. Rewards (a stand-in as cheap as pgpo's string check) and group advantages.
+        reward = (resp[:, -1] % 2 == 0).float().view(prompts, group)
+        adv = ((reward - reward.mean(1, keepdim=True)) / (reward.std(1, keepdim=True) + 1e-6)).view(b)
+        # 5. Clean and blind teacher-forced passes over prompt + response, no grad.
+        full = torch.ones_like(seqs)
+        mm = (seqs == image).long()
+        with torch.no_grad():
+            pos, _ = model.model.get_rope_index(seqs, mm_token_type_ids=mm, image_grid_thw=thw, attention_mask=full)
+            clean = model(input_ids=seqs, attention_mask=full, pixel_values=pixels, image_grid_thw=thw, position_ids=pos).logits
+            blind = model(input_ids=seqs, attention_mask=full * (seqs != image), position_ids=pos).logits
+            lc = F.log_softmax(clean[:, t - 1:-1].float(), -1).gather(-1, resp[..., None])[..., 0]
+            lb = F.log_softmax(blind[:, t - 1:-1].float(), -1).gather(-1, resp[..., None])[..., 0]
+            # 6. k3 TVD; 7. PGPO weights (normalise, threshold tau, amplify, keep the mass).
+            d = (lc - lb).clamp(-20, 20)
+            tvd = torch.exp(-d) - 1 + d
+            norm = tvd / (tvd.max(1, keepdim=True).values + 1e-8)
+            w = torch.where(norm >= 0.4, 1 + 2.0 * norm, torch.full_like(norm, 0.1))
+            w = w * new / w.sum(1, keepdim=True)
+        token_adv = adv[:, None] * w
+        # 8-9. Mini-batches of the clipped policy loss, backward, clipping, AdamW.
+        model.train()
+        for s in range(0, b, mini):
+            sl = slice(s, s + mini)
+            logits = model(input_ids=seqs[sl], attention_mask=full[sl], pixel_values=pixels[s * 16:(s + mini) * 16],
+                           image_grid_thw=thw[sl], position_ids=pos[:, sl]).logits
+            logp = F.log_softmax(logits[:, t - 1:-1].float(), -1).gather(-1, resp[sl, :, None])[..., 0]
+            ratio = torch.exp(logp - old_logp[sl])
+            a = token_adv[sl]
+            loss = -torch.min(ratio * a, ratio.clamp(0.8, 1.28) * a).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
+    return "rl step", f"tiny default, {prompts} prompts x G {group}, prompt {t} + {new} new", run
 
 
 def model_workload(name):
@@ -173,7 +270,7 @@ def model_workload(name):
 
 NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "attention_fwd", "attention_fwdbwd",
          "model_fwd_tiny", "model_fwdbwd_tiny", "model_fwd_small", "model_fwdbwd_small",
-         "model_generate_tiny", "model_generate_small"]
+         "model_generate_tiny", "model_generate_small", "rl_step"]
 
 
 def child(name, quick, threads):
