@@ -5,8 +5,7 @@
 use super::batch;
 use super::trainer::Trainer;
 use crate::error::Result;
-use crate::model::{forward, generate, Blind, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
-use crate::ops::{self, KlOptions};
+use crate::model::{generate, GenerateOptions, ParamVars, Sampling};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -32,12 +31,7 @@ pub fn tvd_report(t: &mut Trainer, dir: &Path, n: usize) -> Result<TvdSummary> {
     let o = GenerateOptions { max_new_tokens: t.cfg.rl.max_new_tokens, sampling: Sampling::Greedy, stop_ids: t.processor.stop_ids.clone(), suppress_ids: t.weights.config.vision_token_ids(), ..Default::default() };
     let g = generate(&pv, &config, &packed.inputs, &o, |_, _| {})?;
     let tails: Vec<&[u32]> = g.completions.iter().map(|c| c.tokens.as_slice()).collect();
-    let seqs = batch::pack(&config, &prompts, &tails, t.processor.pad_id, &t.device)?;
-    let rows = batch::predicting_rows(&seqs.tail_positions);
-    let tokens: Vec<u32> = tails.concat();
-    let clean = forward(&pv, &config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows.clone()), blind: None })?;
-    let blind = forward(&pv, &config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: Some(Blind { hide_markers: t.cfg.rl.hide_markers }) })?;
-    let tvd = ops::kl_dual(clean.value(), blind.value(), &tokens, KlOptions { temperature: 1.0, d_clamp: t.cfg.rl.d_clamp })?.k3.to_vec()?;
+    let tvd = super::rl_step::visual_dependency(&pv, t, &prompts, &tails, 1.0)?.0.k3.to_vec()?;
     let max = tvd.iter().cloned().fold(1e-6f32, f32::max);
 
     let (mut g_sum, mut g_n, mut o_sum, mut o_n) = (0.0, 0.0, 0.0, 0.0);

@@ -9,7 +9,8 @@ use super::trainer::{StepStats, Trainer};
 use crate::autograd::{ops as ag, Tape};
 use crate::error::{Error, Result};
 use crate::model::{forward, generate, Blind, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
-use crate::ops::{self, KlOptions, LossConfig, TokenInputs, Variant, WeightConfig};
+use crate::model::processor::Prompt;
+use crate::ops::{self, KlDual, KlOptions, LossConfig, TokenInputs, Variant, WeightConfig};
 use crate::rl::advantages::{dapo_keep, grpo_advantages};
 use crate::rl::policy::{aggregation_weights, Aggregation};
 use crate::tensor::Tensor;
@@ -39,6 +40,26 @@ pub(crate) fn grounded_tokens(t: &Trainer, tokens: &[u32]) -> Result<Vec<bool>> 
         start = end;
     }
     Ok(out)
+}
+
+/// The token visual dependency of responses: the clean and the blind logits of every response
+/// token from two teacher-forced passes over prompt + response (no grad; the blind pass hides
+/// the image tokens from attention and skips the vision tower), and `kl_dual` of the two.
+/// Returns it with the seconds of the clean pass and of the blind pass with `kl_dual`.
+pub(crate) fn visual_dependency(pv: &ParamVars, t: &Trainer, prompts: &[&Prompt], tails: &[&[u32]], temperature: f32) -> Result<(KlDual, f64, f64)> {
+    let config = &t.weights.config;
+    let seqs = batch::pack(config, prompts, tails, t.processor.pad_id, &t.device)?;
+    let rows = batch::predicting_rows(&seqs.tail_positions);
+    let tokens: Vec<u32> = tails.concat();
+    let clock = Instant::now();
+    let clean = forward(pv, config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows.clone()), blind: None })?;
+    clean.value().device().synchronize()?;
+    let t_clean = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    let blind = forward(pv, config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: Some(Blind { hide_markers: t.cfg.rl.hide_markers }) })?;
+    let kl = ops::kl_dual(clean.value(), blind.value(), &tokens, KlOptions { temperature, d_clamp: t.cfg.rl.d_clamp })?;
+    kl.k3.device().synchronize()?;
+    Ok((kl, t_clean, clock.elapsed().as_secs_f64()))
 }
 
 pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
@@ -104,22 +125,14 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
 
     // 5. Old log-probs come from the rollout (the sampling policy at this temperature); the
     // clean and blind logits of the same rows from two teacher-forced passes, no grad.
-    let clock = Instant::now();
+    // 6. Token visual dependency from both logit rows in one fused pass (`kl_dual`).
     let kept_prompts: Vec<_> = kept.iter().map(|&i| &items[rollouts[i].prompt].prompt).collect();
     let tails: Vec<&[u32]> = kept.iter().map(|&i| rollouts[i].tokens.as_slice()).collect();
-    let seqs = batch::pack(&config, &kept_prompts, &tails, pad, &dev)?;
-    let rows = batch::predicting_rows(&seqs.tail_positions);
-    let tokens: Vec<u32> = tails.iter().flat_map(|t| t.iter().copied()).collect();
-    let clean = forward(&frozen, &config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows.clone()), blind: None })?;
-    fields.push(("time_logprobs", clock.elapsed().as_secs_f64()));
-    let clock = Instant::now();
-    let blind = forward(&frozen, &config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: Some(Blind { hide_markers: c.hide_markers }) })?;
-
-    // 6. Token visual dependency from both logit rows in one fused pass.
-    let kl = ops::kl_dual(clean.value(), blind.value(), &tokens, KlOptions { temperature: c.temperature, d_clamp: c.d_clamp })?;
+    let tokens: Vec<u32> = tails.concat();
+    let (kl, t_clean, t_blind) = visual_dependency(&frozen, t, &kept_prompts, &tails, c.temperature)?;
     let tvd = if c.tvd == "kl" { kl.kl.to_vec()? } else { kl.k3.to_vec()? };
-    drop((clean, blind));
-    fields.push(("time_blind_tvd", clock.elapsed().as_secs_f64()));
+    drop(kl);
+    fields.extend([("time_logprobs", t_clean), ("time_blind_tvd", t_blind)]);
 
     // 7. PGPO token weights per response ([B, L], padded), times the sequence advantage.
     let l = tails.iter().map(|t| t.len()).max().unwrap_or(0);
