@@ -224,3 +224,46 @@ fn the_same_seed_gives_byte_identical_metrics_and_checkpoints() {
     let _ = std::fs::remove_dir_all(&first_dir);
     let _ = std::fs::remove_dir_all(&b.run_dir);
 }
+
+/// The RL step scores responses after a shared prompt prefix (one prefill per distinct prompt,
+/// copied to its responses, then one extension over all response tokens). Its clean and blind
+/// log-probs equal separate full passes over every prompt + response, on every backend.
+#[test]
+fn shared_prefix_scoring_equals_full_clean_and_blind_passes() {
+    use pgpo::model::{forward, Blind, ForwardOptions, Keep, ParamVars};
+    use pgpo::train::batch;
+    use pgpo::train::rl_step::visual_dependency;
+    use pgpo::train::trainer::Trainer;
+    for backend in ["cpu", "wgpu"] {
+        if backend == "wgpu" && common::backend("wgpu").is_none() {
+            continue;
+        }
+        let mut cfg = toy(&format!("prefix-{backend}"), backend);
+        cfg.rl.hide_markers = backend == "wgpu";
+        let mut t = Trainer::new(cfg.clone()).unwrap();
+        let items = t.next_items(3).unwrap();
+        // Three responses per prompt, of different lengths (1 to 7 tokens), no vision ids.
+        let mut rng = pgpo::rng::Rng::new(9);
+        let vocab = t.weights.config.text.vocab_size;
+        let tails: Vec<Vec<u32>> = (0..9).map(|i| (0..1 + (i * 5) % 7).map(|_| 7 + rng.below(vocab - 7) as u32).collect()).collect();
+        let prompts: Vec<_> = (0..9).map(|i| &items[i / 3].prompt).collect();
+        let tail_refs: Vec<&[u32]> = tails.iter().map(|s| s.as_slice()).collect();
+        let tape = pgpo::autograd::Tape::new();
+        let pv = ParamVars::frozen(&tape, &t.weights);
+        let (kl, _, _) = visual_dependency(&pv, &t, &prompts, &tail_refs, 1.0).unwrap();
+        let seqs = batch::pack(&t.weights.config, &prompts, &tail_refs, t.processor.pad_id, &t.device).unwrap();
+        let rows = batch::predicting_rows(&seqs.tail_positions);
+        let tokens: Vec<u32> = tail_refs.concat();
+        let full = |blind| forward(&pv, &t.weights.config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows.clone()), blind }).unwrap();
+        let (clean, blind) = (full(None), full(Some(Blind { hide_markers: cfg.rl.hide_markers })));
+        let want = pgpo::ops::kl_dual(clean.value(), blind.value(), &tokens, pgpo::ops::KlOptions { temperature: 1.0, d_clamp: cfg.rl.d_clamp }).unwrap();
+        for (name, got, exp) in [("clean", &kl.logp_clean, &want.logp_clean), ("blind", &kl.logp_blind, &want.logp_blind), ("k3", &kl.k3, &want.k3)] {
+            let (g, e) = (got.to_vec().unwrap(), exp.to_vec().unwrap());
+            assert_eq!(g.len(), tokens.len());
+            let worst = g.iter().zip(&e).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 2e-4, "{backend} {name}: max |diff| {worst}");
+        }
+        t.fault = None;
+        let _ = std::fs::remove_dir_all(cfg.out_dir.join(&cfg.name));
+    }
+}

@@ -108,16 +108,27 @@ pub fn forward_cached(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &F
 /// position (`positions` [3, B], the same value on every axis past the prompt); logits [B, V].
 pub fn decode_step(pv: &ParamVars, c: &ModelConfig, ids: &[u32], positions: &[f32], cache: &mut KvCache) -> Result<Var> {
     let b = cache.batch();
-    if ids.len() != b || positions.len() != 3 * b {
-        return Err(Error::shape("decode_step", format!("{} ids and {} positions for {b} sequences", ids.len(), positions.len())));
+    extend(pv, c, ids, &vec![true; b], positions, 1, cache, None)
+}
+
+/// `t` more tokens per cached sequence in one pass (`ids` and `mask` [B, t], `positions`
+/// [3, B, t]), each attending to the cache and causally to the earlier new ones; logits at
+/// `rows` of the [B * t] new positions (all when None). With t > 1 the cache must have
+/// exactly `t` free slots, so that the new tokens end it. Teacher-forced scoring of responses
+/// after a shared prompt prefix uses it; a decode step is the case t = 1.
+#[allow(clippy::too_many_arguments)]
+pub fn extend(pv: &ParamVars, c: &ModelConfig, ids: &[u32], mask: &[bool], positions: &[f32], t: usize, cache: &mut KvCache, rows: Option<&[u32]>) -> Result<Var> {
+    let b = cache.batch();
+    if t == 0 || ids.len() != b * t || mask.len() != b * t || positions.len() != 3 * b * t {
+        return Err(Error::shape("extend", format!("{} ids, {} mask entries and {} positions for {b} sequences of {t} tokens", ids.len(), mask.len(), positions.len())));
     }
     let tc = &c.text;
     let embed = pv.get("model.embed_tokens.weight")?;
-    let tables = RopeTables::multimodal(positions, b, 1, tc.head_dim(), &tc.mrope_section, tc.rope_theta, embed.value().device())?;
-    let attention = cache.begin(1, &vec![true; b])?;
-    let cx = Context { batch: b, seq: 1, tables: &tables, attention: &attention };
+    let tables = RopeTables::multimodal(positions, b, t, tc.head_dim(), &tc.mrope_section, tc.rope_theta, embed.value().device())?;
+    let attention = cache.begin(t, mask)?;
+    let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
     let h = layers(ag::embedding(embed, ids)?, pv, tc, &cx, Some(cache))?;
-    head(&h, pv, c, None)
+    head(&h, pv, c, rows)
 }
 
 fn layers(mut h: Var, pv: &ParamVars, tc: &TextConfig, cx: &Context, mut cache: Option<&mut KvCache>) -> Result<Var> {

@@ -55,16 +55,22 @@ impl KvCache {
 
     /// Marks `t` new slots per sequence (`mask` [B, t], true for a real token) before the
     /// layers write them; returns the attention options of a query over the whole cache.
+    /// Several new tokens attend causally among themselves: the causal mask aligns the last
+    /// query with the last key, so they must fill the cache exactly.
     pub fn begin(&mut self, t: usize, mask: &[bool]) -> Result<AttnOptions> {
         if self.len + t > self.capacity || mask.len() != self.batch * t {
             return Err(Error::shape("kv_cache", format!("{t} new tokens for {} sequences do not fit: {} of {} slots used", mask.len() / t.max(1), self.len, self.capacity)));
+        }
+        let causal = t > 1 && !self.is_empty();
+        if causal && self.len + t != self.capacity {
+            return Err(Error::shape("kv_cache", format!("{t} new tokens after {} must fill the cache of {} exactly", self.len, self.capacity)));
         }
         for b in 0..self.batch {
             for i in 0..t {
                 self.key_mask[b * self.capacity + self.len + i] = if mask[b * t + i] { 1.0 } else { 0.0 };
             }
         }
-        Ok(AttnOptions { causal: false, key_mask: Some(self.key_mask.clone()), ..Default::default() })
+        Ok(AttnOptions { causal, key_mask: Some(self.key_mask.clone()), ..Default::default() })
     }
 
     /// Writes layer `layer`'s new keys and values [B, Hkv, t, D] at the current end.

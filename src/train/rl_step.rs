@@ -8,7 +8,8 @@ use super::batch::{self, Item};
 use super::trainer::{StepStats, Trainer};
 use crate::autograd::{ops as ag, Tape};
 use crate::error::{Error, Result};
-use crate::model::{forward, generate, Blind, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
+use crate::model::rope_index::rope_index;
+use crate::model::{extend, forward, forward_cached, generate, Blind, ForwardOptions, GenerateOptions, KvCache, Keep, ParamVars, Sampling};
 use crate::model::processor::Prompt;
 use crate::ops::{self, KlDual, KlOptions, LossConfig, TokenInputs, Variant, WeightConfig};
 use crate::rl::advantages::{dapo_keep, grpo_advantages};
@@ -43,21 +44,77 @@ pub(crate) fn grounded_tokens(t: &Trainer, tokens: &[u32]) -> Result<Vec<bool>> 
 }
 
 /// The token visual dependency of responses: the clean and the blind logits of every response
-/// token from two teacher-forced passes over prompt + response (no grad; the blind pass hides
-/// the image tokens from attention and skips the vision tower), and `kl_dual` of the two.
-/// Returns it with the seconds of the clean pass and of the blind pass with `kl_dual`.
-pub(crate) fn visual_dependency(pv: &ParamVars, t: &Trainer, prompts: &[&Prompt], tails: &[&[u32]], temperature: f32) -> Result<(KlDual, f64, f64)> {
-    let config = &t.weights.config;
-    let seqs = batch::pack(config, prompts, tails, t.processor.pad_id, &t.device)?;
-    let rows = batch::predicting_rows(&seqs.tail_positions);
+/// token from two teacher-forced passes (no grad; the blind pass hides the image tokens from
+/// attention and skips the vision tower), and `kl_dual` of the two. Returns it with the
+/// seconds of the clean pass and of the blind pass with `kl_dual`.
+///
+/// Responses to the same prompt share its prefix: each pass runs the prompt once per distinct
+/// prompt into a KV cache (the vision tower too, in the clean pass), copies that cache to the
+/// prompt's G responses, and scores all response tokens in one extension of it. The logits
+/// equal separate full passes (tests/generation.rs checks both against each other).
+pub fn visual_dependency(pv: &ParamVars, t: &Trainer, prompts: &[&Prompt], tails: &[&[u32]], temperature: f32) -> Result<(KlDual, f64, f64)> {
+    let (config, dev) = (&t.weights.config, &t.device);
+    // Distinct prompts (the G responses of a prompt borrow the same item), and each tail's.
+    let mut unique: Vec<&Prompt> = Vec::new();
+    let of: Vec<usize> = prompts
+        .iter()
+        .map(|p| match unique.iter().position(|u| std::ptr::eq(*u, *p) || u.ids == p.ids) {
+            Some(i) => i,
+            None => {
+                unique.push(p);
+                unique.len() - 1
+            }
+        })
+        .collect();
+    let no_tail: Vec<&[u32]> = vec![&[]; unique.len()];
+    let packed = batch::pack(config, &unique, &no_tail, t.processor.pad_id, dev)?;
+    let x = &packed.inputs;
+    let index = rope_index(x, config.image_token_id, config.vision.spatial_merge_size)?;
+    let next: Vec<i64> = (0..x.batch)
+        .map(|b| (0..3).flat_map(|a| (0..x.seq).map(move |s| (a * x.batch + b) * x.seq + s)).map(|i| index.positions[i]).max().unwrap_or(-1) + 1)
+        .collect();
+    // Tails right-padded to l; the logits of tail token k (k >= 1) come from the extension's
+    // row k - 1, those of token 0 from the prompt's last position.
+    let l = tails.iter().map(|s| s.len()).max().unwrap_or(0);
+    let b = tails.len();
+    let (mut ids, mut mask, mut positions) = (vec![t.processor.pad_id; b * l], vec![false; b * l], vec![0f32; 3 * b * l]);
+    let (mut rows, mut order) = (Vec::new(), Vec::new());
+    for (r, tail) in tails.iter().enumerate() {
+        for (k, &tok) in tail.iter().enumerate() {
+            ids[r * l + k] = tok;
+            mask[r * l + k] = true;
+            for a in 0..3 {
+                positions[(a * b + r) * l + k] = (next[of[r]] + k as i64) as f32;
+            }
+            // Rows of [first-token logits (one per tail); extension rows].
+            // Token k >= 1 is predicted by the row of token k - 1, the last one pushed.
+            order.push(if k == 0 { r as u32 } else { (b + rows.len() - 1) as u32 });
+            if k + 1 < tail.len() {
+                rows.push((r * l + k) as u32);
+            }
+        }
+    }
+    let pass = |blind: Option<Blind>| -> Result<crate::tensor::Tensor> {
+        let mut cache = KvCache::new(&config.text, unique.len(), x.seq + l, dev)?;
+        let first = forward_cached(pv, config, x, &ForwardOptions { keep: Keep::Last, blind }, Some(&mut cache))?;
+        cache.retain(&of)?;
+        let first = ops::gather(first.value(), &of.iter().map(|&u| u as u32).collect::<Vec<_>>())?;
+        let all = if rows.is_empty() {
+            first
+        } else {
+            let rest = extend(pv, config, &ids, &mask, &positions, l, &mut cache, Some(&rows))?;
+            ops::concat(&[&first, rest.value()], 0)?
+        };
+        ops::gather(&all, &order)
+    };
     let tokens: Vec<u32> = tails.concat();
     let clock = Instant::now();
-    let clean = forward(pv, config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows.clone()), blind: None })?;
-    clean.value().device().synchronize()?;
+    let clean = pass(None)?;
+    clean.device().synchronize()?;
     let t_clean = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
-    let blind = forward(pv, config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: Some(Blind { hide_markers: t.cfg.rl.hide_markers }) })?;
-    let kl = ops::kl_dual(clean.value(), blind.value(), &tokens, KlOptions { temperature, d_clamp: t.cfg.rl.d_clamp })?;
+    let blind = pass(Some(Blind { hide_markers: t.cfg.rl.hide_markers }))?;
+    let kl = ops::kl_dual(&clean, &blind, &tokens, KlOptions { temperature, d_clamp: t.cfg.rl.d_clamp })?;
     kl.k3.device().synchronize()?;
     Ok((kl, t_clean, clock.elapsed().as_secs_f64()))
 }
