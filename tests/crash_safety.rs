@@ -2,7 +2,9 @@
 //! (mid-step, mid-checkpoint, mid-report) never leaves a visible checkpoint that does not
 //! load; `--resume` picks the newest complete one and says which, and the run finished
 //! through 40 kills writes the metrics of an uninterrupted run byte for byte. A checkpoint write
-//! that fails for lack of space is an error, and the previous checkpoint survives. A
+//! that fails for lack of space is an error, and the previous checkpoint survives: on a real
+//! full disk (a small tmpfs, where the test may mount one) and with the kernel refusing
+//! writes past a file-size limit (anywhere). A
 //! checkpoint corrupted after the fact is passed over, by name, for the one before it.
 
 use pgpo::model::Weights;
@@ -214,4 +216,65 @@ fn a_corrupt_newest_checkpoint_is_passed_over_by_name_for_the_one_before() {
     assert!(log.contains(&format!("resuming from {}", kept[kept.len() - 2].display())), "{log}");
     assert_eq!(metrics(&out), want);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A tmpfs of `mb` megabytes mounted for the test, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// None (with a line saying why) where mounting is not permitted (not root).
+    fn mount(tag: &str, mb: usize) -> Option<SmallDisk> {
+        let dir = out_dir(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let o = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"]).arg(&dir).output().ok()?;
+        if !o.status.success() {
+            println!("skipping the real full-disk case: cannot mount a tmpfs here ({})", String::from_utf8_lossy(&o.stderr).trim());
+            return None;
+        }
+        Some(SmallDisk(dir))
+    }
+
+    fn grow(&self, mb: usize) {
+        let o = Command::new("mount").args(["-o", &format!("remount,size={mb}m")]).arg(&self.0).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A real full disk (ENOSPC on a small tmpfs, where the kernel allows mounting one): the run
+/// fails with an error naming the file, every visible checkpoint still loads, no temporary
+/// folder is left, and with room again the run resumes and ends as the uninterrupted one.
+#[test]
+fn a_real_full_disk_stops_the_run_with_an_error_and_resume_loses_nothing() {
+    let reference = out_dir("enospc-reference");
+    let o = train(&reference, &["checkpoint.keep=100"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let want = metrics(&reference);
+    let _ = std::fs::remove_dir_all(&reference);
+    // Room for the fresh model and a few checkpoints, not for all fourteen.
+    let Some(disk) = SmallDisk::mount("enospc", 6) else { return };
+    let o = train(&disk.0, &["checkpoint.keep=100"]).output().unwrap();
+    let log = text(&o);
+    assert!(!o.status.success(), "the run should have filled the 6 MB disk:\n{log}");
+    assert!(log.contains("No space left on device") && !log.contains("panicked"), "{log}");
+    println!("the full disk: {}", log.lines().filter(|l| l.contains("error")).collect::<Vec<_>>().join(" / "));
+    let newest = check_checkpoints(&disk.0, "the full disk");
+    assert!(newest.is_some(), "6 MB should hold some checkpoints before the disk fills:\n{log}");
+    let root = run_dir(&disk.0).join("checkpoints");
+    let hidden: Vec<_> = std::fs::read_dir(&root).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).map(|e| e.file_name()).collect();
+    assert!(hidden.is_empty(), "the failed write left {hidden:?}");
+    disk.grow(64);
+    let o = train(&disk.0, &["checkpoint.keep=100"]).output().unwrap();
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    if let Some(dir) = newest {
+        assert!(log.contains(&format!("resuming from {}", dir.display())), "{log}");
+    }
+    assert_eq!(metrics(&disk.0), want);
 }
