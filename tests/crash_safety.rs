@@ -69,6 +69,19 @@ fn metrics(out: &Path) -> String {
     text
 }
 
+/// Trains `out` to the end (every checkpoint kept); its metrics.
+fn finished_run(out: &Path) -> String {
+    let o = train(out, &["checkpoint.keep=100"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    metrics(out)
+}
+
+/// Hidden leftovers (temporary or half-deleted checkpoints) in the run's checkpoint folder.
+fn hidden_leftovers(out: &Path) -> Vec<std::ffi::OsString> {
+    let root = run_dir(out).join("checkpoints");
+    std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect()
+}
+
 /// Every visible checkpoint loads (weights, optimizer, trainer state); returns the newest.
 fn check_checkpoints(out: &Path, after: &str) -> Option<PathBuf> {
     let root = run_dir(out).join("checkpoints");
@@ -162,9 +175,7 @@ fn cut_after(out: &Path, tag: &str) -> Vec<PathBuf> {
 #[test]
 fn a_full_disk_during_a_checkpoint_write_is_an_error_and_the_previous_checkpoint_survives() {
     let out = out_dir("disk");
-    let o = train(&out, &["checkpoint.keep=100"]).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let want = metrics(&out);
+    let want = finished_run(&out);
     cut_after(&out, "sft-00003");
     let size = std::fs::metadata(run_dir(&out).join("init/model.safetensors")).unwrap().len();
     let mut c = train(&out, &["checkpoint.keep=100"]);
@@ -188,8 +199,7 @@ fn a_full_disk_during_a_checkpoint_write_is_an_error_and_the_previous_checkpoint
     assert!(!log.contains("panicked"), "{log}");
     let newest = check_checkpoints(&out, "the failed write").unwrap();
     assert!(newest.ends_with("sft-00003"), "{}", newest.display());
-    let root = run_dir(&out).join("checkpoints");
-    let hidden: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).map(|e| e.file_name()).collect();
+    let hidden = hidden_leftovers(&out);
     assert!(hidden.is_empty(), "the failed write left {hidden:?}");
     // With room again, the run resumes from the survivor and ends as the uninterrupted one.
     let o = train(&out, &["checkpoint.keep=100"]).output().unwrap();
@@ -201,9 +211,7 @@ fn a_full_disk_during_a_checkpoint_write_is_an_error_and_the_previous_checkpoint
 #[test]
 fn a_corrupt_newest_checkpoint_is_passed_over_by_name_for_the_one_before() {
     let out = out_dir("corrupt");
-    let o = train(&out, &["checkpoint.keep=100"]).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let want = metrics(&out);
+    let want = finished_run(&out);
     let kept = cut_after(&out, "rl-00002");
     let newest = kept.last().unwrap();
     let weights = newest.join("model.safetensors");
@@ -253,9 +261,7 @@ impl Drop for SmallDisk {
 #[test]
 fn a_real_full_disk_stops_the_run_with_an_error_and_resume_loses_nothing() {
     let reference = out_dir("enospc-reference");
-    let o = train(&reference, &["checkpoint.keep=100"]).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let want = metrics(&reference);
+    let want = finished_run(&reference);
     let _ = std::fs::remove_dir_all(&reference);
     // Room for the fresh model and a few checkpoints, not for all fourteen.
     let Some(disk) = SmallDisk::mount("enospc", 6) else { return };
@@ -266,8 +272,7 @@ fn a_real_full_disk_stops_the_run_with_an_error_and_resume_loses_nothing() {
     println!("the full disk: {}", log.lines().filter(|l| l.contains("error")).collect::<Vec<_>>().join(" / "));
     let newest = check_checkpoints(&disk.0, "the full disk");
     assert!(newest.is_some(), "6 MB should hold some checkpoints before the disk fills:\n{log}");
-    let root = run_dir(&disk.0).join("checkpoints");
-    let hidden: Vec<_> = std::fs::read_dir(&root).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).map(|e| e.file_name()).collect();
+    let hidden = hidden_leftovers(&disk.0);
     assert!(hidden.is_empty(), "the failed write left {hidden:?}");
     disk.grow(64);
     let o = train(&disk.0, &["checkpoint.keep=100"]).output().unwrap();
