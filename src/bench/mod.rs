@@ -248,8 +248,9 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
     let wanted = |c: &Case| filter.is_none_or(|f| c.kernel.contains(f));
     // Model weights are only built when a model row is wanted.
     let models = if filter.is_none_or(|f| ["model fwd+bwd", "model generate"].iter().any(|k| k.contains(f))) { model::cases(dev, quick)? } else { Vec::new() };
-    // Likewise the kernel inputs (gigabytes at full size) when only model rows are wanted.
-    let kernels = if filter.is_some_and(|f| f.starts_with("model")) { Vec::new() } else { cases(dev, quick)? };
+    // Likewise the kernel inputs (gigabytes at full size) when only model or RL-step rows are
+    // wanted.
+    let kernels = if filter.is_some_and(|f| f.starts_with("model") || f.starts_with("rl step")) { Vec::new() } else { cases(dev, quick)? };
     let all = kernels.into_iter().filter(wanted).chain(models.into_iter().filter(wanted));
     for mut c in all {
         let ms = time(&mut c.run, quick)?;
