@@ -49,12 +49,16 @@ fn rand(dev: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
 
 /// Sizes: full, quick, and for software adapters (lavapipe), where full sizes take minutes.
 pub fn size(dev: &Device, quick: bool, full: usize, small: usize, tiny: usize) -> usize {
-    let software = match dev {
+    if software(dev) { tiny } else if quick { small } else { full }
+}
+
+/// A software adapter (lavapipe), where full-size work takes minutes.
+pub fn software(dev: &Device) -> bool {
+    match dev {
         #[cfg(feature = "wgpu")]
         Device::Wgpu(w) => !w.is_hardware(),
         _ => false,
-    };
-    if software { tiny } else if quick { small } else { full }
+    }
 }
 
 /// Runs the kernel once, waiting for the device.
@@ -247,7 +251,7 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
     let mut rows = Vec::new();
     let wanted = |c: &Case| filter.is_none_or(|f| c.kernel.contains(f));
     // Model weights are only built when a model row is wanted.
-    let models = if filter.is_none_or(|f| ["model fwd+bwd", "model generate"].iter().any(|k| k.contains(f))) { model::cases(dev, quick)? } else { Vec::new() };
+    let models = if filter.is_none_or(|f| ["model fwd+bwd", "model generate"].iter().any(|k| k.contains(f))) { model::cases(dev)? } else { Vec::new() };
     // Likewise the kernel inputs (gigabytes at full size) when only model or RL-step rows are
     // wanted.
     let kernels = if filter.is_some_and(|f| f.starts_with("model") || f.starts_with("rl step")) { Vec::new() } else { cases(dev, quick)? };
@@ -264,7 +268,7 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
     }
     // The RL step: asked for by name, or in a full run on any but a software adapter (where
     // one step takes minutes).
-    if filter.is_some_and(|f| "rl step".contains(f) || f.starts_with("rl step")) || (filter.is_none() && size(dev, quick, 1, 1, 0) == 1) {
+    if filter.is_some_and(|f| "rl step".contains(f) || f.starts_with("rl step")) || (filter.is_none() && !software(dev)) {
         rows.extend(rl::rows(dev, quick)?.into_iter().filter(|r| filter.is_none_or(|f| r.kernel.contains(f) || "rl step".contains(f))));
     }
     let peak_bw = rows

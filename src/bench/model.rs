@@ -81,11 +81,11 @@ impl Workload {
     }
 }
 
-pub fn cases(dev: &Device, quick: bool) -> Result<Vec<Case>> {
+pub fn cases(dev: &Device) -> Result<Vec<Case>> {
     let mut out = Vec::new();
     for w in workloads()? {
         // The small model at full size takes minutes per step on a software adapter.
-        if w.name == "small" && super::size(dev, quick, 1, 1, 0) == 0 {
+        if w.name == "small" && super::software(dev) {
             continue;
         }
         let weights = Rc::new(Weights::random(&w.config, &w.config_json, 3, dev)?);

@@ -111,9 +111,7 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
     let mut cache = KvCache::new(&c.text, x.batch, capacity, embed.value().device())?;
     let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size)?;
     // The next position of each sequence: its prompt's largest position + 1.
-    let mut next: Vec<i64> = (0..x.batch)
-        .map(|b| (0..3).flat_map(|a| (0..x.seq).map(move |t| (a * x.batch + b) * x.seq + t)).map(|i| index.positions[i]).max().unwrap_or(-1) + 1)
-        .collect();
+    let mut next = index.next_positions(x.batch, x.seq);
     let mut rng = Rng::new(o.seed);
     // Sequences still running, as indices into `completions`, in cache order.
     let mut active: Vec<usize> = (0..x.batch).collect();
@@ -166,23 +164,23 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
         let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
         let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let log_z = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-        let token = if o.suppress_ids.is_empty() {
-            match o.sampling {
-                Sampling::Greedy => argmax(l),
-                Sampling::Sample { top_p, top_k, .. } => sample(&scaled, max, top_k, top_p, rng),
-            }
+        // The candidates: every token, or all but the suppressed ones (the log-prob above is
+        // still over the full distribution, as with top-k and top-p).
+        let allowed: std::borrow::Cow<[f64]> = if o.suppress_ids.is_empty() {
+            std::borrow::Cow::Borrowed(&scaled)
         } else {
-            let mut allowed = scaled.clone();
+            let mut a = scaled.clone();
             for &t in &o.suppress_ids {
-                if let Some(v) = allowed.get_mut(t as usize) {
+                if let Some(v) = a.get_mut(t as usize) {
                     *v = f64::NEG_INFINITY;
                 }
             }
-            let max = allowed.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            match o.sampling {
-                Sampling::Greedy => argmax(&allowed),
-                Sampling::Sample { top_p, top_k, .. } => sample(&allowed, max, top_k, top_p, rng),
-            }
+            std::borrow::Cow::Owned(a)
+        };
+        let top = allowed.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let token = match o.sampling {
+            Sampling::Greedy => argmax(&allowed),
+            Sampling::Sample { top_p, top_k, .. } => sample(&allowed, top, top_k, top_p, rng),
         };
         let c = &mut completions[seq];
         c.tokens.push(token as u32);
@@ -195,7 +193,7 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
     Ok(chosen)
 }
 
-fn argmax<T: PartialOrd + Copy>(l: &[T]) -> usize {
+fn argmax(l: &[f64]) -> usize {
     let mut best = 0;
     for (i, &v) in l.iter().enumerate() {
         if v > l[best] {

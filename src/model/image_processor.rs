@@ -182,11 +182,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
     let info = d.info().ok_or_else(|| Error::input("image", "JPEG without a frame header"))?;
     check_size(u64::from(info.width), u64::from(info.height))?;
     let pixels = d.decode().map_err(|e| Error::input("image", format!("does not decode as JPEG: {e}")))?;
-    let info = d.info().ok_or_else(|| Error::input("image", "JPEG without a frame header"))?;
     let (width, height) = (usize::from(info.width), usize::from(info.height));
-    if width == 0 || height == 0 {
-        return Err(Error::input("image", format!("has zero size ({width}x{height})")));
-    }
     let data = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
@@ -206,9 +202,6 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     check_size(u64::from(w), u64::from(h))?;
     let img = reader()?.decode().map_err(not_image)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
-    if width == 0 || height == 0 {
-        return Err(Error::input("image", format!("has zero size ({width}x{height})")));
-    }
     let data = if img.color().has_alpha() { over_white(&img.to_rgba8().into_raw()) } else { img.to_rgb8().into_raw() };
     Ok(RgbImage { width, height, data })
 }

@@ -14,6 +14,16 @@ pub struct RopeIndex {
     pub deltas: Vec<i64>,
 }
 
+impl RopeIndex {
+    /// The position of the token after each of the `batch` sequences of `seq`: its largest
+    /// position on any axis + 1 (transformers' `rope_deltas` continuation).
+    pub fn next_positions(&self, batch: usize, seq: usize) -> Vec<i64> {
+        (0..batch)
+            .map(|b| (0..3).flat_map(|a| (0..seq).map(move |t| (a * batch + b) * seq + t)).map(|i| self.positions[i]).max().unwrap_or(-1) + 1)
+            .collect()
+    }
+}
+
 pub fn rope_index(inputs: &ModelInputs, image_token: u32, merge: usize) -> Result<RopeIndex> {
     let (b_n, t_n) = (inputs.batch, inputs.seq);
     let mut pos = vec![0i64; 3 * b_n * t_n];

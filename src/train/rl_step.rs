@@ -70,9 +70,7 @@ pub fn visual_dependency(pv: &ParamVars, t: &Trainer, prompts: &[&Prompt], tails
     let packed = batch::pack(config, &unique, &no_tail, t.processor.pad_id, dev)?;
     let x = &packed.inputs;
     let index = rope_index(x, config.image_token_id, config.vision.spatial_merge_size)?;
-    let next: Vec<i64> = (0..x.batch)
-        .map(|b| (0..3).flat_map(|a| (0..x.seq).map(move |s| (a * x.batch + b) * x.seq + s)).map(|i| index.positions[i]).max().unwrap_or(-1) + 1)
-        .collect();
+    let next = index.next_positions(x.batch, x.seq);
     // Tails right-padded to l; the logits of tail token k (k >= 1) come from the extension's
     // row k - 1, those of token 0 from the prompt's last position.
     let l = tails.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -86,9 +84,9 @@ pub fn visual_dependency(pv: &ParamVars, t: &Trainer, prompts: &[&Prompt], tails
             for a in 0..3 {
                 positions[(a * b + r) * l + k] = (next[of[r]] + k as i64) as f32;
             }
-            // Rows of [first-token logits (one per tail); extension rows].
-            // Token k >= 1 is predicted by the row of token k - 1, the last one pushed.
-            order.push(if k == 0 { r as u32 } else { (b + rows.len() - 1) as u32 });
+            // Rows of [the prompts' last-position logits; extension rows]. Token k >= 1 is
+            // predicted by the row of token k - 1, the last one pushed.
+            order.push(if k == 0 { of[r] as u32 } else { (unique.len() + rows.len() - 1) as u32 });
             if k + 1 < tail.len() {
                 rows.push((r * l + k) as u32);
             }
@@ -98,7 +96,7 @@ pub fn visual_dependency(pv: &ParamVars, t: &Trainer, prompts: &[&Prompt], tails
         let mut cache = KvCache::new(&config.text, unique.len(), x.seq + l, dev)?;
         let first = forward_cached(pv, config, x, &ForwardOptions { keep: Keep::Last, blind }, Some(&mut cache))?;
         cache.retain(&of)?;
-        let first = ops::gather(first.value(), &of.iter().map(|&u| u as u32).collect::<Vec<_>>())?;
+        let first = first.value().clone();
         let all = if rows.is_empty() {
             first
         } else {

@@ -125,7 +125,8 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
     if !done {
         on(Event::Phase { name: "rl", steps: rl.steps });
     }
-    for step in if done { rl.steps + 1 } else { at.step + 1 }..=rl.steps {
+    // A finished run's state has step = rl.steps: nothing is left to do here.
+    for step in at.step + 1..=rl.steps {
         let stats = rl_step(&mut t, step)?;
         at.global += 1;
         (at.phase, at.step) = ("rl".into(), step);

@@ -166,14 +166,12 @@ impl Trainer {
     /// The run's peak memory, estimated from the config, the model and the data's lengths (the
     /// held-out items and the first training ones).
     pub fn memory_estimate(&self) -> Result<super::memory::Estimate> {
-        let mut items = self.eval_items.clone();
-        for i in 0..self.cfg.sft.batch.min(64) {
-            items.push(self.source.train_item(&self.processor, i)?);
-        }
+        let train = (0..self.cfg.sft.batch.min(64)).map(|i| self.source.train_item(&self.processor, i)).collect::<Result<Vec<_>>>()?;
+        let items = || self.eval_items.iter().chain(&train);
         let n = super::memory::Lengths {
-            prompt: items.iter().map(|i| i.prompt.ids.len()).max().unwrap_or(0),
-            target: items.iter().map(|i| i.target.len()).max().unwrap_or(0),
-            patches: items.iter().map(|i| i.prompt.grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>()).max().unwrap_or(0),
+            prompt: items().map(|i| i.prompt.ids.len()).max().unwrap_or(0),
+            target: items().map(|i| i.target.len()).max().unwrap_or(0),
+            patches: items().map(|i| i.prompt.grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>()).max().unwrap_or(0),
         };
         let params = self.weights.tensors().iter().map(|t| t.numel() as u64).sum();
         Ok(super::memory::estimate(&self.cfg, &self.weights.config, params, n))
