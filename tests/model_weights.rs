@@ -159,7 +159,7 @@ fn a_truncated_safetensors_file_is_named() {
 
 #[test]
 fn a_corrupt_safetensors_header_is_named() {
-    for (tag, bytes) in [("garbage-header", b"{\"x\": [1,".to_vec()), ("huge-header", u64::MAX.to_le_bytes().to_vec()), ("empty", Vec::new())] {
+    for (tag, bytes) in [("garbage-header", b"{\"x\": [1,".to_vec()), ("huge-header", u64::MAX.to_le_bytes().to_vec()), ("empty-file", Vec::new())] {
         let e = load_error("base", tag, |d| {
             let f = d.join("model.safetensors");
             let mut all = std::fs::read(&f).unwrap();
