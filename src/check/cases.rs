@@ -75,6 +75,10 @@ const MATMUL: &[&[usize]] = &[
     &[3, 3, 33, 17, 129],
     &[2, 1, 130, 70, 5],
     &[1, 2, 7, 200, 66],
+    // The few-rows kernel's edges: 16 rows (its last), k and n off its vector widths.
+    &[2, 1, 16, 13, 27],
+    &[1, 1, 5, 515, 517],
+    &[1, 1, 17, 9, 40],
 ];
 
 fn mm_shapes(s: &[usize], t: Transpose) -> (Vec<usize>, Vec<usize>) {

@@ -7,6 +7,7 @@
 //! each owned by one task, so there are no atomics and results are deterministic.
 
 use super::fastmath::exp;
+use super::matmul_few_rows::{try_matmul, FewRows};
 use super::rowstats::{attention_grad_row, softmax_block_row};
 use rayon::prelude::*;
 
@@ -52,10 +53,31 @@ impl AttnDims {
         true
     }
 
-    /// Whether every key of [j0, j0 + cols) is visible to every query of [i0, i0 + rows):
-    /// such blocks skip the per-element mask.
-    fn block_visible(&self, m: &AttnMasks, i0: usize, j0: usize, cols: usize) -> bool {
-        m.key_mask.is_none() && m.segments.is_none() && (!self.causal || j0 + cols + self.tq <= i0 + 1 + self.tk)
+    /// Prefix counts of hidden keys, [B, Tk + 1]: entry j of batch b counts the hidden keys
+    /// among its first j, so a block's keys are checked in O(1). None without a key mask.
+    fn hidden_before(&self, m: &AttnMasks) -> Option<Vec<u32>> {
+        let km = m.key_mask.filter(|_| self.tk > 0)?;
+        let mut out = Vec::with_capacity(self.b * (self.tk + 1));
+        for row in km.chunks(self.tk) {
+            let mut n = 0;
+            out.push(0);
+            out.extend(row.iter().map(|&x| {
+                n += u32::from(x == 0.0);
+                n
+            }));
+        }
+        Some(out)
+    }
+
+    /// Whether every key of [j0, j0 + cols) is visible to every query of [i0, i0 + rows) of
+    /// batch b: such blocks skip the per-element mask (a decode step's cache of real tokens,
+    /// a batch without padding).
+    fn block_visible(&self, m: &AttnMasks, hidden_before: Option<&[u32]>, b: usize, i0: usize, j0: usize, cols: usize) -> bool {
+        let keys_visible = hidden_before.is_none_or(|h| {
+            let row = &h[b * (self.tk + 1)..];
+            row[j0 + cols] == row[j0]
+        });
+        keys_visible && m.segments.is_none() && (!self.causal || j0 + cols + self.tq <= i0 + 1 + self.tk)
     }
 
     /// Writes -inf over the scores [rows, cols] (row stride `stride`) of hidden pairs.
@@ -101,6 +123,12 @@ unsafe fn mm(
         }
         return;
     }
+    // A decode step's single query row goes to the few-rows kernel: gemm would pack the
+    // key block for it.
+    let few = FewRows { m, n, k, a_rs: lhs.1, b_rs: rhs.1, b_cs: rhs.2, dst_rs, accumulate };
+    if lhs.2 == 1 && unsafe { try_matmul(lhs.0, rhs.0, dst, few) } {
+        return;
+    }
     unsafe {
         gemm::gemm(
             m,
@@ -130,6 +158,7 @@ unsafe fn mm(
 pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMasks, o: &mut [f32], lse: &mut [f32]) {
     let d = s.d;
     let group = s.hq / s.hkv;
+    let hidden_before = s.hidden_before(&m);
     o.par_chunks_mut(s.tq * d).zip(lse.par_chunks_mut(s.tq)).enumerate().for_each(|(bh, (o, lse))| {
         let (b, h) = (bh / s.hq, bh % s.hq);
         let kv = (b * s.hkv + h / group) * s.tk * d;
@@ -156,7 +185,7 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
                         (k[kv + j0 * d..].as_ptr(), 1, d),
                     );
                 }
-                if !s.block_visible(&m, i0, j0, cols) {
+                if !s.block_visible(&m, hidden_before.as_deref(), b, i0, j0, cols) {
                     s.mask_block(&m, b, i0, j0, rows, cols, &mut scores, BK);
                 }
                 for r in 0..rows {
@@ -215,6 +244,7 @@ pub struct BackwardInputs<'a> {
 pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
     let d = s.d;
     let group = s.hq / s.hkv;
+    let hidden_before = s.hidden_before(&m);
     let (qn, kn) = (group * s.tq * d, s.tk * d);
     dq.par_chunks_mut(qn).zip(dk.par_chunks_mut(kn).zip(dv.par_chunks_mut(kn))).enumerate().for_each(|(bg, (dq, (dk, dv)))| {
         let b = bg / s.hkv;
@@ -240,7 +270,7 @@ pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut
                         // dP = dO_i V_j^T.
                         mm((rows, cols, d), dp.as_mut_ptr(), BK, false, (doi.as_ptr(), d, 1), (x.v[kv + j0 * d..].as_ptr(), 1, d));
                     }
-                    if !s.block_visible(&m, i0, j0, cols) {
+                    if !s.block_visible(&m, hidden_before.as_deref(), b, i0, j0, cols) {
                         s.mask_block(&m, b, i0, j0, rows, cols, &mut p, BK);
                     }
                     for r in 0..rows {

@@ -81,6 +81,11 @@ pub fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
+#[cfg(not(target_arch = "x86_64"))]
+pub fn has_avx2() -> bool {
+    false
+}
+
 /// Defines `$name` calling the `#[inline(always)]` function `$body` with the same
 /// arguments, compiled for AVX2 + FMA when available and for the baseline otherwise.
 macro_rules! dispatch {

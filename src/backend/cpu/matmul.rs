@@ -16,6 +16,9 @@ pub struct MatmulDims {
 
 pub fn matmul(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) {
     let MatmulDims { batch, m, n, k, trans_a, trans_b, a_stride, b_stride } = d;
+    if !trans_a && few_rows(a, b, d, out) {
+        return;
+    }
     // (column stride, row stride) of op(A) [m, k] and op(B) [k, n].
     let (a_cs, a_rs) = if trans_a { (m as isize, 1) } else { (1, k as isize) };
     let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
@@ -52,4 +55,37 @@ pub fn matmul(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) {
             );
         }
     }
+}
+
+/// Columns of the output per parallel task of the few-rows kernel: 64 columns of a 512-wide
+/// weight are 128 KB of B, enough to amortise a rayon task.
+const FEW_ROWS_COLUMNS: usize = 64;
+
+/// The few-rows kernel (matmul_few_rows.rs), its columns split over the thread pool; false
+/// when it does not apply.
+fn few_rows(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) -> bool {
+    use super::matmul_few_rows::{try_matmul, FewRows, MAX_ROWS};
+    use rayon::prelude::*;
+    let MatmulDims { batch, m, n, k, trans_b, a_stride, b_stride, .. } = d;
+    if m > MAX_ROWS || k == 0 || !super::fastmath::has_avx2() {
+        return false;
+    }
+    let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
+    let p = FewRows { m, n: 0, k, a_rs: k, b_rs, b_cs, dst_rs: n, accumulate: false };
+    // Pointers as integers, to cross into the pool; each task writes its own columns.
+    let (a0, b0, o0) = (a.as_ptr() as usize, b.as_ptr() as usize, out.as_mut_ptr() as usize);
+    let tasks = n.div_ceil(FEW_ROWS_COLUMNS);
+    (0..batch * tasks).into_par_iter().with_min_len(if m * k * FEW_ROWS_COLUMNS < 1 << 15 { tasks } else { 1 }).for_each(|t| {
+        let (z, j0) = (t / tasks, t % tasks * FEW_ROWS_COLUMNS);
+        let cols = FEW_ROWS_COLUMNS.min(n - j0);
+        // SAFETY: the op layer checked a, b and out hold every batch under these strides;
+        // column block [j0, j0 + cols) of batch z lies inside them, and no two tasks share one.
+        unsafe {
+            let a = (a0 as *const f32).add(z * a_stride);
+            let b = (b0 as *const f32).add(z * b_stride + j0 * b_cs);
+            let o = (o0 as *mut f32).add(z * m * n + j0);
+            try_matmul(a, b, o, FewRows { n: cols, ..p });
+        }
+    });
+    true
 }

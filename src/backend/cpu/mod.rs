@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod fastmath;
 pub mod kl_dual;
 pub mod matmul;
+pub mod matmul_few_rows;
 pub mod permute;
 pub mod pgpo_weights;
 pub mod policy_loss;

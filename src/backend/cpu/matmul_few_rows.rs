@@ -1,0 +1,235 @@
+//! The CPU matmul for few rows of A (a decode step's [B, K] activations against [N, K]
+//! weights, one query row against a block of keys): op(B) is streamed straight from where
+//! it lies instead of being packed first. gemm packs B on every call, so a decode step read
+//! every weight, wrote a packed copy and read that again: three passes over 164 MB where
+//! one will do, since with few rows the work is bound by reading B, not by arithmetic.
+//!
+//! Register tiles (AVX2 + FMA, 16 ymm registers):
+//! - B transposed (B given as [N, K], each column of op(B) contiguous): 4 rows of A x 2
+//!   columns, 8 accumulators reduced horizontally at the end, so each B column is read once
+//!   per 4 rows of A, from L1 after the first.
+//! - B as is ([K, N], rows contiguous): 4 rows of A x 16 columns, A broadcast per k.
+//!
+//! Other CPUs, and layouts where A's rows are not contiguous, go to gemm.
+
+/// Rows of A up to which streaming B beats packing it (measured with `pgpo bench`'s model
+/// generate rows: packing pays off once B is reused by more rows).
+pub const MAX_ROWS: usize = 16;
+
+/// One product dst[m, n] (+)= A[m, k] · op(B)[k, n]. A's element (i, p) is a[i * a_rs + p]
+/// (rows contiguous); op(B)'s element (p, j) is b[p * b_rs + j * b_cs].
+#[derive(Clone, Copy)]
+pub struct FewRows {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a_rs: usize,
+    pub b_rs: usize,
+    pub b_cs: usize,
+    pub dst_rs: usize,
+    pub accumulate: bool,
+}
+
+/// Runs the product if its layout suits this kernel and the CPU has AVX2 + FMA; returns
+/// false (having done nothing) otherwise.
+/// SAFETY (callers): a, b and dst cover their matrices under the given strides.
+pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if p.m <= MAX_ROWS && p.k > 0 && super::fastmath::has_avx2() {
+        if p.b_rs == 1 {
+            // SAFETY: AVX2 and FMA are present; the caller vouches for the extents.
+            unsafe { avx2::b_columns(a, b, dst, p) };
+            return true;
+        }
+        if p.b_cs == 1 {
+            // SAFETY: as above.
+            unsafe { avx2::b_rows(a, b, dst, p) };
+            return true;
+        }
+    }
+    let _ = (a, b, dst, p);
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::FewRows;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store(dst: *mut f32, v: f32, accumulate: bool) {
+        // SAFETY: the caller's dst element is in bounds.
+        unsafe { *dst = if accumulate { *dst + v } else { v } };
+    }
+
+    /// R rows of A against C contiguous columns of op(B) (rows of the given B).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_tile<const R: usize, const C: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+        let k8 = p.k / 8 * 8;
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut q = 0;
+        while q < k8 {
+            // SAFETY: q + 8 <= k, inside every row.
+            unsafe {
+                let mut bv = [_mm256_setzero_ps(); C];
+                for (c, v) in bv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(b.add(c * p.b_cs + q));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_loadu_ps(a.add(r * p.a_rs + q));
+                    for (x, v) in row.iter_mut().zip(&bv) {
+                        *x = _mm256_fmadd_ps(av, *v, *x);
+                    }
+                }
+            }
+            q += 8;
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (c, x) in row.iter().enumerate() {
+                let mut s = hsum(*x);
+                for t in k8..p.k {
+                    // SAFETY: t < k.
+                    s += unsafe { *a.add(r * p.a_rs + t) * *b.add(c * p.b_cs + t) };
+                }
+                // SAFETY: row r < m, column c < n of the caller's tile.
+                unsafe { store(dst.add(r * p.dst_rs + c), s, p.accumulate) };
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_rows<const C: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+        let mut i = 0;
+        // SAFETY (all four): rows i.. i + R exist; the tile stays inside the caller's.
+        unsafe {
+            while i + 4 <= p.m {
+                dot_tile::<4, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p);
+                i += 4;
+            }
+            match p.m - i {
+                3 => dot_tile::<3, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
+                2 => dot_tile::<2, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
+                1 => dot_tile::<1, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
+                _ => {}
+            }
+        }
+    }
+
+    /// How far ahead (in columns of op(B)) `b_columns` asks for B: the hardware prefetcher
+    /// alone left the core waiting on DRAM between columns (a [8, 512] x [32768, 512]ᵀ
+    /// product took as long as streaming B plus computing, one after the other).
+    const PREFETCH_COLUMNS: usize = 8;
+
+    /// Prefetches columns [j, j + count) of op(B) (those below n) into L1.
+    #[target_feature(enable = "avx2,fma")]
+    fn prefetch_columns(b: *const f32, j: usize, count: usize, p: &FewRows) {
+        for c in j..(j + count).min(p.n) {
+            let mut q = 0;
+            while q < p.k {
+                // A prefetch of any address is safe; this one lies inside column c.
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(c * p.b_cs + q).cast());
+                q += 16;
+            }
+        }
+    }
+
+    /// op(B) column j is b[j * b_cs ..][..k]: two columns at a time, every row of A.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn b_columns(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows) {
+        let mut j = 0;
+        // SAFETY: columns j, j + 1 < n.
+        unsafe {
+            while j + 2 <= p.n {
+                prefetch_columns(b, j + PREFETCH_COLUMNS, 2, &p);
+                dot_rows::<2>(a, b.add(j * p.b_cs), dst.add(j), &p);
+                j += 2;
+            }
+            if j < p.n {
+                dot_rows::<1>(a, b.add(j * p.b_cs), dst.add(j), &p);
+            }
+        }
+    }
+
+    /// R rows of A against V * 8 columns of B's rows, A broadcast element by element.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn axpy_tile<const R: usize, const V: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        for q in 0..p.k {
+            // SAFETY: row q < k of B holds the tile's V * 8 columns; A's (r, q) exists.
+            unsafe {
+                let mut bv = [_mm256_setzero_ps(); V];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(b.add(q * p.b_rs + 8 * v));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*a.add(r * p.a_rs + q));
+                    for (x, v) in row.iter_mut().zip(&bv) {
+                        *x = _mm256_fmadd_ps(av, *v, *x);
+                    }
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                // SAFETY: the tile's row r and columns 8 v .. 8 v + 8 are inside dst.
+                unsafe {
+                    let out = dst.add(r * p.dst_rs + 8 * v);
+                    let x = if p.accumulate { _mm256_add_ps(*x, _mm256_loadu_ps(out)) } else { *x };
+                    _mm256_storeu_ps(out, x);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn axpy_rows<const V: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+        let mut i = 0;
+        // SAFETY (all four): rows i .. i + R exist.
+        unsafe {
+            while i + 4 <= p.m {
+                axpy_tile::<4, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p);
+                i += 4;
+            }
+            match p.m - i {
+                3 => axpy_tile::<3, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
+                2 => axpy_tile::<2, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
+                1 => axpy_tile::<1, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
+                _ => {}
+            }
+        }
+    }
+
+    /// op(B) row q is b[q * b_rs ..][..n]: 16 columns at a time, then 8, then one by one.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn b_rows(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows) {
+        let mut j = 0;
+        // SAFETY: every tile's columns lie below n.
+        unsafe {
+            while j + 16 <= p.n {
+                axpy_rows::<2>(a, b.add(j), dst.add(j), &p);
+                j += 16;
+            }
+            if j + 8 <= p.n {
+                axpy_rows::<1>(a, b.add(j), dst.add(j), &p);
+                j += 8;
+            }
+            for i in 0..p.m {
+                for c in j..p.n {
+                    let mut s = 0.0;
+                    for q in 0..p.k {
+                        s += *a.add(i * p.a_rs + q) * *b.add(q * p.b_rs + c);
+                    }
+                    store(dst.add(i * p.dst_rs + c), s, p.accumulate);
+                }
+            }
+        }
+    }
+}
