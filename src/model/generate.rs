@@ -149,44 +149,59 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
 
 /// Picks the next token of every active sequence from logits [active, V] and records it.
 fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &GenerateOptions, rng: &mut Rng) -> Result<Vec<u32>> {
+    use rayon::prelude::*;
     let vocab = logits.shape()[1];
     let host = logits.value().to_vec()?;
-    let mut chosen = Vec::with_capacity(active.len());
-    for (row, &seq) in active.iter().enumerate() {
-        let l = &host[row * vocab..(row + 1) * vocab];
-        if let Some(i) = l.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Numeric(format!("generation: logit {i} of sequence {seq} is {} at step {}", l[i], completions[seq].tokens.len())));
-        }
-        let temperature = match o.sampling {
-            Sampling::Greedy => 1.0,
-            Sampling::Sample { temperature, .. } => temperature,
-        };
-        let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
-        let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let log_z = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-        // The candidates: every token, or all but the suppressed ones (the log-prob above is
-        // still over the full distribution, as with top-k and top-p).
-        let allowed: std::borrow::Cow<[f64]> = if o.suppress_ids.is_empty() {
-            std::borrow::Cow::Borrowed(&scaled)
-        } else {
-            let mut a = scaled.clone();
-            for &t in &o.suppress_ids {
-                if let Some(v) = a.get_mut(t as usize) {
-                    *v = f64::NEG_INFINITY;
-                }
+    // One uniform per row, drawn in row order before the rows run in parallel, so a seed
+    // gives the same tokens however the rows are scheduled.
+    let uniforms: Vec<f32> = match o.sampling {
+        Sampling::Greedy => Vec::new(),
+        Sampling::Sample { .. } => active.iter().map(|_| rng.uniform()).collect(),
+    };
+    let picks: Vec<Result<(usize, f32)>> = active
+        .par_iter()
+        .enumerate()
+        .map(|(row, &seq)| {
+            let l = &host[row * vocab..(row + 1) * vocab];
+            if let Some(i) = l.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Numeric(format!("generation: logit {i} of sequence {seq} is {} at step {}", l[i], completions[seq].tokens.len())));
             }
-            std::borrow::Cow::Owned(a)
-        };
-        let top = allowed.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let token = match o.sampling {
-            Sampling::Greedy => argmax(&allowed),
-            Sampling::Sample { top_p, top_k, .. } => sample(&allowed, top, top_k, top_p, rng),
-        };
+            let temperature = match o.sampling {
+                Sampling::Greedy => 1.0,
+                Sampling::Sample { temperature, .. } => temperature,
+            };
+            let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
+            let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let log_z = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            // The candidates: every token, or all but the suppressed ones (the log-prob above
+            // is still over the full distribution, as with top-k and top-p).
+            let allowed: std::borrow::Cow<[f64]> = if o.suppress_ids.is_empty() {
+                std::borrow::Cow::Borrowed(&scaled)
+            } else {
+                let mut a = scaled.clone();
+                for &t in &o.suppress_ids {
+                    if let Some(v) = a.get_mut(t as usize) {
+                        *v = f64::NEG_INFINITY;
+                    }
+                }
+                std::borrow::Cow::Owned(a)
+            };
+            let top = allowed.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let token = match o.sampling {
+                Sampling::Greedy => argmax(&allowed),
+                Sampling::Sample { top_p, top_k, .. } => sample(&allowed, top, top_k, top_p, uniforms[row]),
+            };
+            Ok((token, (scaled[token] - log_z) as f32))
+        })
+        .collect();
+    let mut chosen = Vec::with_capacity(active.len());
+    for ((row, &seq), pick) in active.iter().enumerate().zip(picks) {
+        let (token, logprob) = pick?;
         let c = &mut completions[seq];
         c.tokens.push(token as u32);
-        c.logprobs.push((scaled[token] - log_z) as f32);
+        c.logprobs.push(logprob);
         if o.keep_logits {
-            c.logits.push(l.to_vec());
+            c.logits.push(host[row * vocab..(row + 1) * vocab].to_vec());
         }
         chosen.push(token as u32);
     }
@@ -204,7 +219,7 @@ fn argmax(l: &[f64]) -> usize {
 }
 
 /// Top-k, then the smallest most-likely set whose probability reaches top_p, then a draw.
-fn sample(scaled: &[f64], max: f64, top_k: usize, top_p: f32, rng: &mut Rng) -> usize {
+fn sample(scaled: &[f64], max: f64, top_k: usize, top_p: f32, uniform: f32) -> usize {
     let mut order: Vec<usize> = (0..scaled.len()).collect();
     // Descending by logit; ties by index so the order never depends on the sort.
     order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
@@ -222,7 +237,7 @@ fn sample(scaled: &[f64], max: f64, top_k: usize, top_p: f32, rng: &mut Rng) -> 
             break;
         }
     }
-    let u = f64::from(rng.uniform()) * mass;
+    let u = f64::from(uniform) * mass;
     let mut acc = 0.0;
     for k in 0..kept {
         acc += weights[k];

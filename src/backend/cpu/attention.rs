@@ -32,6 +32,18 @@ pub struct AttnMasks<'a> {
     pub segments: Option<&'a [u32]>,
 }
 
+/// Per-call summaries of the masks (see `AttnDims::block_facts`).
+struct BlockFacts {
+    hidden_before: Option<Vec<u32>>,
+    run_end: Option<Vec<u32>>,
+}
+
+enum Block {
+    Visible,
+    Hidden,
+    Mixed,
+}
+
 /// Marks a query row that sees no key: its output is 0 and its backward is 0.
 pub const NO_KEY_LSE: f32 = f32::NEG_INFINITY;
 
@@ -53,31 +65,76 @@ impl AttnDims {
         true
     }
 
-    /// Prefix counts of hidden keys, [B, Tk + 1]: entry j of batch b counts the hidden keys
-    /// among its first j, so a block's keys are checked in O(1). None without a key mask.
-    fn hidden_before(&self, m: &AttnMasks) -> Option<Vec<u32>> {
-        let km = m.key_mask.filter(|_| self.tk > 0)?;
-        let mut out = Vec::with_capacity(self.b * (self.tk + 1));
-        for row in km.chunks(self.tk) {
-            let mut n = 0;
-            out.push(0);
-            out.extend(row.iter().map(|&x| {
-                n += u32::from(x == 0.0);
-                n
-            }));
-        }
-        Some(out)
+    /// What lets whole blocks skip the per-element mask, computed once per call.
+    fn block_facts(&self, m: &AttnMasks) -> BlockFacts {
+        // Entry j of batch b (of Tk + 1) counts the hidden keys among its first j.
+        let hidden_before = m.key_mask.filter(|_| self.tk > 0).map(|km| {
+            let mut out = Vec::with_capacity(self.b * (self.tk + 1));
+            for row in km.chunks(self.tk) {
+                let mut n = 0;
+                out.push(0);
+                out.extend(row.iter().map(|&x| {
+                    n += u32::from(x == 0.0);
+                    n
+                }));
+            }
+            out
+        });
+        // Entry i of batch b: the end of the run of equal segment ids that holds i.
+        let run_end = m.segments.filter(|_| self.tq > 0).map(|seg| {
+            let mut out = vec![0u32; seg.len()];
+            for (row, ends) in seg.chunks(self.tq).zip(out.chunks_mut(self.tq)) {
+                let mut end = row.len();
+                for i in (0..row.len()).rev() {
+                    if i + 1 < row.len() && row[i + 1] != row[i] {
+                        end = i + 1;
+                    }
+                    ends[i] = end as u32;
+                }
+            }
+            out
+        });
+        BlockFacts { hidden_before, run_end }
     }
 
-    /// Whether every key of [j0, j0 + cols) is visible to every query of [i0, i0 + rows) of
-    /// batch b: such blocks skip the per-element mask (a decode step's cache of real tokens,
-    /// a batch without padding).
-    fn block_visible(&self, m: &AttnMasks, hidden_before: Option<&[u32]>, b: usize, i0: usize, j0: usize, cols: usize) -> bool {
-        let keys_visible = hidden_before.is_none_or(|h| {
+    /// Whether every pair of queries [i0, i0 + rows) and keys [j0, j0 + cols) of batch b is
+    /// visible, none is, or it varies (then the per-element mask runs).
+    #[allow(clippy::too_many_arguments)]
+    fn block(&self, m: &AttnMasks, f: &BlockFacts, b: usize, i0: usize, rows: usize, j0: usize, cols: usize) -> Block {
+        let mut all = true;
+        if self.causal {
+            if j0 + self.tq > i0 + rows - 1 + self.tk {
+                return Block::Hidden;
+            }
+            all &= j0 + cols + self.tq <= i0 + 1 + self.tk;
+        }
+        if let Some(h) = &f.hidden_before {
             let row = &h[b * (self.tk + 1)..];
-            row[j0 + cols] == row[j0]
-        });
-        keys_visible && m.segments.is_none() && (!self.causal || j0 + cols + self.tq <= i0 + 1 + self.tk)
+            let hidden = (row[j0 + cols] - row[j0]) as usize;
+            if hidden == cols {
+                return Block::Hidden;
+            }
+            all &= hidden == 0;
+        }
+        if let (Some(seg), Some(ends)) = (m.segments, &f.run_end) {
+            let (qi, kj) = (b * self.tq + i0, b * self.tk + j0);
+            let uniform = ends[qi] as usize >= i0 + rows && ends[kj] as usize >= j0 + cols;
+            if uniform && seg[qi] != seg[kj] {
+                return Block::Hidden;
+            }
+            all &= uniform;
+        }
+        if all { Block::Visible } else { Block::Mixed }
+    }
+
+    /// Applies the mask of `block` to the scores [rows, cols] (row stride `stride`).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_mask(&self, m: &AttnMasks, f: &BlockFacts, b: usize, i0: usize, j0: usize, rows: usize, cols: usize, scores: &mut [f32], stride: usize) {
+        match self.block(m, f, b, i0, rows, j0, cols) {
+            Block::Visible => {}
+            Block::Hidden => (0..rows).for_each(|r| scores[r * stride..r * stride + cols].fill(f32::NEG_INFINITY)),
+            Block::Mixed => self.mask_block(m, b, i0, j0, rows, cols, scores, stride),
+        }
     }
 
     /// Writes -inf over the scores [rows, cols] (row stride `stride`) of hidden pairs.
@@ -158,7 +215,7 @@ unsafe fn mm(
 pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMasks, o: &mut [f32], lse: &mut [f32]) {
     let d = s.d;
     let group = s.hq / s.hkv;
-    let hidden_before = s.hidden_before(&m);
+    let facts = s.block_facts(&m);
     o.par_chunks_mut(s.tq * d).zip(lse.par_chunks_mut(s.tq)).enumerate().for_each(|(bh, (o, lse))| {
         let (b, h) = (bh / s.hq, bh % s.hq);
         let kv = (b * s.hkv + h / group) * s.tk * d;
@@ -185,9 +242,7 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
                         (k[kv + j0 * d..].as_ptr(), 1, d),
                     );
                 }
-                if !s.block_visible(&m, hidden_before.as_deref(), b, i0, j0, cols) {
-                    s.mask_block(&m, b, i0, j0, rows, cols, &mut scores, BK);
-                }
+                s.apply_mask(&m, &facts, b, i0, j0, rows, cols, &mut scores, BK);
                 for r in 0..rows {
                     let (nm, add) = softmax_block_row(&mut scores[r * BK..r * BK + cols], s.scale, mx[r]);
                     if nm == f32::NEG_INFINITY {
@@ -244,7 +299,7 @@ pub struct BackwardInputs<'a> {
 pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
     let d = s.d;
     let group = s.hq / s.hkv;
-    let hidden_before = s.hidden_before(&m);
+    let facts = s.block_facts(&m);
     let (qn, kn) = (group * s.tq * d, s.tk * d);
     dq.par_chunks_mut(qn).zip(dk.par_chunks_mut(kn).zip(dv.par_chunks_mut(kn))).enumerate().for_each(|(bg, (dq, (dk, dv)))| {
         let b = bg / s.hkv;
@@ -270,9 +325,7 @@ pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut
                         // dP = dO_i V_j^T.
                         mm((rows, cols, d), dp.as_mut_ptr(), BK, false, (doi.as_ptr(), d, 1), (x.v[kv + j0 * d..].as_ptr(), 1, d));
                     }
-                    if !s.block_visible(&m, hidden_before.as_deref(), b, i0, j0, cols) {
-                        s.mask_block(&m, b, i0, j0, rows, cols, &mut p, BK);
-                    }
+                    s.apply_mask(&m, &facts, b, i0, j0, rows, cols, &mut p, BK);
                     for r in 0..rows {
                         let (l, delta) = (x.lse[base + i0 + r], x.delta[base + i0 + r]);
                         let (pr, dpr) = (&mut p[r * BK..r * BK + cols], &mut dp[r * BK..r * BK + cols]);
