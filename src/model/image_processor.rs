@@ -1,7 +1,7 @@
 //! transformers' `Qwen2VLImageProcessorPil` for one still image: decode to 8-bit RGB (PNG with
-//! the `image` crate, transparency composited onto white as transformers' convert_to_rgb does; JPEG with `jpeg-decoder`,
-//! whose fancy chroma upsampling lands within a level or two of the libjpeg-turbo that PIL
-//! uses, where the `image` crate's zune-jpeg was up to 8 levels off); smart-resize to
+//! the `image` crate, transparency composited onto white as transformers' convert_to_rgb does;
+//! JPEG with pgpo's own decoder in `jpeg`, bit-exact with the libjpeg-turbo that Pillow
+//! uses, where jpeg-decoder was up to 3 levels off and zune-jpeg up to 8); smart-resize to
 //! multiples of patch x merge within [min_pixels, max_pixels] with Pillow's bicubic; rescale
 //! and normalise; repeat the frame to temporal_patch_size; cut [N, C * T * P * P] patches in
 //! the processor's order (2 x 2 merge blocks row-major, patches row-major within each).
@@ -164,7 +164,7 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
 
 /// PIL's decompression-bomb limit (twice `Image.MAX_IMAGE_PIXELS`): larger images are refused
 /// before any pixel is decoded.
-pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
+pub const MAX_IMAGE_PIXELS: u64 = super::jpeg::MAX_PIXELS;
 
 fn check_size(width: u64, height: u64) -> Result<()> {
     if width == 0 || height == 0 {
@@ -177,18 +177,8 @@ fn check_size(width: u64, height: u64) -> Result<()> {
 }
 
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
-    let mut d = jpeg_decoder::Decoder::new(bytes);
-    d.read_info().map_err(|e| Error::input("image", format!("does not decode as JPEG: {e}")))?;
-    let info = d.info().ok_or_else(|| Error::input("image", "JPEG without a frame header"))?;
-    check_size(u64::from(info.width), u64::from(info.height))?;
-    let pixels = d.decode().map_err(|e| Error::input("image", format!("does not decode as JPEG: {e}")))?;
-    let (width, height) = (usize::from(info.width), usize::from(info.height));
-    let data = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => pixels,
-        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        f => return Err(Error::input("image", format!("is a {f:?} JPEG; pgpo reads RGB and greyscale JPEGs"))),
-    };
-    Ok(RgbImage { width, height, data })
+    let d = super::jpeg::decode(bytes).map_err(|e| Error::input("image", format!("does not decode as JPEG: {e}")))?;
+    Ok(RgbImage { width: d.width, height: d.height, data: d.data })
 }
 
 /// Decodes PNG or JPEG bytes.

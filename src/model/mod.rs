@@ -9,6 +9,7 @@ pub mod input_file;
 pub mod inputs;
 pub(crate) mod json_fields;
 pub mod image_processor;
+pub mod jpeg;
 pub mod resample;
 pub mod chat;
 pub mod processor;
