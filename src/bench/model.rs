@@ -57,7 +57,7 @@ impl Workload {
         self.batch_of(self.batch, self.seq, dev)
     }
 
-    fn batch_of(&self, batch: usize, seq: usize, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
+    pub fn batch_of(&self, batch: usize, seq: usize, dev: &Device) -> Result<(ModelInputs, Vec<i64>)> {
         let c = &self.config;
         let m = c.vision.spatial_merge_size;
         let pads = self.grid.iter().product::<usize>() / (m * m);

@@ -15,9 +15,15 @@ pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], heads: usize, t: usize, d: usiz
         let b = row / (t * heads);
         let tab = (b * t * d + ti * d) % table_len;
         let xr = &x[row * d..(row + 1) * d];
-        for i in 0..d {
-            let rot = if i < h2 { -xr[i + h2] } else { xr[i - h2] };
-            o[i] = xr[i] * cos[tab + i] + rot * sign * sin[tab + i];
+        let (c, s) = (&cos[tab..tab + d], &sin[tab..tab + d]);
+        // The two halves apart, so each loop is branch-free and vectorises.
+        let (o1, o2) = o.split_at_mut(h2);
+        let (x1, x2) = xr.split_at(h2);
+        for i in 0..h2 {
+            o1[i] = x1[i] * c[i] - x2[i] * sign * s[i];
+        }
+        for i in 0..d - h2 {
+            o2[i] = x2[i] * c[h2 + i] + x1[i] * sign * s[h2 + i];
         }
     });
 }
