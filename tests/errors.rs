@@ -34,6 +34,18 @@ fn matmul_rejects_incompatible_batches() {
     assert!(e.to_string().contains("batch sizes"), "{e}");
 }
 
+/// An empty batch against a broadcast operand is an empty product, as in torch; it used to
+/// come out as one [m, n] matrix read from the empty operand's missing data.
+#[test]
+fn matmul_of_an_empty_batch_is_empty() {
+    let a = Tensor::from_vec(Vec::new(), &[0, 2, 3], &Device::Cpu).unwrap();
+    for (x, y) in [(&a, &t(&[3, 4], &Device::Cpu)), (&t(&[4, 2], &Device::Cpu), &Tensor::from_vec(Vec::new(), &[0, 2, 5], &Device::Cpu).unwrap())] {
+        let out = ops::matmul(x, y, Transpose::NN).unwrap();
+        assert_eq!(out.numel(), 0, "{:?}", out.shape());
+        assert_eq!(out.shape()[0], 0, "{:?}", out.shape());
+    }
+}
+
 #[test]
 fn add_rejects_a_non_trailing_operand() {
     for dev in devices() {

@@ -27,7 +27,8 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
     same_device("matmul", a, b)?;
     let d = dims(a.shape(), b.shape(), t)?;
     let (lead_a, lead_b) = (&a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2]);
-    let batch_shape = if numel(lead_a) >= numel(lead_b) { lead_a } else { lead_b };
+    // An empty batch on either side makes an empty product ([0, 2, 3] x [3, 4] is [0, 2, 4]).
+    let batch_shape = if numel(lead_a) == 0 || (numel(lead_b) != 0 && numel(lead_a) >= numel(lead_b)) { lead_a } else { lead_b };
     let out_shape: Vec<usize> = batch_shape.iter().copied().chain([d.m, d.n]).collect();
     fits_u32("matmul", a.numel().max(b.numel()).max(d.batch * d.m * d.n))?;
     if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {
@@ -76,7 +77,7 @@ pub fn dims(sa: &[usize], sb: &[usize], t: Transpose) -> Result<MatmulDims> {
     if ba != bb && ba != 1 && bb != 1 {
         return Err(Error::shape("matmul", format!("batch sizes {ba} and {bb} differ ({sa:?} x {sb:?})")));
     }
-    let batch = ba.max(bb);
+    let batch = if ba == 0 || bb == 0 { 0 } else { ba.max(bb) };
     Ok(MatmulDims {
         batch,
         m,

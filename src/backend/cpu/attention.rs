@@ -180,8 +180,8 @@ unsafe fn mm(
         }
         return;
     }
-    // A decode step's single query row goes to the few-rows kernel: gemm would pack the
-    // key block for it.
+    // Blocks of at most 16 query rows (a decode step's single row, a short chunk) go to the
+    // few-rows kernel, for QKᵀ, P·V and dS·K alike: gemm would pack the other operand for them.
     let few = FewRows { m, n, k, a_rs: lhs.1, b_rs: rhs.1, b_cs: rhs.2, dst_rs, accumulate };
     if lhs.2 == 1 && unsafe { try_matmul(lhs.0, rhs.0, dst, few) } {
         return;

@@ -70,6 +70,9 @@ fn few_rows(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) -> bool {
     if m > MAX_ROWS || k == 0 || !super::fastmath::has_avx2() {
         return false;
     }
+    if m == 0 || n == 0 || batch == 0 {
+        return true;
+    }
     let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
     let p = FewRows { m, n: 0, k, a_rs: k, b_rs, b_cs, dst_rs: n, accumulate: false };
     // Pointers as integers, to cross into the pool; each task writes its own columns.

@@ -10,7 +10,8 @@
 //!   per 4 rows of A, from L1 after the first.
 //! - B as is ([K, N], rows contiguous): 4 rows of A x 16 columns, A broadcast per k.
 //!
-//! Other CPUs, and layouts where A's rows are not contiguous, go to gemm.
+//! Other CPUs, layouts where A's rows are not contiguous, and op(B) with neither its rows nor
+//! its columns contiguous go to gemm.
 
 /// Rows of A up to which streaming B beats packing it (measured with `pgpo bench`'s model
 /// generate rows: packing pays off once B is reused by more rows).
@@ -138,6 +139,9 @@ mod avx2 {
                 _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(c * p.b_cs + q).cast());
                 q += 16;
             }
+            // The column's last line, which the 16-float stride misses when the column does
+            // not start on a line boundary.
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(c * p.b_cs + p.k - 1).cast());
         }
     }
 

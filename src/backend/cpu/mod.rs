@@ -50,10 +50,14 @@ fn keep_freed_memory() {
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
-            // SAFETY: mallopt only changes glibc's thresholds; failure leaves the defaults.
+            // Older glibc caps the mmap threshold at 32 MiB and refuses 1 GiB; then the trim
+            // threshold is left alone too, since setting it would freeze glibc's dynamic mmap
+            // threshold at its 128 KiB start.
+            // SAFETY: mallopt only changes glibc's thresholds.
             unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+                if libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30) == 1 {
+                    libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+                }
             }
         });
     }

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+/// `d` is even and non-zero (`ops::rope` checks it).
 pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], heads: usize, t: usize, d: usize, sign: f32, out: &mut [f32]) {
     let h2 = d / 2;
     let table_len = cos.len();

@@ -1,6 +1,8 @@
 //! Adapter choice. `WGPU_BACKEND` (comma list: vulkan, metal, dx12, gl) names the APIs to
-//! search; unset or empty means the native APIs (Vulkan, Metal, DX12) and then GL only if
-//! they offer nothing, never no API at all. `PGPO_WGPU_ADAPTER` picks an adapter whose name
+//! search; unset or empty means the native APIs (Vulkan, Metal, DX12). GL is searched only
+//! when named: wgpu's GLES backend panics inside wgpu-hal on some of pgpo's kernels (seen
+//! with Mesa's llvmpipe GL on a machine without Vulkan: log_softmax, pgpo_weights, rms_norm,
+//! policy_loss), and a clear "no adapter" beats a backend that aborts mid-run. `PGPO_WGPU_ADAPTER` picks an adapter whose name
 //! contains the given text. Otherwise the best device type wins: discrete, integrated,
 //! virtual, then CPU (lavapipe).
 
@@ -45,10 +47,7 @@ fn rank(info: &wgpu::AdapterInfo) -> u32 {
 pub fn enumerate() -> Result<Vec<wgpu::Adapter>> {
     let mut adapters = match backends_from_env()? {
         Some(named) => adapters_of(named),
-        None => {
-            let native = adapters_of(wgpu::Backends::PRIMARY);
-            if native.is_empty() { adapters_of(wgpu::Backends::SECONDARY) } else { native }
-        }
+        None => adapters_of(wgpu::Backends::PRIMARY),
     };
     adapters.sort_by_key(|a| rank(&a.get_info()));
     Ok(adapters)
@@ -59,7 +58,7 @@ pub fn choose() -> Result<wgpu::Adapter> {
     if adapters.is_empty() {
         return Err(Error::Unavailable {
             backend: "wgpu",
-            reason: "no adapter found (on Linux without a GPU, install Mesa's software Vulkan driver: apt-get install mesa-vulkan-drivers)".into(),
+            reason: "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install Mesa's software Vulkan driver: apt-get install mesa-vulkan-drivers; WGPU_BACKEND=gl tries OpenGL, which pgpo does not support)".into(),
         });
     }
     match std::env::var("PGPO_WGPU_ADAPTER") {
