@@ -27,8 +27,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
     same_device("matmul", a, b)?;
     let d = dims(a.shape(), b.shape(), t)?;
     let (lead_a, lead_b) = (&a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2]);
-    // An empty batch on either side makes an empty product ([0, 2, 3] x [3, 4] is [0, 2, 4]).
-    let batch_shape = if numel(lead_a) == 0 || (numel(lead_b) != 0 && numel(lead_a) >= numel(lead_b)) { lead_a } else { lead_b };
+    // The leading axes of the operand that sets the batch (an empty one makes an empty
+    // product: [0, 2, 3] x [3, 4] is [0, 2, 4]).
+    let batch_shape = if numel(lead_a) == d.batch { lead_a } else { lead_b };
     let out_shape: Vec<usize> = batch_shape.iter().copied().chain([d.m, d.n]).collect();
     fits_u32("matmul", a.numel().max(b.numel()).max(d.batch * d.m * d.n))?;
     if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {

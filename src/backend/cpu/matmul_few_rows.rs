@@ -33,7 +33,9 @@ pub struct FewRows {
 
 /// Runs the product if its layout suits this kernel and the CPU has AVX2 + FMA; returns
 /// false (having done nothing) otherwise.
-/// SAFETY (callers): a, b and dst cover their matrices under the given strides.
+///
+/// # Safety
+/// a, b and dst cover their matrices under the given strides.
 pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows) -> bool {
     #[cfg(target_arch = "x86_64")]
     if p.m <= MAX_ROWS && p.k > 0 && super::fastmath::has_avx2() {
@@ -106,22 +108,26 @@ mod avx2 {
         }
     }
 
+    /// A register tile over up to 4 rows of A: entry r - 1 handles r rows.
+    type Tiles = [unsafe fn(*const f32, *const f32, *mut f32, &FewRows); 4];
+
+    /// Runs the tiles down every row of A, 4 at a time, then the 1-3 left over.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn each_row_tile(tiles: &Tiles, a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+        let mut i = 0;
+        while i < p.m {
+            let rows = (p.m - i).min(4);
+            // SAFETY: rows i .. i + rows exist; the tile stays inside the caller's.
+            unsafe { tiles[rows - 1](a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p) };
+            i += rows;
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn dot_rows<const C: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
-        let mut i = 0;
-        // SAFETY (all four): rows i.. i + R exist; the tile stays inside the caller's.
-        unsafe {
-            while i + 4 <= p.m {
-                dot_tile::<4, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p);
-                i += 4;
-            }
-            match p.m - i {
-                3 => dot_tile::<3, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
-                2 => dot_tile::<2, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
-                1 => dot_tile::<1, C>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
-                _ => {}
-            }
-        }
+        let tiles: Tiles = [dot_tile::<1, C>, dot_tile::<2, C>, dot_tile::<3, C>, dot_tile::<4, C>];
+        // SAFETY: as each_row_tile's caller.
+        unsafe { each_row_tile(&tiles, a, b, dst, p) }
     }
 
     /// How far ahead (in columns of op(B)) `b_columns` asks for B: the hardware prefetcher
@@ -195,20 +201,9 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn axpy_rows<const V: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
-        let mut i = 0;
-        // SAFETY (all four): rows i .. i + R exist.
-        unsafe {
-            while i + 4 <= p.m {
-                axpy_tile::<4, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p);
-                i += 4;
-            }
-            match p.m - i {
-                3 => axpy_tile::<3, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
-                2 => axpy_tile::<2, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
-                1 => axpy_tile::<1, V>(a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p),
-                _ => {}
-            }
-        }
+        let tiles: Tiles = [axpy_tile::<1, V>, axpy_tile::<2, V>, axpy_tile::<3, V>, axpy_tile::<4, V>];
+        // SAFETY: as each_row_tile's caller.
+        unsafe { each_row_tile(&tiles, a, b, dst, p) }
     }
 
     /// op(B) row q is b[q * b_rs ..][..n]: 16 columns at a time, then 8, then one by one.
