@@ -172,24 +172,30 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
             };
             let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
             let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let log_z = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            // One exp pass: the weights give both the normaliser and the draw.
+            let mut weights: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
+            let log_z = max + weights.iter().sum::<f64>().ln();
             // The candidates: every token, or all but the suppressed ones (the log-prob above
             // is still over the full distribution, as with top-k and top-p).
-            let allowed: std::borrow::Cow<[f64]> = if o.suppress_ids.is_empty() {
-                std::borrow::Cow::Borrowed(&scaled)
-            } else {
-                let mut a = scaled.clone();
+            let mut allowed = std::borrow::Cow::Borrowed(&scaled[..]);
+            if !o.suppress_ids.is_empty() {
+                let a = allowed.to_mut();
                 for &t in &o.suppress_ids {
                     if let Some(v) = a.get_mut(t as usize) {
                         *v = f64::NEG_INFINITY;
+                        weights[t as usize] = 0.0;
                     }
                 }
-                std::borrow::Cow::Owned(a)
-            };
-            let top = allowed.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                // Weights relative to the best allowed token, so that suppressing the likely
+                // ones cannot underflow every other weight to 0.
+                let top = a.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                if top > f64::NEG_INFINITY && top < max {
+                    weights = a.iter().map(|v| (v - top).exp()).collect();
+                }
+            }
             let token = match o.sampling {
                 Sampling::Greedy => argmax(&allowed),
-                Sampling::Sample { top_p, top_k, .. } => sample(&allowed, top, top_k, top_p, uniforms[row]),
+                Sampling::Sample { top_p, top_k, .. } => sample(&allowed, &weights, top_k, top_p, uniforms[row]),
             };
             Ok((token, (scaled[token] - log_z) as f32))
         })
@@ -218,32 +224,131 @@ fn argmax(l: &[f64]) -> usize {
     best
 }
 
-/// Top-k, then the smallest most-likely set whose probability reaches top_p, then a draw.
-fn sample(scaled: &[f64], max: f64, top_k: usize, top_p: f32, uniform: f32) -> usize {
-    let mut order: Vec<usize> = (0..scaled.len()).collect();
-    // Descending by logit; ties by index so the order never depends on the sort.
-    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
-    if top_k > 0 {
-        order.truncate(top_k);
+/// Top-k, then the smallest most-likely set whose probability reaches top_p, then a draw
+/// from it with `uniform`; `weights` are exp(scaled - max), 0 for suppressed tokens.
+/// Candidates are taken in descending logit order (ties by id). A rollout step must not sort
+/// the whole vocabulary (151,936 tokens for Qwen2.5-VL, per sequence per token): the nucleus
+/// is found among the top c tokens by selection, c growing fourfold until it holds top_p of
+/// the mass, and only those c are sorted. With neither top-k nor top-p the draw walks the
+/// vocabulary in id order, as torch.multinomial does, and nothing is sorted.
+fn sample(scaled: &[f64], weights: &[f64], top_k: usize, top_p: f32, uniform: f32) -> usize {
+    let vocab = scaled.len();
+    let draw = |order: &mut dyn Iterator<Item = usize>, mass: f64| {
+        let u = f64::from(uniform) * mass;
+        let mut acc = 0.0;
+        let mut last = None;
+        for i in order {
+            if weights[i] == 0.0 {
+                continue;
+            }
+            acc += weights[i];
+            last = Some(i);
+            if u < acc {
+                return i;
+            }
+        }
+        // Rounding left u at the very top: the last candidate with any weight.
+        last.unwrap_or(0)
+    };
+    let limit = if top_k > 0 { top_k.min(vocab) } else { vocab };
+    if limit == vocab && top_p >= 1.0 {
+        let total = weights.iter().sum();
+        return draw(&mut (0..vocab), total);
     }
-    let weights: Vec<f64> = order.iter().map(|&i| (scaled[i] - max).exp()).collect();
-    let total: f64 = weights.iter().sum();
-    let mut kept = 0;
-    let mut mass = 0.0;
-    while kept < weights.len() {
-        mass += weights[kept];
-        kept += 1;
-        if mass >= f64::from(top_p) * total {
-            break;
+    let before = |a: &usize, b: &usize| scaled[*b].total_cmp(&scaled[*a]).then(a.cmp(b));
+    let mut order: Vec<usize> = (0..vocab).collect();
+    if limit < vocab {
+        order.select_nth_unstable_by(limit - 1, before);
+        order.truncate(limit);
+    }
+    let total: f64 = order.iter().map(|&i| weights[i]).sum();
+    let target = f64::from(top_p) * total;
+    let mut c = limit.min(64);
+    loop {
+        if c < order.len() {
+            order.select_nth_unstable_by(c - 1, before);
+        }
+        order[..c].sort_unstable_by(before);
+        let mut mass = 0.0;
+        for (n, &i) in order[..c].iter().enumerate() {
+            mass += weights[i];
+            if mass >= target {
+                return draw(&mut order[..=n].iter().copied(), mass);
+            }
+        }
+        if c == order.len() {
+            return draw(&mut order.iter().copied(), mass);
+        }
+        c = (c * 4).min(order.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample;
+    use crate::rng::Rng;
+
+    /// The plain definition: sort everything by logit (ties by id), cut to top-k, keep the
+    /// shortest prefix holding top_p of the mass, draw along it.
+    fn reference(scaled: &[f64], weights: &[f64], top_k: usize, top_p: f32, uniform: f32) -> usize {
+        let mut order: Vec<usize> = (0..scaled.len()).filter(|&i| weights[i] > 0.0).collect();
+        if (top_k == 0 || top_k >= scaled.len()) && top_p >= 1.0 {
+            // No truncation: the vocabulary in id order.
+        } else {
+            order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+            if top_k > 0 {
+                order.truncate(top_k);
+            }
+            let total: f64 = order.iter().map(|&i| weights[i]).sum();
+            let mut mass = 0.0;
+            let mut kept = 0;
+            while kept < order.len() {
+                mass += weights[order[kept]];
+                kept += 1;
+                if mass >= f64::from(top_p) * total {
+                    break;
+                }
+            }
+            order.truncate(kept);
+        }
+        let mass: f64 = order.iter().map(|&i| weights[i]).sum();
+        let u = f64::from(uniform) * mass;
+        let mut acc = 0.0;
+        for &i in &order {
+            acc += weights[i];
+            if u < acc {
+                return i;
+            }
+        }
+        *order.last().unwrap()
+    }
+
+    #[test]
+    fn selection_draws_what_a_full_sort_draws() {
+        let mut rng = Rng::new(41);
+        for &vocab in &[1usize, 5, 63, 64, 65, 300, 1100, 5000] {
+            for &(top_k, top_p) in &[(0, 1.0f32), (0, 0.9), (0, 0.3), (0, 0.999), (1, 1.0), (7, 0.8), (70, 1.0), (2000, 0.95)] {
+                for spread in [0.5f32, 4.0, 12.0] {
+                    // Rounded logits, so ties occur.
+                    let scaled: Vec<f64> = (0..vocab).map(|_| f64::from((rng.uniform() * spread * 8.0).round() / 8.0)).collect();
+                    let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let mut weights: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
+                    let mut allowed = scaled.clone();
+                    if vocab > 3 {
+                        // A suppressed token.
+                        weights[2] = 0.0;
+                        allowed[2] = f64::NEG_INFINITY;
+                    }
+                    for _ in 0..20 {
+                        let u = rng.uniform();
+                        let (got, want) = (sample(&allowed, &weights, top_k, top_p, u), reference(&allowed, &weights, top_k, top_p, u));
+                        // Sums in another order may move a boundary by one rounding step; then
+                        // the two picks must still carry nearly the same cumulative mass.
+                        assert!(got == want || (weights[got] - weights[want]).abs() < 1e-9, "vocab {vocab} top_k {top_k} top_p {top_p} u {u}: {got} vs {want}");
+                        assert!(weights[got] > 0.0 || vocab <= 3, "drew a suppressed token");
+                    }
+                }
+            }
         }
     }
-    let u = f64::from(uniform) * mass;
-    let mut acc = 0.0;
-    for k in 0..kept {
-        acc += weights[k];
-        if u < acc {
-            return order[k];
-        }
-    }
-    order[kept - 1]
 }
