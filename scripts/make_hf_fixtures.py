@@ -488,7 +488,11 @@ IMAGES = [
     ("small.png", (20, 33), "below min_pixels: scaled up"),
     ("large.jpg", (300, 251), "above max_pixels: scaled down"),
     ("alpha.png", (45, 90), "RGBA PNG: alpha dropped"),
+    ("rotated.jpg", (90, 61), "JPEG with Exif orientation 6 (a phone held upright): turned upright first"),
 ]
+# Exif orientation written into an image file (the rest are written without Exif).
+ORIENTATION = {"rotated.jpg": 6}
+ORIENTATION_DIR = PROCESSOR / "orientation"
 MIN_PIXELS, MAX_PIXELS = 28 * 28 * 4, 28 * 28 * 16
 PROMPT = "How many red circles are there?"
 
@@ -516,8 +520,33 @@ def draw_image(size, seed, mode):
     return img
 
 
-def make_processor():
+def exif_with_orientation(value):
     from PIL import Image
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+def make_orientations():
+    """Every Exif orientation 1-8, in a JPEG and in a PNG (eXIf chunk) of a tiny non-square
+    image: <k>.jpg and <k>.png, and what PIL's exif_transpose makes of each, as plain PNG
+    (<k>.jpg.upright.png, <k>.png.upright.png)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+    ORIENTATION_DIR.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    img = Image.fromarray(rng.integers(0, 256, (5, 9, 3), dtype=np.uint8), "RGB")
+    for k in range(1, 9):
+        for ext, opts in (("jpg", {"quality": 95, "subsampling": 0}), ("png", {})):
+            path = ORIENTATION_DIR / f"{k}.{ext}"
+            img.save(path, exif=exif_with_orientation(k), **opts)
+            upright = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+            upright.save(ORIENTATION_DIR / f"{k}.{ext}.upright.png")
+    print("orientation files:", len(list(ORIENTATION_DIR.iterdir())))
+
+
+def make_processor():
+    from PIL import Image, ImageOps
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -546,11 +575,14 @@ def make_processor():
     for i, (name, size, what) in enumerate(IMAGES):
         mode = "RGBA" if name == "alpha.png" else "RGB"
         img = draw_image(size, 100 + i, mode)
+        extra = {"exif": exif_with_orientation(ORIENTATION[name])} if name in ORIENTATION else {}
         if name.endswith(".jpg"):
-            img.save(PROCESSOR / name, quality=90)
+            img.save(PROCESSOR / name, quality=90, **extra)
         else:
-            img.save(PROCESSOR / name)
-        loaded = Image.open(PROCESSOR / name)  # what a user's file decodes to
+            img.save(PROCESSOR / name, **extra)
+        # What a user's file decodes to, turned by its Exif orientation as transformers'
+        # load_image turns it (ImageOps.exif_transpose; a no-op without Exif).
+        loaded = ImageOps.exif_transpose(Image.open(PROCESSOR / name))
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
         text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         out = processor(text=[text], images=[loaded], return_tensors="pt")
@@ -563,6 +595,7 @@ def make_processor():
         print(f"processor {name} {size}: grid {grid}, {out['input_ids'].shape[1]} ids")
         cases.append(dict(image=name, prompt=PROMPT, what=what))
     (PROCESSOR / "cases.json").write_text(json.dumps(cases, indent=2) + "\n")
+    make_orientations()
     print("processor files:", sorted(p.name for p in PROCESSOR.iterdir()))
 
 

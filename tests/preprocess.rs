@@ -1,7 +1,8 @@
 //! Image preprocessing, tokenizer and chat template against transformers' Qwen2_5_VLProcessor
 //! with its PIL image processor (tests/fixtures/qwen/processor, made by
 //! scripts/make_hf_fixtures.py): PNG and JPEG images of odd sizes, one below min_pixels and
-//! one above max_pixels, one with alpha. Through the library and through `pgpo preprocess`.
+//! one above max_pixels, one with alpha, one with an Exif orientation. Through the library
+//! and through `pgpo preprocess`.
 
 use pgpo::io::TensorFile;
 use pgpo::model::chat::Chat;
@@ -58,6 +59,24 @@ fn pixels_and_grids_match_the_pil_processor_within_one_level() {
         println!("{image}: grid {grid:?}, pixel values max |d| {max:.4}, mean |d| {mean:.5}");
         let (tol_max, tol_mean) = tolerance(&image);
         assert!(max <= tol_max && mean <= tol_mean, "{image}: max {max} mean {mean}");
+    }
+}
+
+/// Every Exif orientation (1-8), in a JPEG (APP1) and in a PNG (eXIf), is turned upright
+/// exactly as PIL's ImageOps.exif_transpose turns it, which transformers' load_image applies
+/// before its processor sees a file: a phone photo is not fed to the model on its side.
+#[test]
+fn exif_orientation_turns_the_image_as_pil_does() {
+    let d = dir().join("orientation");
+    for k in 1..=8 {
+        for ext in ["jpg", "png"] {
+            let got = load_image(&d.join(format!("{k}.{ext}"))).unwrap();
+            let want = load_image(&d.join(format!("{k}.{ext}.upright.png"))).unwrap();
+            // The stored image is 9 x 5; orientations 5-8 turn it a quarter.
+            assert_eq!((want.width, want.height), if k >= 5 { (5, 9) } else { (9, 5) }, "{k}.{ext}: fixture");
+            assert_eq!((got.width, got.height), (want.width, want.height), "{k}.{ext}: size");
+            assert!(got.data == want.data, "{k}.{ext}: pixels differ from PIL's exif_transpose");
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 use super::json_fields::{self, Fields};
 use super::resample::resize_bicubic;
 use crate::error::{Error, Result};
+use image::metadata::Orientation;
+use image::ImageDecoder;
 use std::path::Path;
 
 const CLIP_MEAN: [f64; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
@@ -178,10 +180,25 @@ fn check_size(width: u64, height: u64) -> Result<()> {
 
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage> {
     let d = super::jpeg::decode(bytes).map_err(|e| Error::input("image", format!("does not decode as JPEG: {e}")))?;
-    Ok(RgbImage { width: d.width, height: d.height, data: d.data })
+    let orientation = d.exif.as_deref().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    oriented(RgbImage { width: d.width, height: d.height, data: d.data }, orientation)
 }
 
-/// Decodes PNG or JPEG bytes.
+/// The image as it is meant to be seen: a camera's Exif orientation applied, as transformers'
+/// `load_image` does (PIL's `ImageOps.exif_transpose`) before its processor sees the image.
+fn oriented(img: RgbImage, orientation: Orientation) -> Result<RgbImage> {
+    if orientation == Orientation::NoTransforms {
+        return Ok(img);
+    }
+    let (w, h) = (img.width as u32, img.height as u32);
+    let buffer = image::RgbImage::from_raw(w, h, img.data).ok_or_else(|| Error::input("image", format!("decoded to fewer bytes than its {w}x{h} pixels")))?;
+    let mut d = image::DynamicImage::ImageRgb8(buffer);
+    d.apply_orientation(orientation);
+    let (width, height) = (d.width() as usize, d.height() as usize);
+    Ok(RgbImage { width, height, data: d.into_rgb8().into_raw() })
+}
+
+/// Decodes PNG or JPEG bytes, with the file's Exif orientation applied.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
         return decode_jpeg(bytes);
@@ -190,10 +207,12 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| Error::input("image", format!("cannot be read: {e}")));
     let (w, h) = reader()?.into_dimensions().map_err(not_image)?;
     check_size(u64::from(w), u64::from(h))?;
-    let img = reader()?.decode().map_err(not_image)?;
+    let mut decoder = reader()?.into_decoder().map_err(not_image)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let img = image::DynamicImage::from_decoder(decoder).map_err(not_image)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let data = if img.color().has_alpha() { over_white(&img.to_rgba8().into_raw()) } else { img.to_rgb8().into_raw() };
-    Ok(RgbImage { width, height, data })
+    oriented(RgbImage { width, height, data }, orientation)
 }
 
 /// PIL's alpha_composite of RGBA pixels over opaque white, in its integer arithmetic (7 extra

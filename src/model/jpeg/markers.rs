@@ -248,11 +248,13 @@ pub(super) struct Markers {
     pub in_headers: bool,
     /// APP2 ICC_PROFILE chunks since the last SOF (Pillow sorts them at SOF).
     icc: Vec<Vec<u8>>,
+    /// The TIFF body of the first APP1 Exif segment (Pillow keeps the first as info["exif"]).
+    pub exif: Option<Vec<u8>>,
 }
 
 impl Markers {
     pub fn new() -> Markers {
-        Markers { saw_soi: false, frame: None, in_headers: true, icc: Vec::new() }
+        Markers { saw_soi: false, frame: None, in_headers: true, icc: Vec::new(), exif: None }
     }
 
     /// jdmarker.c read_markers: process markers until SOS or EOI.
@@ -405,7 +407,7 @@ impl Markers {
         let n = length.saturating_sub(2);
         let interesting = m == 0xE0 || m == 0xEE;
         // Pillow reads every APPn whole before libjpeg starts; it fails on a few short ones.
-        let pillow_look = self.in_headers && matches!(m, 0xE0 | 0xE2 | 0xEE);
+        let pillow_look = self.in_headers && matches!(m, 0xE0 | 0xE1 | 0xE2 | 0xEE);
         if !interesting && !pillow_look {
             return s.skip(n);
         }
@@ -420,6 +422,10 @@ impl Markers {
             }
             if m == 0xE2 && data.starts_with(b"ICC_PROFILE\0") {
                 self.icc.push(data.clone());
+            }
+            // The orientation a camera wrote, which transformers' load_image applies.
+            if m == 0xE1 && data.starts_with(b"Exif\0\0") && self.exif.is_none() {
+                self.exif = Some(data[6..].to_vec());
             }
         }
         // jdmarker.c examine_app0 / examine_app14 look at the first 14 / 12 bytes.

@@ -42,11 +42,14 @@ pub const MAX_PIXELS: u64 = 178_956_970;
 /// (libjpeg has none; real progressive files have about ten).
 const MAX_SCANS: usize = 1000;
 
-/// A decoded image: `data` is RGB8, row-major, `width * height * 3` bytes.
+/// A decoded image: `data` is RGB8, row-major, `width * height * 3` bytes, as stored (the
+/// Exif orientation is not applied here).
 pub struct Decoded {
     pub width: usize,
     pub height: usize,
     pub data: Vec<u8>,
+    /// The TIFF body of the file's Exif segment, if it has one.
+    pub exif: Option<Vec<u8>>,
 }
 
 /// Decodes a JPEG file to RGB8 exactly as Pillow would.
@@ -137,7 +140,7 @@ impl<'a> Decoder<'a> {
         } else {
             self.one_pass(&first, &mut output, &mut rgb)?;
         }
-        Ok(Decoded { width: w, height: h, data: rgb })
+        Ok(Decoded { width: w, height: h, data: rgb, exif: self.markers.exif.take() })
     }
 
     /// latch_quant_tables: each component keeps the table it had at its first scan.
