@@ -138,3 +138,32 @@ fn erf_series_matches_known_values() {
         assert!((pgpo::check::erf_series(x) - want).abs() < 1e-9);
     }
 }
+
+#[test]
+fn cpu_logit_gradients_hold_no_subnormals() {
+    // A wide logit row: most softmax entries times the 1/N mean scale fall below f32's
+    // smallest normal. Those must come out as 0 (a subnormal fed to the LM head's gradient
+    // matmuls costs a microcode assist per multiply on Intel cores), the rest as the f64
+    // softmax gives them.
+    use pgpo::{ops, Device, Tensor};
+    let v = 1000;
+    let logits: Vec<f32> = (0..v).map(|i| -(i as f32) * 0.1).collect();
+    let x = Tensor::from_vec(logits.clone(), &[1, v], &Device::Cpu).unwrap();
+    let (_, lse) = ops::cross_entropy(&x, &[3]).unwrap();
+    let one = Tensor::from_vec(vec![1.0], &[1], &Device::Cpu).unwrap();
+    let scale = 1.0 / 512.0;
+    let d = ops::cross_entropy_backward(&x, &[3], &lse, &one, scale).unwrap().to_vec().unwrap();
+    let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+    let mut subnormal_in_f64 = 0;
+    for (i, (&g, &l)) in d.iter().zip(&logits).enumerate() {
+        assert!(g == 0.0 || g.is_normal(), "dlogits[{i}] = {g:e} is subnormal");
+        let want = scale as f64 * ((l as f64).exp() / z - f64::from(u8::from(i == 3)));
+        if want.abs() < f32::MIN_POSITIVE as f64 {
+            subnormal_in_f64 += 1;
+        } else {
+            // f32 rounding of l - lse (up to 87 in size) gives up to 5e-6 relative.
+            assert!((g as f64 - want).abs() <= 2e-5 * want.abs(), "dlogits[{i}] = {g:e}, f64 gives {want:e}");
+        }
+    }
+    assert!(subnormal_in_f64 > 10, "the row must reach the subnormal range ({subnormal_in_f64} entries do)");
+}

@@ -7,7 +7,7 @@
 //! does +inf (inf - inf); -inf entries have probability 0 and add nothing (0 log 0 = 0). The
 //! maxima start at f32::MIN rather than -inf so that exp(-inf - max) is 0, never NaN.
 
-use super::fastmath::{dispatch, exp, k3_series};
+use super::fastmath::{dispatch, exp, flush_subnormal, k3_series};
 
 const L: usize = 16;
 const BLOCK: usize = 256;
@@ -173,7 +173,7 @@ dispatch!(pub fn kl_stats(clean: &[f32], blind: &[f32], inv_t: f32, c: f32) -> P
 #[inline(always)]
 fn exp_map_impl(x: &[f32], inv_t: f32, shift: f32, scale: f32, out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = scale * exp(v * inv_t - shift);
+        *o = flush_subnormal(scale * exp(v * inv_t - shift));
     }
 }
 
@@ -292,20 +292,20 @@ unsafe fn exp_map_stream_avx2(x: &[f32], inv_t: f32, shift: f32, scale: f32, out
     // Scalar head up to 32-byte alignment of the output, as streaming stores require.
     let head = (out.as_ptr().align_offset(32)).min(n);
     for i in 0..head {
-        out[i] = scale * exp(x[i] * inv_t - shift);
+        out[i] = flush_subnormal(scale * exp(x[i] * inv_t - shift));
     }
     let mut i = head;
     let mut tmp = [0.0f32; 8];
     while i + 8 <= n {
         for l in 0..8 {
-            tmp[l] = scale * exp(x[i + l] * inv_t - shift);
+            tmp[l] = flush_subnormal(scale * exp(x[i + l] * inv_t - shift));
         }
         // SAFETY: out[i..i + 8] is in bounds and 32-byte aligned (i - head is a multiple of 8).
         unsafe { _mm256_stream_ps(out.as_mut_ptr().add(i), _mm256_loadu_ps(tmp.as_ptr())) };
         i += 8;
     }
     for j in i..n {
-        out[j] = scale * exp(x[j] * inv_t - shift);
+        out[j] = flush_subnormal(scale * exp(x[j] * inv_t - shift));
     }
     _mm_sfence();
 }
