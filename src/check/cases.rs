@@ -75,10 +75,13 @@ const MATMUL: &[&[usize]] = &[
     &[3, 3, 33, 17, 129],
     &[2, 1, 130, 70, 5],
     &[1, 2, 7, 200, 66],
-    // The few-rows kernel's edges: 16 rows (its last), k and n off its vector widths.
+    // The few-rows kernel's edges, k and n off its vector widths: 16 rows (its last with
+    // B's rows contiguous), 17, 64 (its last with B's columns contiguous, the NT case), 65.
     &[2, 1, 16, 13, 27],
     &[1, 1, 5, 515, 517],
     &[1, 1, 17, 9, 40],
+    &[1, 1, 64, 19, 70],
+    &[1, 1, 65, 9, 33],
 ];
 
 fn mm_shapes(s: &[usize], t: Transpose) -> (Vec<usize>, Vec<usize>) {

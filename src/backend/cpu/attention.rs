@@ -7,7 +7,7 @@
 //! each owned by one task, so there are no atomics and results are deterministic.
 
 use super::fastmath::exp;
-use super::matmul_few_rows::{try_matmul, FewRows};
+use super::matmul_few_rows::{try_matmul, FewRows, MAX_ROWS_CACHED};
 use super::rowstats::{attention_grad_row, softmax_block_row};
 use rayon::prelude::*;
 
@@ -183,7 +183,7 @@ unsafe fn mm(
     // Blocks of at most 16 query rows (a decode step's single row, a short chunk) go to the
     // few-rows kernel, for QKᵀ, P·V and dS·K alike: gemm would pack the other operand for them.
     let few = FewRows { m, n, k, a_rs: lhs.1, b_rs: rhs.1, b_cs: rhs.2, dst_rs, accumulate };
-    if lhs.2 == 1 && unsafe { try_matmul(lhs.0, rhs.0, dst, few) } {
+    if lhs.2 == 1 && m <= MAX_ROWS_CACHED && unsafe { try_matmul(lhs.0, rhs.0, dst, few) } {
         return;
     }
     unsafe {

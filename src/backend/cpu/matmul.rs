@@ -64,16 +64,16 @@ const FEW_ROWS_COLUMNS: usize = 64;
 /// The few-rows kernel (matmul_few_rows.rs), its columns split over the thread pool; false
 /// when it does not apply.
 fn few_rows(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) -> bool {
-    use super::matmul_few_rows::{try_matmul, FewRows, MAX_ROWS};
+    use super::matmul_few_rows::{max_rows, try_matmul, FewRows};
     use rayon::prelude::*;
     let MatmulDims { batch, m, n, k, trans_b, a_stride, b_stride, .. } = d;
-    if m > MAX_ROWS || k == 0 || !super::fastmath::has_avx2() {
+    let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
+    if m > max_rows(b_rs, b_cs) || k == 0 || !super::fastmath::has_avx2() {
         return false;
     }
     if m == 0 || n == 0 || batch == 0 {
         return true;
     }
-    let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
     let p = FewRows { m, n: 0, k, a_rs: k, b_rs, b_cs, dst_rs: n, accumulate: false };
     // Pointers as integers, to cross into the pool; each task writes its own columns.
     let (a0, b0, o0) = (a.as_ptr() as usize, b.as_ptr() as usize, out.as_mut_ptr() as usize);
