@@ -127,10 +127,11 @@ impl AttnDims {
         if all { Block::Visible } else { Block::Mixed }
     }
 
-    /// Applies the mask of `block` to the scores [rows, cols] (row stride `stride`).
+    /// Applies the mask of a block that is not wholly hidden (those are skipped) to its
+    /// scores [rows, cols] (row stride `stride`).
     #[allow(clippy::too_many_arguments)]
-    fn apply_mask(&self, m: &AttnMasks, f: &BlockFacts, b: usize, i0: usize, j0: usize, rows: usize, cols: usize, scores: &mut [f32], stride: usize) {
-        match self.block(m, f, b, i0, rows, j0, cols) {
+    fn apply_mask(&self, m: &AttnMasks, block: Block, b: usize, i0: usize, j0: usize, rows: usize, cols: usize, scores: &mut [f32], stride: usize) {
+        match block {
             Block::Visible => {}
             Block::Hidden => (0..rows).for_each(|r| scores[r * stride..r * stride + cols].fill(f32::NEG_INFINITY)),
             Block::Mixed => self.mask_block(m, b, i0, j0, rows, cols, scores, stride),
@@ -231,6 +232,12 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
             let end = s.key_end(i0 + rows - 1);
             for j0 in (0..end).step_by(BK) {
                 let cols = BK.min(end - j0);
+                // A block no query sees adds nothing: the vision tower's windows and images
+                // (segments) leave most of the [T, T] blocks hidden.
+                let block = s.block(&m, &facts, b, i0, rows, j0, cols);
+                if matches!(block, Block::Hidden) {
+                    continue;
+                }
                 // S = Q_i K_j^T.
                 unsafe {
                     mm(
@@ -242,7 +249,7 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
                         (k[kv + j0 * d..].as_ptr(), 1, d),
                     );
                 }
-                s.apply_mask(&m, &facts, b, i0, j0, rows, cols, &mut scores, BK);
+                s.apply_mask(&m, block, b, i0, j0, rows, cols, &mut scores, BK);
                 for r in 0..rows {
                     let (nm, add) = softmax_block_row(&mut scores[r * BK..r * BK + cols], s.scale, mx[r]);
                     if nm == f32::NEG_INFINITY {
@@ -318,6 +325,11 @@ pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut
                 let base = (b * s.hq + h) * s.tq;
                 for i0 in (first - first % BQ..s.tq).step_by(BQ) {
                     let rows = BQ.min(s.tq - i0);
+                    // A wholly hidden block has P = dS = 0: nothing to add.
+                    let block = s.block(&m, &facts, b, i0, rows, j0, cols);
+                    if matches!(block, Block::Hidden) {
+                        continue;
+                    }
                     let (qi, doi) = (&x.q[(base + i0) * d..], &x.dout[(base + i0) * d..]);
                     unsafe {
                         // S = Q_i K_j^T, then P = exp(S scale - lse) on visible entries.
@@ -325,7 +337,7 @@ pub fn attention_backward(x: BackwardInputs, s: AttnDims, m: AttnMasks, dq: &mut
                         // dP = dO_i V_j^T.
                         mm((rows, cols, d), dp.as_mut_ptr(), BK, false, (doi.as_ptr(), d, 1), (x.v[kv + j0 * d..].as_ptr(), 1, d));
                     }
-                    s.apply_mask(&m, &facts, b, i0, j0, rows, cols, &mut p, BK);
+                    s.apply_mask(&m, block, b, i0, j0, rows, cols, &mut p, BK);
                     for r in 0..rows {
                         let (l, delta) = (x.lse[base + i0 + r], x.delta[base + i0 + r]);
                         let (pr, dpr) = (&mut p[r * BK..r * BK + cols], &mut dp[r * BK..r * BK + cols]);
