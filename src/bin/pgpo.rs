@@ -238,17 +238,19 @@ fn main() -> ExitCode {
     // SAFETY: the first statement of main; no thread exists yet.
     unsafe { pgpo::device::quiet_driver_env() };
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Check { single_threaded_cpu: true, .. }) {
+        // The pool's one worker is this thread, so no CPU work crosses threads.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(1).use_current_thread().build_global();
+    } else {
+        pgpo::backend::cpu::run_ops_on_this_thread();
+    }
     let result = match cli.command {
         Command::Info => info_cmd::info(),
         Command::Check { backend, kernel, compile_only: true, ptx_dir, .. } => {
             let _ = (backend, kernel);
             check_cmd::compile_only(ptx_dir.as_deref())
         }
-        Command::Check { backend, kernel, max_cases, single_threaded_cpu, .. } => {
-            if single_threaded_cpu {
-                // The pool's one worker is this thread, so no CPU work crosses threads.
-                let _ = rayon::ThreadPoolBuilder::new().num_threads(1).use_current_thread().build_global();
-            }
+        Command::Check { backend, kernel, max_cases, .. } => {
             check_cmd::run_checks(&backend, kernel.as_deref(), max_cases.unwrap_or(usize::MAX))
         }
         Command::Forward { model, input, output, backend, blind, hide_markers, labels } => Device::parse(&backend)

@@ -1,27 +1,68 @@
-//! Elementwise kernels (see shaders/elementwise.wgsl for the definitions).
+//! Elementwise kernels (see shaders/elementwise.wgsl for the definitions). The loops are
+//! compiled a second time for AVX2 + FMA, where they vectorise, exp included
+//! (`fastmath::exp`: glibc's expf is a scalar call per element).
 
+use super::fastmath::{exp, has_avx2};
 use rayon::prelude::*;
 
 const CHUNK: usize = super::MIN_ELEMS_PER_TASK;
 
-fn map(a: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+fn map(a: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Copy) {
     out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).for_each(|(o, x)| {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = f(x);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU was checked for AVX2 and FMA.
+            return unsafe { map_avx2(o, x, f) };
         }
+        map_body(o, x, f)
     });
 }
 
-/// out[i] = f(a[i], b[i % b.len()]).
-fn zip(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    let nb = b.len();
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-        let base = c * CHUNK;
-        for (j, o) in o.iter_mut().enumerate() {
-            let i = base + j;
-            *o = f(a[i], b[i % nb]);
+#[inline(always)]
+fn map_body(o: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
+    for (o, &x) in o.iter_mut().zip(x) {
+        *o = f(x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn map_avx2(o: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32) {
+    map_body(o, x, f)
+}
+
+/// out[i] = f(a[i], b[i % b.len()]): b as long as a, or repeated over it. Walked in runs of
+/// b, not with a division per element, so the loop vectorises.
+fn zip(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync + Copy) {
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).enumerate().for_each(|(c, (o, x))| {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU was checked for AVX2 and FMA.
+            return unsafe { zip_avx2(o, x, b, c * CHUNK, f) };
         }
+        zip_body(o, x, b, c * CHUNK, f)
     });
+}
+
+/// One chunk of `zip` that starts at element `start` of a.
+#[inline(always)]
+fn zip_body(o: &mut [f32], x: &[f32], b: &[f32], start: usize, f: impl Fn(f32, f32) -> f32) {
+    let nb = b.len();
+    let (mut i, mut j) = (0, start % nb);
+    while i < o.len() {
+        let run = (nb - j).min(o.len() - i);
+        for ((o, &x), &y) in o[i..i + run].iter_mut().zip(&x[i..i + run]).zip(&b[j..j + run]) {
+            *o = f(x, y);
+        }
+        i += run;
+        j = 0;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn zip_avx2(o: &mut [f32], x: &[f32], b: &[f32], start: usize, f: impl Fn(f32, f32) -> f32) {
+    zip_body(o, x, b, start, f)
 }
 
 pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
@@ -37,7 +78,7 @@ pub fn scale(a: &[f32], alpha: f32, out: &mut [f32]) {
 }
 
 pub fn silu(a: &[f32], out: &mut [f32]) {
-    map(a, out, |x| x / (1.0 + (-x).exp()));
+    map(a, out, |x| x / (1.0 + exp(-x)));
 }
 
 pub fn gelu_tanh(a: &[f32], out: &mut [f32]) {
@@ -56,8 +97,9 @@ pub fn erf(x: f64) -> f64 {
     (1.0 - poly * (-x * x).exp()).copysign(x)
 }
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
 }
 
 /// d silu(x) = sigmoid(x) (1 + x (1 - sigmoid(x))).
@@ -94,12 +136,18 @@ pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
 /// Gradients of swiglu: (dgate, dup).
 pub fn swiglu_backward(gate: &[f32], up: &[f32], dy: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
     dgate.par_chunks_mut(CHUNK).zip(dup.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (dg, du))| {
-        for j in 0..dg.len() {
-            let i = c * CHUNK + j;
-            let (g, u, d) = (gate[i], up[i], dy[i]);
-            let s = sigmoid(g);
-            du[j] = d * g * s;
-            dg[j] = d * u * s * (1.0 + g * (1.0 - s));
-        }
+        let r = c * CHUNK..c * CHUNK + dg.len();
+        swiglu_backward_chunk(&gate[r.clone()], &up[r.clone()], &dy[r], dg, du);
     });
+}
+
+super::fastmath::dispatch!(fn swiglu_backward_chunk(gate: &[f32], up: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) => swiglu_backward_body);
+
+#[inline(always)]
+fn swiglu_backward_body(gate: &[f32], up: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    for ((((dg, du), &g), &u), &d) in dg.iter_mut().zip(du.iter_mut()).zip(gate).zip(up).zip(dy) {
+        let s = sigmoid(g);
+        *du = d * g * s;
+        *dg = d * u * s * (1.0 + g * (1.0 - s));
+    }
 }

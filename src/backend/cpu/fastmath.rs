@@ -94,6 +94,15 @@ pub fn has_avx2() -> bool {
     false
 }
 
+/// Whether this CPU runs the AVX-512 (F and VL) kernels (checked once).
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl"))
+}
+
+
 /// Defines `$name` calling the `#[inline(always)]` function `$body` with the same
 /// arguments, compiled for AVX2 + FMA when available and for the baseline otherwise.
 macro_rules! dispatch {

@@ -9,6 +9,8 @@
 //!   columns, 8 accumulators reduced horizontally at the end, so each B column is read once
 //!   per 4 rows of A, from L1 after the first.
 //! - B as is ([K, N], rows contiguous): 4 rows of A x 16 columns, A broadcast per k.
+//! - B transposed on a CPU with AVX-512 (F and VL): matmul_few_rows_avx512.rs, 8 rows x 2
+//!   columns of zmm.
 //!
 //! Other CPUs, layouts where A's rows are not contiguous, and op(B) with neither its rows nor
 //! its columns contiguous go to gemm.
@@ -45,7 +47,8 @@ pub struct FewRows {
 }
 
 /// Runs the product if its layout suits this kernel, it has at most its layout's bound of
-/// rows (`MAX_ROWS_B_COLUMNS` or `MAX_ROWS_B_ROWS`) and the CPU has AVX2 + FMA; returns false
+/// rows (`MAX_ROWS_B_COLUMNS` or `MAX_ROWS_B_ROWS`) and the CPU has AVX2 + FMA (AVX-512 is
+/// used where present); returns false
 /// (having done nothing) otherwise.
 ///
 /// # Safety
@@ -54,8 +57,14 @@ pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows
     #[cfg(target_arch = "x86_64")]
     if p.m <= max_rows(p.b_rs, p.b_cs) && p.k > 0 && super::fastmath::has_avx2() {
         if p.b_rs == 1 {
-            // SAFETY: AVX2 and FMA are present; the caller vouches for the extents.
-            unsafe { avx2::b_columns(a, b, dst, p) };
+            // SAFETY: the features are present; the caller vouches for the extents.
+            unsafe {
+                if super::fastmath::has_avx512() {
+                    super::matmul_few_rows_avx512::b_columns(a, b, dst, p);
+                } else {
+                    avx2::b_columns(a, b, dst, p);
+                }
+            }
             return true;
         }
         if p.b_cs == 1 {

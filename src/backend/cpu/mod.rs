@@ -11,6 +11,8 @@ pub mod fastmath;
 pub mod kl_dual;
 pub mod matmul;
 pub mod matmul_few_rows;
+#[cfg(target_arch = "x86_64")]
+mod matmul_few_rows_avx512;
 pub mod permute;
 pub mod pgpo_weights;
 pub mod policy_loss;
@@ -38,6 +40,15 @@ pub fn alloc(n: usize) -> Vec<f32> {
         huge_pages(&v, n);
         v
     }
+}
+
+/// Makes the calling thread worker 0 of rayon's global pool (of the usual size), so that the
+/// CPU ops it calls run on it, with the other workers stealing a share. Otherwise each op
+/// is handed to a pool thread while the caller sleeps until it is done: two thread wake-ups
+/// per op, and a decode step runs some 150 ops. Call it first, from the thread that will
+/// run the model (the `pgpo` binary does); it does nothing once the pool exists.
+pub fn run_ops_on_this_thread() {
+    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
 }
 
 /// Every op allocates its output and drops its inputs' buffers soon after, megabytes at a

@@ -1,0 +1,114 @@
+//! The few-rows matmul's AVX-512 tile for op(B) with contiguous columns (x @ Wᵀ, every
+//! linear layer of a decode step; see matmul_few_rows.rs for the kernel's role).
+//!
+//! 8 rows of A x 2 columns of op(B) in 16 zmm accumulators, A's rows loaded once per 16 k
+//! and B's two columns once per tile: a [8, K] batch reads each weight exactly once, with
+//! half the instructions of the AVX2 tile (4 rows x 2 columns of ymm, B read twice for 8
+//! rows). The AVX2 tile issued 0.7 FMAs a cycle with B in L2 on a Xeon, which made a
+//! decode step's products compute-bound there before they were bound by memory.
+
+use super::matmul_few_rows::FewRows;
+use std::arch::x86_64::*;
+
+/// How far ahead of its reads (in floats, 16 KB) each column's stream is prefetched into L2;
+/// see `PREFETCH_AHEAD` of the AVX2 tile.
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Rows of A per register tile.
+const ROWS: usize = 8;
+
+/// R rows of A against C contiguous columns of op(B), each column's stream prefetched when
+/// P. The k % 16 tail is a masked load, so every element goes through the same fused
+/// multiply-adds. P is a constant, not a flag, so neither loop tests it.
+/// AVX-512VL is enabled too: without it the horizontal sums' 256- and 128-bit steps can only
+/// use registers 0-15, and LLVM kept one of the 16 accumulators on the stack, a
+/// store-to-load chain through every iteration.
+#[target_feature(enable = "avx512f,avx512vl")]
+unsafe fn dot_tile<const R: usize, const C: usize, const P: bool>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut q = 0;
+    while q < p.k {
+        let left = p.k - q;
+        let mask: __mmask16 = if left >= 16 { 0xffff } else { (1u16 << left) - 1 };
+        if P {
+            for c in 0..C {
+                // A prefetch of any address is safe, inside B or past its end.
+                _mm_prefetch::<_MM_HINT_T1>(b.wrapping_add(c * p.b_cs + q + PREFETCH_AHEAD).cast());
+            }
+        }
+        // SAFETY: the mask covers only k indices q .. min(q + 16, k), inside every row.
+        unsafe {
+            let mut bv = [_mm512_setzero_ps(); C];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask, b.add(c * p.b_cs + q));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_maskz_loadu_ps(mask, a.add(r * p.a_rs + q));
+                for (x, v) in row.iter_mut().zip(&bv) {
+                    *x = _mm512_fmadd_ps(av, *v, *x);
+                }
+            }
+        }
+        q += 16;
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (c, x) in row.iter().enumerate() {
+            let s = _mm512_reduce_add_ps(*x);
+            // SAFETY: row r < m, column c < n of the caller's tile.
+            unsafe {
+                let out = dst.add(r * p.dst_rs + c);
+                *out = if p.accumulate { *out + s } else { s };
+            }
+        }
+    }
+}
+
+type Tile = unsafe fn(*const f32, *const f32, *mut f32, &FewRows);
+
+/// The tiles of 1 ..= 8 rows (entry r - 1 handles r rows) for C columns.
+fn tiles<const C: usize, const P: bool>() -> [Tile; ROWS] {
+    [
+        dot_tile::<1, C, P>,
+        dot_tile::<2, C, P>,
+        dot_tile::<3, C, P>,
+        dot_tile::<4, C, P>,
+        dot_tile::<5, C, P>,
+        dot_tile::<6, C, P>,
+        dot_tile::<7, C, P>,
+        dot_tile::<8, C, P>,
+    ]
+}
+
+/// C columns against every row of A, 8 at a time. Only the first row group prefetches: the
+/// others read the same columns of B, from L1 by then.
+#[target_feature(enable = "avx512f,avx512vl")]
+unsafe fn columns<const C: usize>(t: &[[Tile; ROWS]; 2], a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+    let mut i = 0;
+    while i < p.m {
+        let rows = (p.m - i).min(ROWS);
+        // SAFETY: rows i .. i + rows exist; the tile stays inside the caller's.
+        unsafe { t[usize::from(i == 0)][rows - 1](a.add(i * p.a_rs), b, dst.add(i * p.dst_rs), p) };
+        i += rows;
+    }
+}
+
+/// op(B) column j is b[j * b_cs ..][..k]: two columns at a time, every row of A.
+///
+/// # Safety
+/// The CPU has AVX-512F; a, b and dst cover their matrices under p's strides.
+#[target_feature(enable = "avx512f,avx512vl")]
+pub unsafe fn b_columns(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows) {
+    // [without, with] prefetching.
+    let (two, one) = ([tiles::<2, false>(), tiles::<2, true>()], [tiles::<1, false>(), tiles::<1, true>()]);
+    let mut j = 0;
+    // SAFETY: columns j, j + 1 < n.
+    unsafe {
+        while j + 2 <= p.n {
+            columns::<2>(&two, a, b.add(j * p.b_cs), dst.add(j), &p);
+            j += 2;
+        }
+        if j < p.n {
+            columns::<1>(&one, a, b.add(j * p.b_cs), dst.add(j), &p);
+        }
+    }
+}
