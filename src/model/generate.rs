@@ -149,6 +149,7 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
 
 /// Picks the next token of every active sequence from logits [active, V] and records it.
 fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &GenerateOptions, rng: &mut Rng) -> Result<Vec<u32>> {
+    use crate::backend::cpu::fastmath::exp_shifted;
     use rayon::prelude::*;
     let vocab = logits.shape()[1];
     let host = logits.value().to_vec()?;
@@ -173,7 +174,8 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
             let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
             let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             // One exp pass: the weights give both the normaliser and the draw.
-            let mut weights: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
+            let mut weights = vec![0.0; vocab];
+            exp_shifted(&scaled, max, &mut weights);
             let log_z = max + weights.iter().sum::<f64>().ln();
             // The candidates: every token, or all but the suppressed ones (the log-prob above
             // is still over the full distribution, as with top-k and top-p).
@@ -190,7 +192,7 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
                 // ones cannot underflow every other weight to 0.
                 let top = a.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 if top > f64::NEG_INFINITY && top < max {
-                    weights = a.iter().map(|v| (v - top).exp()).collect();
+                    exp_shifted(a, top, &mut weights);
                 }
             }
             let token = match o.sampling {
@@ -332,7 +334,8 @@ mod tests {
                     // Rounded logits, so ties occur.
                     let scaled: Vec<f64> = (0..vocab).map(|_| f64::from((rng.uniform() * spread * 8.0).round() / 8.0)).collect();
                     let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let mut weights: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
+                    let mut weights = vec![0.0; vocab];
+            exp_shifted(&scaled, max, &mut weights);
                     let mut allowed = scaled.clone();
                     if vocab > 3 {
                         // A suppressed token.

@@ -124,3 +124,16 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// out[i] = exp(x[i] - shift) through the f32 `exp` above: softmax weights over a
+/// vocabulary, a step of generation for every sequence. Relative error below 1e-6 where
+/// x[i] - shift > -8 (the weights a normaliser is made of). glibc's f64 exp is a scalar call
+/// per element: 3-4 % of a small model's generation profile.
+#[inline(always)]
+fn exp_shifted_impl(x: &[f64], shift: f64, out: &mut [f64]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f64::from(exp((v - shift) as f32));
+    }
+}
+
+dispatch!(pub fn exp_shifted(x: &[f64], shift: f64, out: &mut [f64]) => exp_shifted_impl);
