@@ -334,8 +334,7 @@ mod tests {
                     // Rounded logits, so ties occur.
                     let scaled: Vec<f64> = (0..vocab).map(|_| f64::from((rng.uniform() * spread * 8.0).round() / 8.0)).collect();
                     let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let mut weights = vec![0.0; vocab];
-            exp_shifted(&scaled, max, &mut weights);
+                    let mut weights: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
                     let mut allowed = scaled.clone();
                     if vocab > 3 {
                         // A suppressed token.
