@@ -217,71 +217,97 @@ pub fn attention_forward(q: &[f32], k: &[f32], v: &[f32], s: AttnDims, m: AttnMa
     let d = s.d;
     let group = s.hq / s.hkv;
     let facts = s.block_facts(&m);
+    let head_len = s.tk * d;
+    fn head(t: &[f32], kv: usize, len: usize) -> &[f32] {
+        &t[kv * len..(kv + 1) * len]
+    }
+    if s.tq == 1 && group > 1 && group <= BQ {
+        // A decode step (one query per sequence): the heads of a GQA group share their keys
+        // and their one position, so they run as the rows of one block and each KV head is
+        // read once, not once per query head. Row r of block bg = b * Hkv + g is query head
+        // g * group + r of batch b, so the group's q, o and lse rows are contiguous.
+        o.par_chunks_mut(group * d).zip(lse.par_chunks_mut(group)).enumerate().for_each(|(bg, (o, lse))| {
+            let qg = &q[bg * group * d..(bg + 1) * group * d];
+            query_block(&s, &m, &facts, bg / s.hkv, 0, true, qg, head(k, bg, head_len), head(v, bg, head_len), o, lse);
+        });
+        return;
+    }
     o.par_chunks_mut(s.tq * d).zip(lse.par_chunks_mut(s.tq)).enumerate().for_each(|(bh, (o, lse))| {
         let (b, h) = (bh / s.hq, bh % s.hq);
-        let kv = (b * s.hkv + h / group) * s.tk * d;
+        let kv = b * s.hkv + h / group;
         let qh = &q[bh * s.tq * d..(bh + 1) * s.tq * d];
         o.par_chunks_mut(BQ * d).zip(lse.par_chunks_mut(BQ)).enumerate().for_each(|(qb, (o, lse))| {
             let i0 = qb * BQ;
-            let rows = lse.len();
-            let mut scores = vec![0.0f32; rows * BK];
-            let (mut mx, mut sum) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
-            // Accumulate apart from `o`, so every element of `o` is written exactly once below
-            // (a poisoned output then shows any row this kernel fails to finish).
-            let mut acc = vec![0.0f32; rows * d];
-            let end = s.key_end(i0 + rows - 1);
-            for j0 in (0..end).step_by(BK) {
-                let cols = BK.min(end - j0);
-                // A block no query sees adds nothing: the vision tower's windows and images
-                // (segments) leave most of the [T, T] blocks hidden.
-                let block = s.block(&m, &facts, b, i0, rows, j0, cols);
-                if matches!(block, Block::Hidden) {
-                    continue;
-                }
-                // S = Q_i K_j^T.
-                unsafe {
-                    mm(
-                        (rows, cols, d),
-                        scores.as_mut_ptr(),
-                        BK,
-                        false,
-                        (qh[i0 * d..].as_ptr(), d, 1),
-                        (k[kv + j0 * d..].as_ptr(), 1, d),
-                    );
-                }
-                s.apply_mask(&m, block, b, i0, j0, rows, cols, &mut scores, BK);
-                for r in 0..rows {
-                    let (nm, add) = softmax_block_row(&mut scores[r * BK..r * BK + cols], s.scale, mx[r]);
-                    if nm == f32::NEG_INFINITY {
-                        continue;
-                    }
-                    let corr = exp(mx[r] - nm);
-                    if corr != 1.0 {
-                        sum[r] *= corr;
-                        acc[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= corr);
-                    }
-                    sum[r] += add;
-                    mx[r] = nm;
-                }
-                // O_i += P V_j.
-                unsafe {
-                    mm((rows, d, cols), acc.as_mut_ptr(), d, true, (scores.as_ptr(), BK, 1), (v[kv + j0 * d..].as_ptr(), d, 1));
-                }
-            }
-            for r in 0..rows {
-                let (out, a) = (&mut o[r * d..(r + 1) * d], &acc[r * d..(r + 1) * d]);
-                // A row that sees no key has sum 0 (its output is 0); NaN sums propagate.
-                if sum[r] == 0.0 {
-                    out.fill(0.0);
-                    lse[r] = NO_KEY_LSE;
-                } else {
-                    let inv = 1.0 / sum[r];
-                    out.iter_mut().zip(a).for_each(|(x, y)| *x = y * inv);
-                    lse[r] = mx[r] + sum[r].ln();
-                }
-            }
+            query_block(&s, &m, &facts, b, i0, false, &qh[i0 * d..(i0 + lse.len()) * d], head(k, kv, head_len), head(v, kv, head_len), o, lse);
         });
     });
+}
+
+/// One block of query rows of batch b (q [rows, D]; their outputs o [rows, D] and lse
+/// [rows]) against every key block of one KV head (k, v [Tk, D]), with an online softmax.
+/// Row r stands at query position i0 + r, or with `shared` every row at i0 (the heads of a
+/// GQA group in a decode step).
+#[allow(clippy::too_many_arguments)]
+fn query_block(s: &AttnDims, m: &AttnMasks, facts: &BlockFacts, b: usize, i0: usize, shared: bool, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32], lse: &mut [f32]) {
+    let d = s.d;
+    let rows = lse.len();
+    // The query positions the block spans.
+    let span = if shared { 1 } else { rows };
+    let mut scores = vec![0.0f32; rows * BK];
+    let (mut mx, mut sum) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
+    // Accumulate apart from `o`, so every element of `o` is written exactly once below
+    // (a poisoned output then shows any row this kernel fails to finish).
+    let mut acc = vec![0.0f32; rows * d];
+    let end = s.key_end(i0 + span - 1);
+    for j0 in (0..end).step_by(BK) {
+        let cols = BK.min(end - j0);
+        // A block no query sees adds nothing: the vision tower's windows and images
+        // (segments) leave most of the [T, T] blocks hidden.
+        let block = s.block(m, facts, b, i0, span, j0, cols);
+        if matches!(block, Block::Hidden) {
+            continue;
+        }
+        // S = Q_i K_j^T.
+        unsafe {
+            mm((rows, cols, d), scores.as_mut_ptr(), BK, false, (q.as_ptr(), d, 1), (k[j0 * d..].as_ptr(), 1, d));
+        }
+        if shared && matches!(block, Block::Mixed) {
+            for r in 0..rows {
+                s.mask_block(m, b, i0, j0, 1, cols, &mut scores[r * BK..], BK);
+            }
+        } else {
+            s.apply_mask(m, block, b, i0, j0, rows, cols, &mut scores, BK);
+        }
+        for r in 0..rows {
+            let (nm, add) = softmax_block_row(&mut scores[r * BK..r * BK + cols], s.scale, mx[r]);
+            if nm == f32::NEG_INFINITY {
+                continue;
+            }
+            let corr = exp(mx[r] - nm);
+            if corr != 1.0 {
+                sum[r] *= corr;
+                acc[r * d..(r + 1) * d].iter_mut().for_each(|x| *x *= corr);
+            }
+            sum[r] += add;
+            mx[r] = nm;
+        }
+        // O_i += P V_j.
+        unsafe {
+            mm((rows, d, cols), acc.as_mut_ptr(), d, true, (scores.as_ptr(), BK, 1), (v[j0 * d..].as_ptr(), d, 1));
+        }
+    }
+    for r in 0..rows {
+        let (out, a) = (&mut o[r * d..(r + 1) * d], &acc[r * d..(r + 1) * d]);
+        // A row that sees no key has sum 0 (its output is 0); NaN sums propagate.
+        if sum[r] == 0.0 {
+            out.fill(0.0);
+            lse[r] = NO_KEY_LSE;
+        } else {
+            let inv = 1.0 / sum[r];
+            out.iter_mut().zip(a).for_each(|(x, y)| *x = y * inv);
+            lse[r] = mx[r] + sum[r].ln();
+        }
+    }
 }
 
 /// delta[row] = sum_d dO * O, the softmax-backward row term.
