@@ -8,6 +8,9 @@ use pgpo::train::{run, TrainConfig};
 fn main() -> std::process::ExitCode {
     // SAFETY: the first statement of main; no thread exists yet.
     unsafe { pgpo::device::quiet_driver_env() };
+    // CPU ops run on this thread, with the pool's other workers joining in, instead of each
+    // op being handed to a pool thread while this one sleeps.
+    pgpo::backend::cpu::run_ops_on_this_thread();
     let cfg = TrainConfig::default();
     let started = std::time::Instant::now();
     eprintln!("training {} on {}: SFT {} steps, then {} {} steps (G = {})", cfg.name, cfg.backend, cfg.sft.steps, cfg.rl.algo, cfg.rl.steps, cfg.rl.group);
