@@ -102,7 +102,6 @@ pub fn has_avx512() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl"))
 }
 
-
 /// Defines `$name` calling the `#[inline(always)]` function `$body` with the same
 /// arguments, compiled for AVX2 + FMA when available and for the baseline otherwise.
 macro_rules! dispatch {
