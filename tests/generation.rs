@@ -157,6 +157,37 @@ fn returned_logprobs_are_the_tempered_log_softmax_of_the_step_logits() {
     }
 }
 
+/// Greedy's own path (no weight vector): the log-prob of the chosen token under the full
+/// distribution, and the best token that is not suppressed.
+#[test]
+fn greedy_logprobs_are_the_log_softmax_and_suppressed_tokens_are_skipped() {
+    let fx = fixture("tied_gqa_off", "tied", &Device::Cpu);
+    let lse = |l: &[f32]| {
+        let m = l.iter().map(|&x| f64::from(x)).fold(f64::NEG_INFINITY, f64::max);
+        m + l.iter().map(|&x| (f64::from(x) - m).exp()).sum::<f64>().ln()
+    };
+    let g = run(&fx, Sampling::Greedy, 0, 6);
+    let first = g.completions[0].tokens[0];
+    for c in &g.completions {
+        for ((l, &tok), &lp) in c.logits.iter().zip(&c.tokens).zip(&c.logprobs) {
+            let best = (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b });
+            assert_eq!(tok as usize, best, "greedy picks the first largest logit");
+            let want = f64::from(l[best]) - lse(l);
+            assert!((f64::from(lp) - want).abs() < 1e-5, "greedy log-prob {lp} vs {want}");
+        }
+    }
+    let tape = Tape::new();
+    let pv = ParamVars::frozen(&tape, &fx.weights);
+    let o = GenerateOptions { max_new_tokens: 1, suppress_ids: vec![first], keep_logits: true, ..Default::default() };
+    let s = generate(&pv, &fx.weights.config, &fx.inputs, &o, |_, _| {}).unwrap();
+    let c = &s.completions[0];
+    let l = &c.logits[0];
+    let best = (0..l.len()).filter(|&i| i != first as usize).fold(None, |b: Option<usize>, i| if b.is_none_or(|b| l[i] > l[b]) { Some(i) } else { b }).unwrap();
+    assert_eq!(c.tokens[0] as usize, best, "the best token other than the suppressed {first}");
+    let want = f64::from(l[best]) - lse(l);
+    assert!((f64::from(c.logprobs[0]) - want).abs() < 1e-5, "a suppressed token still counts in the normaliser: {} vs {want}", c.logprobs[0]);
+}
+
 #[test]
 fn top_k_one_is_greedy_and_a_bad_temperature_is_refused() {
     let fx = fixture("padded_batch", "base", &Device::Cpu);

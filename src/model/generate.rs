@@ -108,6 +108,8 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
     }
     let embed = pv.get("model.embed_tokens.weight")?;
     let _no_grad = embed.tape().no_grad();
+    // Decode steps are many short ops: keep the CPU pool awake between them.
+    let _hot = matches!(embed.value().device(), crate::device::Device::Cpu).then(crate::backend::cpu::keep_pool_hot);
     let mut cache = KvCache::new(&c.text, x.batch, capacity, embed.value().device())?;
     let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size)?;
     // The next position of each sequence: its prompt's largest position + 1.
@@ -168,7 +170,7 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
                 return Err(Error::Numeric(format!("generation: logit {i} of sequence {seq} is {} at step {}", l[i], completions[seq].tokens.len())));
             }
             let temperature = match o.sampling {
-                Sampling::Greedy => 1.0,
+                Sampling::Greedy => return Ok(greedy(l, &o.suppress_ids)),
                 Sampling::Sample { temperature, .. } => temperature,
             };
             let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
@@ -195,10 +197,8 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
                     exp_shifted(a, top, &mut weights);
                 }
             }
-            let token = match o.sampling {
-                Sampling::Greedy => argmax(&allowed),
-                Sampling::Sample { top_p, top_k, .. } => sample(&allowed, &weights, top_k, top_p, uniforms[row]),
-            };
+            let Sampling::Sample { top_p, top_k, .. } = o.sampling else { unreachable!("greedy returned above") };
+            let token = sample(&allowed, &weights, top_k, top_p, uniforms[row]);
             Ok((token, (scaled[token] - log_z) as f32))
         })
         .collect();
@@ -216,14 +216,22 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
     Ok(chosen)
 }
 
-fn argmax(l: &[f64]) -> usize {
-    let mut best = 0;
+/// The most likely token that is not suppressed (the first on ties, like torch's argmax; 0
+/// when every allowed logit is -inf) and its log-probability under the full distribution.
+/// Greedy decoding needs no weight vector: one pass for the maximum, one for the normaliser
+/// (f32 exp, f64 sum: the same terms the sampling path makes), one for the choice.
+fn greedy(l: &[f32], suppress: &[u32]) -> (usize, f32) {
+    use crate::backend::cpu::fastmath::sum_exp_shifted;
+    let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = f64::from(max) + sum_exp_shifted(l, max).ln();
+    let mut best: Option<usize> = None;
     for (i, &v) in l.iter().enumerate() {
-        if v > l[best] {
-            best = i;
+        if best.is_none_or(|b| v > l[b]) && !suppress.contains(&(i as u32)) {
+            best = Some(i);
         }
     }
-    best
+    let token = best.unwrap_or(0);
+    (token, (f64::from(l[token]) - log_z) as f32)
 }
 
 /// Top-k, then the smallest most-likely set whose probability reaches top_p, then a draw

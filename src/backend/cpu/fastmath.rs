@@ -136,3 +136,22 @@ fn exp_shifted_impl(x: &[f64], shift: f64, out: &mut [f64]) {
 }
 
 dispatch!(pub fn exp_shifted(x: &[f64], shift: f64, out: &mut [f64]) => exp_shifted_impl);
+
+/// The sum over i of exp(x[i] - shift), each term through the f32 `exp` as `exp_shifted`
+/// makes it, summed in f64: a softmax normaliser over a vocabulary without the vector of
+/// weights (greedy decoding needs only the chosen token's log-probability).
+#[inline(always)]
+fn sum_exp_shifted_impl(x: &[f32], shift: f32) -> f64 {
+    // Eight partial sums, so the f64 adds do not form one dependency chain.
+    let mut acc = [0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(exp(v - shift));
+        }
+    }
+    tail.iter().map(|&v| f64::from(exp(v - shift))).sum::<f64>() + acc.iter().sum::<f64>()
+}
+
+dispatch!(pub fn sum_exp_shifted(x: &[f32], shift: f32) -> f64 => sum_exp_shifted_impl);
