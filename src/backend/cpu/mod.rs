@@ -62,6 +62,12 @@ pub struct HotPool {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// How long a hot worker goes without finding work before it gives up and may sleep. A
+/// decode step's serial stretches last tens of microseconds. The limit also bounds a stall:
+/// a worker that picks this loop up while a job of its own waits below it on its stack
+/// (two guards held at once from inside pool jobs) returns to that job within it.
+const HOT_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 pub fn keep_pool_hot() -> HotPool {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
@@ -74,10 +80,17 @@ pub fn keep_pool_hot() -> HotPool {
             if Some(cx.index()) == caller {
                 return;
             }
+            let mut idle_since = None;
             while !flag.load(Ordering::Acquire) {
-                if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    std::thread::yield_now();
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    idle_since = None;
+                    continue;
                 }
+                let now = std::time::Instant::now();
+                if now - *idle_since.get_or_insert(now) > HOT_IDLE_LIMIT {
+                    return;
+                }
+                std::thread::yield_now();
             }
         });
     }
