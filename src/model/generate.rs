@@ -169,9 +169,9 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
             if let Some(i) = l.iter().position(|v| !v.is_finite()) {
                 return Err(Error::Numeric(format!("generation: logit {i} of sequence {seq} is {} at step {}", l[i], completions[seq].tokens.len())));
             }
-            let temperature = match o.sampling {
+            let (temperature, top_p, top_k) = match o.sampling {
                 Sampling::Greedy => return Ok(greedy(l, &o.suppress_ids)),
-                Sampling::Sample { temperature, .. } => temperature,
+                Sampling::Sample { temperature, top_p, top_k } => (temperature, top_p, top_k),
             };
             let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
             let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -197,7 +197,6 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
                     exp_shifted(a, top, &mut weights);
                 }
             }
-            let Sampling::Sample { top_p, top_k, .. } = o.sampling else { unreachable!("greedy returned above") };
             let token = sample(&allowed, &weights, top_k, top_p, uniforms[row]);
             Ok((token, (scaled[token] - log_z) as f32))
         })
@@ -217,7 +216,7 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
 }
 
 /// The most likely token that is not suppressed (the first on ties, like torch's argmax; 0
-/// when every allowed logit is -inf) and its log-probability under the full distribution.
+/// when every token is suppressed) and its log-probability under the full distribution.
 /// Greedy decoding needs no weight vector: one pass for the maximum, one for the normaliser
 /// (f32 exp, f64 sum: the same terms the sampling path makes), one for the choice.
 fn greedy(l: &[f32], suppress: &[u32]) -> (usize, f32) {
