@@ -11,12 +11,16 @@ fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
 }
 
+fn term(i: u64, seed: u64) -> u64 {
+    (i * 2_654_435_761 + seed) % 1_000_003
+}
+
 fn work(seed: u64) -> u64 {
-    (0..20_000u64).into_par_iter().map(|i| (i * 2_654_435_761 + seed) % 1_000_003).sum()
+    (0..20_000u64).into_par_iter().map(|i| term(i, seed)).sum()
 }
 
 fn serial(seed: u64) -> u64 {
-    (0..20_000u64).map(|i| (i * 2_654_435_761 + seed) % 1_000_003).sum()
+    (0..20_000u64).map(|i| term(i, seed)).sum()
 }
 
 /// Runs `f` on another thread and fails, rather than hanging the test run, if it takes over

@@ -217,18 +217,19 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
 
 /// The most likely token that is not suppressed (the first on ties, like torch's argmax; 0
 /// when every token is suppressed) and its log-probability under the full distribution.
-/// Greedy decoding needs no weight vector: one pass for the maximum, one for the normaliser
-/// (f32 exp, f64 sum: the same terms the sampling path makes), one for the choice.
+/// Greedy decoding needs no weight vector: one pass for the choice and the maximum over every
+/// token, one for the normaliser (f32 exp, f64 sum: the same terms the sampling path makes).
 fn greedy(l: &[f32], suppress: &[u32]) -> (usize, f32) {
     use crate::backend::cpu::fastmath::sum_exp_shifted;
-    let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = f64::from(max) + sum_exp_shifted(l, max).ln();
+    let mut max = f32::NEG_INFINITY;
     let mut best: Option<usize> = None;
     for (i, &v) in l.iter().enumerate() {
+        max = max.max(v);
         if best.is_none_or(|b| v > l[b]) && !suppress.contains(&(i as u32)) {
             best = Some(i);
         }
     }
+    let log_z = f64::from(max) + sum_exp_shifted(l, max).ln();
     let token = best.unwrap_or(0);
     (token, (f64::from(l[token]) - log_z) as f32)
 }

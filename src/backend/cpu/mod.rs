@@ -54,7 +54,7 @@ pub fn run_ops_on_this_thread() {
 /// While alive, keeps rayon's other workers awake: each loops taking pool work
 /// (`rayon::yield_now`) and yielding the core when there is none, instead of going to sleep.
 /// A sleeping worker takes 20-30 us to wake (measured on 2 KVM vCPUs: a [8, 512] x
-/// [1536, 512]ᵀ product took 50 us straight after another and 66-82 us after 20 us or more
+/// [1536, 512]ᵀ product took 50 us straight after another and 66-99 us after 20 us or more
 /// of serial work), and a decode step runs some 60 parallel ops with serial ones between
 /// them. OpenMP runtimes (PyTorch's CPU threads) spin in the same way between regions. Hold
 /// it over a phase of many short ops, such as generation; dropping it lets the workers sleep.
