@@ -108,8 +108,6 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
     }
     let embed = pv.get("model.embed_tokens.weight")?;
     let _no_grad = embed.tape().no_grad();
-    // Decode steps are many short ops: keep the CPU pool awake between them.
-    let _hot = matches!(embed.value().device(), crate::device::Device::Cpu).then(crate::backend::cpu::keep_pool_hot);
     let mut cache = KvCache::new(&c.text, x.batch, capacity, embed.value().device())?;
     let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size)?;
     // The next position of each sequence: its prompt's largest position + 1.

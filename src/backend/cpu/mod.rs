@@ -51,58 +51,6 @@ pub fn run_ops_on_this_thread() {
     let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
 }
 
-/// While alive, keeps rayon's other workers awake: each loops taking pool work
-/// (`rayon::yield_now`) and yielding the core when there is none, instead of going to sleep.
-/// A sleeping worker takes 20-30 us to wake (measured on 2 KVM vCPUs: a [8, 512] x
-/// [1536, 512]ᵀ product took 50 us straight after another and 66-99 us after 20 us or more
-/// of serial work), and a decode step runs some 60 parallel ops with serial ones between
-/// them. OpenMP runtimes (PyTorch's CPU threads) spin in the same way between regions. Hold
-/// it over a phase of many short ops, such as generation; dropping it lets the workers sleep.
-pub struct HotPool {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// How long a hot worker goes without finding work before it gives up and may sleep. A
-/// decode step's serial stretches last tens of microseconds. The limit also bounds a stall:
-/// a worker that picks this loop up while a job of its own waits below it on its stack
-/// (two guards held at once from inside pool jobs) returns to that job within it.
-const HOT_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_millis(2);
-
-pub fn keep_pool_hot() -> HotPool {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    if rayon::current_num_threads() > 1 {
-        // The calling worker, if it is one, must not run the loop: it would never return to
-        // drop the guard.
-        let caller = rayon::current_thread_index();
-        let flag = stop.clone();
-        rayon::spawn_broadcast(move |cx| {
-            if Some(cx.index()) == caller {
-                return;
-            }
-            let mut idle_since = None;
-            while !flag.load(Ordering::Acquire) {
-                if rayon::yield_now() == Some(rayon::Yield::Executed) {
-                    idle_since = None;
-                    continue;
-                }
-                let now = std::time::Instant::now();
-                if now - *idle_since.get_or_insert(now) > HOT_IDLE_LIMIT {
-                    return;
-                }
-                std::thread::yield_now();
-            }
-        });
-    }
-    HotPool { stop }
-}
-
-impl Drop for HotPool {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
 /// Every op allocates its output and drops its inputs' buffers soon after, megabytes at a
 /// time. glibc hands allocations over 128 KiB back to the kernel on free (munmap), so the
 /// next one faults in fresh pages that the kernel zeroes first: a tenth of the small model's
