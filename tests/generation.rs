@@ -213,3 +213,22 @@ fn cuda_emu_greedy_generation_matches_transformers_token_for_token() {
         greedy_matches_transformers(&dev, 1e-3);
     }
 }
+
+/// A logit that is NaN or infinite stops generation with an error naming the sequence and the
+/// logit, on greedy's vector pass as on the sampling path; it never becomes a token.
+#[test]
+fn a_non_finite_logit_is_an_error_not_a_token() {
+    let mut fx = fixture("padded_batch", "base", &Device::Cpu);
+    let norm = fx.weights.get("model.norm.weight").unwrap();
+    let mut w = norm.to_vec().unwrap();
+    w[3] = f32::NAN;
+    let shape = norm.shape().to_vec();
+    fx.weights.set("model.norm.weight", pgpo::Tensor::from_vec(w, &shape, &Device::Cpu).unwrap()).unwrap();
+    let tape = Tape::new();
+    let pv = ParamVars::frozen(&tape, &fx.weights);
+    for sampling in [Sampling::Greedy, Sampling::Sample { temperature: 1.0, top_p: 0.9, top_k: 0 }] {
+        let o = GenerateOptions { max_new_tokens: 2, sampling, ..Default::default() };
+        let err = generate(&pv, &fx.weights.config, &fx.inputs, &o, |_, _| panic!("no token may come out")).unwrap_err().to_string();
+        assert!(err.contains("logit 0 of sequence 0 is NaN at step 0"), "{sampling:?}: {err}");
+    }
+}

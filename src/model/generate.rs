@@ -164,13 +164,17 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
         .enumerate()
         .map(|(row, &seq)| {
             let l = &host[row * vocab..(row + 1) * vocab];
-            if let Some(i) = l.iter().position(|v| !v.is_finite()) {
-                return Err(Error::Numeric(format!("generation: logit {i} of sequence {seq} is {} at step {}", l[i], completions[seq].tokens.len())));
-            }
+            let not_finite = || match l.iter().position(|v| !v.is_finite()) {
+                Some(i) => Error::Numeric(format!("generation: logit {i} of sequence {seq} is {} at step {}", l[i], completions[seq].tokens.len())),
+                None => Error::Numeric(format!("generation: sequence {seq} has no logits")),
+            };
             let (temperature, top_p, top_k) = match o.sampling {
-                Sampling::Greedy => return Ok(greedy(l, &o.suppress_ids)),
+                Sampling::Greedy => return greedy(l, &o.suppress_ids).ok_or_else(not_finite),
                 Sampling::Sample { temperature, top_p, top_k } => (temperature, top_p, top_k),
             };
+            if l.iter().any(|v| !v.is_finite()) {
+                return Err(not_finite());
+            }
             let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
             let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             // One exp pass: the weights give both the normaliser and the draw.
@@ -214,22 +218,24 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
 }
 
 /// The most likely token that is not suppressed (the first on ties, like torch's argmax; 0
-/// when every token is suppressed) and its log-probability under the full distribution.
-/// Greedy decoding needs no weight vector: one pass for the choice and the maximum over every
-/// token, one for the normaliser (f32 exp, f64 sum: the same terms the sampling path makes).
-fn greedy(l: &[f32], suppress: &[u32]) -> (usize, f32) {
-    use crate::backend::cpu::fastmath::sum_exp_shifted;
-    let mut max = f32::NEG_INFINITY;
-    let mut best: Option<usize> = None;
-    for (i, &v) in l.iter().enumerate() {
-        max = max.max(v);
-        if best.is_none_or(|b| v > l[b]) && !suppress.contains(&(i as u32)) {
-            best = Some(i);
-        }
+/// when every token is suppressed) and its log-probability under the full distribution; None
+/// when a logit is not finite. Greedy decoding needs no weight vector: one vector pass finds
+/// the choice, the maximum and any non-finite logit, one makes the normaliser (f32 exp, f64
+/// sum: the same terms the sampling path makes). Only when the best token is suppressed does
+/// a second search run, over the others.
+fn greedy(l: &[f32], suppress: &[u32]) -> Option<(usize, f32)> {
+    use crate::backend::cpu::fastmath::{max_argmax, sum_exp_shifted};
+    let (max, mut token, finite) = max_argmax(l)?;
+    if !finite {
+        return None;
+    }
+    if suppress.contains(&(token as u32)) {
+        let allowed = (0..l.len()).filter(|i| !suppress.contains(&(*i as u32)));
+        // The first of the largest allowed values (max_by would keep the last).
+        token = allowed.fold(None, |b: Option<usize>, i| if b.is_none_or(|b| l[i] > l[b]) { Some(i) } else { b }).unwrap_or(0);
     }
     let log_z = f64::from(max) + sum_exp_shifted(l, max).ln();
-    let token = best.unwrap_or(0);
-    (token, (f64::from(l[token]) - log_z) as f32)
+    Some((token, (f64::from(l[token]) - log_z) as f32))
 }
 
 /// Top-k, then the smallest most-likely set whose probability reaches top_p, then a draw

@@ -155,3 +155,49 @@ fn sum_exp_shifted_impl(x: &[f32], shift: f32) -> f64 {
 }
 
 dispatch!(pub fn sum_exp_shifted(x: &[f32], shift: f32) -> f64 => sum_exp_shifted_impl);
+
+/// The largest value of `x`, the first index holding it (torch's argmax), and whether every
+/// value is finite; None when `x` is empty. Sixteen lanes each keep their own maximum and its
+/// first index, so the loop is a compare and two blends per vector instead of a branch per
+/// value; the lanes then meet, ties going to the smaller index. With a NaN or an infinity
+/// present the maximum and index mean nothing; the flag says so.
+#[inline(always)]
+fn max_argmax_impl(x: &[f32]) -> Option<(f32, usize, bool)> {
+    const L: usize = 16;
+    let chunks = x.chunks_exact(L);
+    let tail = chunks.remainder();
+    let mut best: Option<(f32, usize)> = None;
+    // v - v is 0 for a finite v and NaN for an infinity or a NaN, and a NaN stays in the sum.
+    let mut finite = [0f32; L];
+    if x.len() >= L {
+        let mut max = [f32::NEG_INFINITY; L];
+        let mut at: [u32; L] = std::array::from_fn(|j| j as u32);
+        for (c, block) in chunks.enumerate() {
+            let base = (c * L) as u32;
+            for j in 0..L {
+                let v = block[j];
+                finite[j] += v - v;
+                let take = v > max[j];
+                max[j] = if take { v } else { max[j] };
+                at[j] = if take { base + j as u32 } else { at[j] };
+            }
+        }
+        for (&m, &i) in max.iter().zip(&at) {
+            let i = i as usize;
+            if best.is_none_or(|(bm, bi)| m > bm || (m == bm && i < bi)) {
+                best = Some((m, i));
+            }
+        }
+    }
+    let mut ok = finite.iter().all(|&f| f == 0.0);
+    let base = x.len() - tail.len();
+    for (j, &v) in tail.iter().enumerate() {
+        ok &= v.is_finite();
+        if best.is_none_or(|(bm, _)| v > bm) {
+            best = Some((v, base + j));
+        }
+    }
+    best.map(|(m, i)| (m, i, ok))
+}
+
+dispatch!(pub fn max_argmax(x: &[f32]) -> Option<(f32, usize, bool)> => max_argmax_impl);
