@@ -167,7 +167,7 @@ fn max_argmax_impl(x: &[f32]) -> Option<(f32, usize, bool)> {
     let chunks = x.chunks_exact(L);
     let tail = chunks.remainder();
     let mut best: Option<(f32, usize)> = None;
-    // v - v is 0 for a finite v and NaN for an infinity or a NaN, and a NaN stays in the sum.
+    // 0 v is 0 for a finite v and NaN for an infinity or a NaN, and a NaN stays in the sum.
     let mut finite = [0f32; L];
     if x.len() >= L {
         let mut max = [f32::NEG_INFINITY; L];
@@ -176,7 +176,7 @@ fn max_argmax_impl(x: &[f32]) -> Option<(f32, usize, bool)> {
             let base = (c * L) as u32;
             for j in 0..L {
                 let v = block[j];
-                finite[j] += v - v;
+                finite[j] += v * 0.0;
                 let take = v > max[j];
                 max[j] = if take { v } else { max[j] };
                 at[j] = if take { base + j as u32 } else { at[j] };
