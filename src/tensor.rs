@@ -3,7 +3,7 @@
 use crate::device::Device;
 use crate::error::{Error, Result};
 use half::{bf16, f16};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The buffer behind a tensor. Immutable once built: ops allocate fresh outputs.
 pub enum Storage {
@@ -21,6 +21,9 @@ pub struct Tensor {
     shape: Vec<usize>,
     device: Device,
     storage: Arc<Storage>,
+    /// The CPU buffer as bf16 bit patterns when every value is exactly a bf16 (see
+    /// `bf16_exact`), made on first use and shared, like the buffer, by clones and reshapes.
+    bf16: Arc<OnceLock<Option<Box<[u16]>>>>,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -51,7 +54,7 @@ impl Tensor {
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu(d) => Storage::Emu(d.upload(&data)),
         };
-        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage) })
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage), bf16: Arc::default() })
     }
 
     pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
@@ -88,13 +91,13 @@ impl Tensor {
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu(d) => Storage::Emu(d.alloc(n)),
         };
-        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage) })
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage), bf16: Arc::default() })
     }
 
     /// Wraps a CPU result computed by a CPU kernel.
     pub(crate) fn from_cpu(data: Vec<f32>, shape: &[usize]) -> Tensor {
         debug_assert_eq!(data.len(), numel(shape));
-        Tensor { shape: shape.to_vec(), device: Device::Cpu, storage: Arc::new(Storage::Cpu(data)) }
+        Tensor { shape: shape.to_vec(), device: Device::Cpu, storage: Arc::new(Storage::Cpu(data)), bf16: Arc::default() }
     }
 
     /// Downloads to host memory, waiting for pending work.
@@ -136,7 +139,7 @@ impl Tensor {
         if numel(shape) != self.numel() {
             return Err(Error::shape("reshape", format!("cannot view {:?} as {:?}", self.shape, shape)));
         }
-        Ok(Tensor { shape: shape.to_vec(), device: self.device.clone(), storage: self.storage.clone() })
+        Ok(Tensor { shape: shape.to_vec(), device: self.device.clone(), storage: self.storage.clone(), bf16: self.bf16.clone() })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -168,9 +171,24 @@ impl Tensor {
         }
     }
 
+    /// The values as bf16 bit patterns (the high 16 bits of each f32) when the tensor is on
+    /// the CPU and every value is exactly a bf16, as in a checkpoint published in bf16 (None
+    /// otherwise). The few-rows matmul streams these instead of the f32 values: the same
+    /// products from half the bytes, for a decode step that is bound by reading its weights.
+    /// Made once per buffer, on first call, and kept with it: a bf16 checkpoint's weights
+    /// take 1.5 times their f32 size on the CPU once generation has used them. A tensor whose
+    /// first values are not bf16 (any activation, any trained weight) is turned down after
+    /// reading a few of them.
+    pub fn bf16_exact(&self) -> Option<&[u16]> {
+        let x = self.as_cpu()?;
+        self.bf16.get_or_init(|| crate::backend::cpu::bf16_bits(x)).as_deref()
+    }
+
     /// The host data to write in place, when the tensor lives on the CPU and nothing else
     /// holds it (tensors are shared by cloning; a shared one must not change under its owners).
     pub(crate) fn cpu_mut(&mut self) -> Option<&mut [f32]> {
+        // The values may change: a bf16 copy made of the old ones must go.
+        self.bf16 = Arc::default();
         match Arc::get_mut(&mut self.storage)? {
             Storage::Cpu(v) => Some(v),
             #[allow(unreachable_patterns)]

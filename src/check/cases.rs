@@ -96,6 +96,14 @@ fn mm_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     Inputs { f: vec![rng.vec(ba * m * k, -1.0, 1.0), rng.vec(bb * k * nn, -1.0, 1.0)], ids: vec![] }
 }
 
+/// B rounded to bf16, as a weight of a bf16 checkpoint: on the CPU the few-rows products
+/// (up to 64 rows, B transposed) then stream its bf16 copy (`Tensor::bf16_exact`).
+fn mm_inputs_bf16(s: &[usize], rng: &mut Rng) -> Inputs {
+    let mut x = mm_inputs(s, rng);
+    x.f[1].iter_mut().for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+    x
+}
+
 fn mm_run(dev: &Device, s: &[usize], x: &Inputs, t: Transpose) -> Result<Vec<Tensor>> {
     let (sa, sb) = mm_shapes(s, t);
     Ok(vec![ops::matmul(&up(dev, &x.f[0], &sa)?, &up(dev, &x.f[1], &sb)?, t)?])
@@ -310,6 +318,7 @@ pub fn all() -> Vec<KernelCheck> {
         matmul_check!("matmul_nt", Transpose::NT),
         matmul_check!("matmul_tn", Transpose::TN),
         matmul_check!("matmul_tt", Transpose::TT),
+        KernelCheck { name: "matmul_nt_bf16", inputs: mm_inputs_bf16, ..matmul_check!("matmul_nt", Transpose::NT) },
         KernelCheck {
             name: "gather",
             tols: &[(0.0, 0.0)],

@@ -94,12 +94,13 @@ pub fn has_avx2() -> bool {
     false
 }
 
-/// Whether this CPU runs the AVX-512 (F and VL) kernels (checked once).
+/// Whether this CPU runs the AVX-512 (F, VL and BW: every AVX-512 CPU since Skylake-SP)
+/// kernels (checked once).
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx512() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl"))
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw"))
 }
 
 /// Defines `$name` calling the `#[inline(always)]` function `$body` with the same

@@ -14,9 +14,12 @@ pub struct MatmulDims {
     pub b_stride: usize,
 }
 
-pub fn matmul(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) {
+/// `b_bf16`, when given, holds B's values as bf16 bit patterns, every one exact (see
+/// `Tensor::bf16_exact`): the few-rows kernel then streams those, half the bytes, for the
+/// same result; other products ignore it.
+pub fn matmul(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: &mut [f32]) {
     let MatmulDims { batch, m, n, k, trans_a, trans_b, a_stride, b_stride } = d;
-    if !trans_a && few_rows(a, b, d, out) {
+    if !trans_a && few_rows(a, b, b_bf16, d, out) {
         return;
     }
     // (column stride, row stride) of op(A) [m, k] and op(B) [k, n].
@@ -63,8 +66,8 @@ const FEW_ROWS_COLUMNS: usize = 64;
 
 /// The few-rows kernel (matmul_few_rows.rs), its columns split over the thread pool; false
 /// when it does not apply.
-fn few_rows(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) -> bool {
-    use super::matmul_few_rows::{max_rows, try_matmul, FewRows};
+fn few_rows(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: &mut [f32]) -> bool {
+    use super::matmul_few_rows::{max_rows, takes_bf16, try_matmul, try_matmul_bf16, FewRows};
     use rayon::prelude::*;
     let MatmulDims { batch, m, n, k, trans_b, a_stride, b_stride, .. } = d;
     let (b_rs, b_cs) = if trans_b { (1, k) } else { (n, 1) };
@@ -77,6 +80,7 @@ fn few_rows(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) -> bool {
     let p = FewRows { m, n: 0, k, a_rs: k, b_rs, b_cs, dst_rs: n, accumulate: false };
     // Pointers as integers, to cross into the pool; each task writes its own columns.
     let (a0, b0, o0) = (a.as_ptr() as usize, b.as_ptr() as usize, out.as_mut_ptr() as usize);
+    let half = b_bf16.filter(|h| h.len() == b.len() && takes_bf16(m, b_rs)).map(|h| h.as_ptr() as usize);
     let tasks = n.div_ceil(FEW_ROWS_COLUMNS);
     (0..batch * tasks).into_par_iter().with_min_len(if m * k * FEW_ROWS_COLUMNS < 1 << 15 { tasks } else { 1 }).for_each(|t| {
         let (z, j0) = (t / tasks, t % tasks * FEW_ROWS_COLUMNS);
@@ -85,9 +89,12 @@ fn few_rows(a: &[f32], b: &[f32], d: MatmulDims, out: &mut [f32]) -> bool {
         // column block [j0, j0 + cols) of batch z lies inside them, and no two tasks share one.
         unsafe {
             let a = (a0 as *const f32).add(z * a_stride);
-            let b = (b0 as *const f32).add(z * b_stride + j0 * b_cs);
             let o = (o0 as *mut f32).add(z * m * n + j0);
-            try_matmul(a, b, o, FewRows { n: cols, ..p });
+            let p = FewRows { n: cols, ..p };
+            match half {
+                Some(h) => try_matmul_bf16(a, (h as *const u16).add(z * b_stride + j0 * b_cs), o, p),
+                None => try_matmul(a, (b0 as *const f32).add(z * b_stride + j0 * b_cs), o, p),
+            };
         }
     });
     true

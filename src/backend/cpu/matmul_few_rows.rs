@@ -77,6 +77,35 @@ pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows
     false
 }
 
+/// `try_matmul` with B given as bf16 bit patterns (see matmul_few_rows_avx512.rs): only
+/// op(B) with contiguous columns (x @ Wᵀ, a linear layer), on a CPU with AVX-512. The result
+/// is bit for bit that of `try_matmul` on the same values as f32; false (having done
+/// nothing) where it does not apply.
+///
+/// # Safety
+/// a, b and dst cover their matrices under the given strides.
+pub unsafe fn try_matmul_bf16(a: *const f32, b: *const u16, dst: *mut f32, p: FewRows) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if takes_bf16(p.m, p.b_rs) && p.k > 0 {
+        // SAFETY: the features are present; the caller vouches for the extents.
+        unsafe { super::matmul_few_rows_avx512::b_columns(a, b, dst, p) };
+        return true;
+    }
+    let _ = (a, b, dst, p);
+    false
+}
+
+/// Whether `try_matmul_bf16` runs a product of m rows whose op(B) has row stride b_rs.
+pub fn takes_bf16(m: usize, b_rs: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return b_rs == 1 && m <= MAX_ROWS_B_COLUMNS && super::fastmath::has_avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, b_rs);
+        false
+    }
+}
+
 /// The most rows of A this kernel takes for op(B) with these strides (0: a layout it does
 /// not handle).
 pub fn max_rows(b_rs: usize, b_cs: usize) -> usize {

@@ -6,13 +6,42 @@
 //! half the instructions of the AVX2 tile (4 rows x 2 columns of ymm, B read twice for 8
 //! rows). The AVX2 tile issued 0.7 FMAs a cycle with B in L2 on a Xeon, which made a
 //! decode step's products compute-bound there before they were bound by memory.
+//!
+//! B comes as f32, or as bf16 bit patterns (a weight whose every value is exactly a bf16,
+//! as in published checkpoints): each bf16 is widened to the same f32 in a register, so the
+//! products are bit for bit those of the f32 tile, from half the bytes. A decode step is
+//! bound by reading its weights, so it takes about half the time.
 
 use super::matmul_few_rows::FewRows;
 use std::arch::x86_64::*;
 
-/// How far ahead of its reads (in floats, 16 KB) each column's stream is prefetched into L2;
-/// see `PREFETCH_AHEAD` of the AVX2 tile.
-const PREFETCH_AHEAD: usize = 4096;
+/// An element type of B: 16 of them load into one zmm of f32.
+pub trait Elem: Copy {
+    /// How far ahead of its reads (in elements: 16 KB) each column's stream is prefetched
+    /// into L2; see `PREFETCH_AHEAD` of the AVX2 tile.
+    const PREFETCH_AHEAD: usize;
+    /// The lanes of `mask` from p (others 0), as f32.
+    /// # Safety
+    /// The masked lanes are inside one allocation; the CPU has AVX-512 F, VL and BW.
+    unsafe fn load(mask: __mmask16, p: *const Self) -> __m512;
+}
+
+impl Elem for f32 {
+    const PREFETCH_AHEAD: usize = 4096;
+    #[inline(always)]
+    unsafe fn load(mask: __mmask16, p: *const f32) -> __m512 {
+        unsafe { _mm512_maskz_loadu_ps(mask, p) }
+    }
+}
+
+/// bf16 bit patterns: the f32 with these as its high 16 bits.
+impl Elem for u16 {
+    const PREFETCH_AHEAD: usize = 8192;
+    #[inline(always)]
+    unsafe fn load(mask: __mmask16, p: *const u16) -> __m512 {
+        unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p.cast())))) }
+    }
+}
 
 /// Rows of A per register tile.
 const ROWS: usize = 8;
@@ -23,8 +52,8 @@ const ROWS: usize = 8;
 /// AVX-512VL is enabled too: without it the horizontal sums' 256- and 128-bit steps can only
 /// use registers 0-15, and LLVM kept one of the 16 accumulators on the stack, a
 /// store-to-load chain through every iteration.
-#[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn dot_tile<const R: usize, const C: usize, const P: bool>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+#[target_feature(enable = "avx512f,avx512vl,avx512bw")]
+unsafe fn dot_tile<E: Elem, const R: usize, const C: usize, const P: bool>(a: *const f32, b: *const E, dst: *mut f32, p: &FewRows) {
     let mut acc = [[_mm512_setzero_ps(); C]; R];
     let mut q = 0;
     while q < p.k {
@@ -33,14 +62,14 @@ unsafe fn dot_tile<const R: usize, const C: usize, const P: bool>(a: *const f32,
         if P {
             for c in 0..C {
                 // A prefetch of any address is safe, inside B or past its end.
-                _mm_prefetch::<_MM_HINT_T1>(b.wrapping_add(c * p.b_cs + q + PREFETCH_AHEAD).cast());
+                _mm_prefetch::<_MM_HINT_T1>(b.wrapping_add(c * p.b_cs + q + E::PREFETCH_AHEAD).cast());
             }
         }
         // SAFETY: the mask covers only k indices q .. min(q + 16, k), inside every row.
         unsafe {
             let mut bv = [_mm512_setzero_ps(); C];
             for (c, v) in bv.iter_mut().enumerate() {
-                *v = _mm512_maskz_loadu_ps(mask, b.add(c * p.b_cs + q));
+                *v = E::load(mask, b.add(c * p.b_cs + q));
             }
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_maskz_loadu_ps(mask, a.add(r * p.a_rs + q));
@@ -63,26 +92,26 @@ unsafe fn dot_tile<const R: usize, const C: usize, const P: bool>(a: *const f32,
     }
 }
 
-type Tile = unsafe fn(*const f32, *const f32, *mut f32, &FewRows);
+type Tile<E> = unsafe fn(*const f32, *const E, *mut f32, &FewRows);
 
 /// The tiles of 1 ..= 8 rows (entry r - 1 handles r rows) for C columns.
-fn tiles<const C: usize, const P: bool>() -> [Tile; ROWS] {
+fn tiles<E: Elem, const C: usize, const P: bool>() -> [Tile<E>; ROWS] {
     [
-        dot_tile::<1, C, P>,
-        dot_tile::<2, C, P>,
-        dot_tile::<3, C, P>,
-        dot_tile::<4, C, P>,
-        dot_tile::<5, C, P>,
-        dot_tile::<6, C, P>,
-        dot_tile::<7, C, P>,
-        dot_tile::<8, C, P>,
+        dot_tile::<E, 1, C, P>,
+        dot_tile::<E, 2, C, P>,
+        dot_tile::<E, 3, C, P>,
+        dot_tile::<E, 4, C, P>,
+        dot_tile::<E, 5, C, P>,
+        dot_tile::<E, 6, C, P>,
+        dot_tile::<E, 7, C, P>,
+        dot_tile::<E, 8, C, P>,
     ]
 }
 
 /// C columns against every row of A, 8 at a time. Only the first row group prefetches: the
 /// others read the same columns of B, from L1 by then.
-#[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn columns<const C: usize>(t: &[[Tile; ROWS]; 2], a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
+#[target_feature(enable = "avx512f,avx512vl,avx512bw")]
+unsafe fn columns<E: Elem, const C: usize>(t: &[[Tile<E>; ROWS]; 2], a: *const f32, b: *const E, dst: *mut f32, p: &FewRows) {
     let mut i = 0;
     while i < p.m {
         let rows = (p.m - i).min(ROWS);
@@ -95,20 +124,20 @@ unsafe fn columns<const C: usize>(t: &[[Tile; ROWS]; 2], a: *const f32, b: *cons
 /// op(B) column j is b[j * b_cs ..][..k]: two columns at a time, every row of A.
 ///
 /// # Safety
-/// The CPU has AVX-512F; a, b and dst cover their matrices under p's strides.
-#[target_feature(enable = "avx512f,avx512vl")]
-pub unsafe fn b_columns(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows) {
+/// The CPU has AVX-512 F, VL and BW; a, b and dst cover their matrices under p's strides.
+#[target_feature(enable = "avx512f,avx512vl,avx512bw")]
+pub unsafe fn b_columns<E: Elem>(a: *const f32, b: *const E, dst: *mut f32, p: FewRows) {
     // [without, with] prefetching.
-    let (two, one) = ([tiles::<2, false>(), tiles::<2, true>()], [tiles::<1, false>(), tiles::<1, true>()]);
+    let (two, one) = ([tiles::<E, 2, false>(), tiles::<E, 2, true>()], [tiles::<E, 1, false>(), tiles::<E, 1, true>()]);
     let mut j = 0;
     // SAFETY: columns j, j + 1 < n.
     unsafe {
         while j + 2 <= p.n {
-            columns::<2>(&two, a, b.add(j * p.b_cs), dst.add(j), &p);
+            columns::<E, 2>(&two, a, b.add(j * p.b_cs), dst.add(j), &p);
             j += 2;
         }
         if j < p.n {
-            columns::<1>(&one, a, b.add(j * p.b_cs), dst.add(j), &p);
+            columns::<E, 1>(&one, a, b.add(j * p.b_cs), dst.add(j), &p);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod adamw;
 pub mod attention;
+mod bf16;
 pub mod concat;
 pub mod cross_entropy;
 pub mod elementwise;
@@ -21,6 +22,8 @@ pub mod rms_norm;
 pub mod rope;
 pub mod rowstats;
 pub mod softmax;
+
+pub use bf16::bf16_bits;
 
 /// Rows per rayon task for row-wise kernels: enough work to amortise scheduling.
 pub(crate) const MIN_ELEMS_PER_TASK: usize = 1 << 14;
