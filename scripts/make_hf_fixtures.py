@@ -416,15 +416,17 @@ def make_case(spec, model, stored_names):
 
 # ----------------------------------------------------------------------------- generation
 
-# Greedy generate() over left-padded batches with images: (case, new tokens).
-GENERATION = [("padded_batch", 12), ("tied_gqa_off", 12), ("text_only", 10)]
+# Greedy generate() over left-padded batches with images, and over the bf16 checkpoint (loaded
+# as float32, as pgpo holds it): (case, new tokens).
+GENERATION = [("padded_batch", 12), ("tied_gqa_off", 12), ("text_only", 10), ("flat_bf16", 12)]
 
 
 @torch.no_grad()
 def make_generation(case, new_tokens):
     """transformers' greedy generate with the KV cache. A first run without a stop token picks
     as EOS a token that one row emits part-way and another row does not emit at all, so the
-    fixture covers a sequence stopping early (pad after it) while another runs on."""
+    fixture covers a sequence stopping early (pad after it) while another runs on (a batch of
+    one stops a few tokens before the limit)."""
     data = load_file(OUT / f"{case}.safetensors")
     spec = next(s for s in CASES if s["case"] == case)
     model = load_hf(OUT / spec["checkpoint"])
@@ -442,7 +444,8 @@ def make_generation(case, new_tokens):
     eos = None
     B = first.shape[0]
     rows = first.tolist()
-    for step in range(2, new_tokens - 2):
+    # With one row, the latest such token, so that most steps run before it stops.
+    for step in (range(2, new_tokens - 2) if B > 1 else reversed(range(2, new_tokens - 2))):
         for r in range(B):
             tok = rows[r][step]
             if eos is None and tok not in rows[r][:step] and all(tok not in rows[b] for b in range(B) if b != r):

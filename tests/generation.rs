@@ -13,7 +13,9 @@ use pgpo::model::{forward, generate, ForwardOptions, GenerateOptions, Keep, Mode
 use pgpo::Device;
 use std::path::{Path, PathBuf};
 
-const CASES: [(&str, &str); 3] = [("padded_batch", "base"), ("tied_gqa_off", "tied"), ("text_only", "base")];
+/// The bf16 checkpoint's weights are exactly bf16, so on a CPU with AVX-512 its decode steps
+/// stream their bf16 copies (tests/bf16_weights.rs).
+const CASES: [(&str, &str); 4] = [("padded_batch", "base"), ("tied_gqa_off", "tied"), ("text_only", "base"), ("flat_bf16", "flat_bf16")];
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen")
