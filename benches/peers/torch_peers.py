@@ -138,6 +138,12 @@ def rl_step_workload():
     cfg = Qwen2_5_VLConfig(**c)
     cfg._attn_implementation = "eager"
     model = Qwen2_5_VLForConditionalGeneration(cfg).float()
+    if bf16:
+        # A bf16 checkpoint loaded with dtype=float32: every weight a bf16 value, computed in
+        # f32 (pgpo's "bf16 checkpoint" rows hold the same).
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.bfloat16().float())
     for n, p in model.named_parameters():
         p.requires_grad_(not n.startswith("model.visual"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.0)
@@ -209,7 +215,8 @@ def model_workload(name):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    kind, size = name[len("model_"):].rsplit("_", 1)
+    bf16 = name.endswith("_bf16")
+    kind, size = name[len("model_"):].removesuffix("_bf16").rsplit("_", 1)
     path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "bench", "model_configs.json")
     with open(path) as f:
         w = json.load(f)[size]
@@ -217,6 +224,12 @@ def model_workload(name):
     cfg = Qwen2_5_VLConfig(**c)
     cfg._attn_implementation = "eager"
     model = Qwen2_5_VLForConditionalGeneration(cfg).float()
+    if bf16:
+        # A bf16 checkpoint loaded with dtype=float32: every weight a bf16 value, computed in
+        # f32 (pgpo's "bf16 checkpoint" rows hold the same).
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.bfloat16().float())
     b, t, grid = w["batch"], w["seq"], w["grid"]
     if kind == "generate":
         b, t, new_tokens = w["generate"]["batch"], w["generate"]["seq"], w["generate"]["new_tokens"]
@@ -240,7 +253,7 @@ def model_workload(name):
     label = f"{size} B{b} T{t} image [{grid[0]}, {grid[1]}, {grid[2]}]"
     if kind == "generate":
         model.eval()
-        label = f"{size} B{b} prompt {t} + {new_tokens} new, image [{grid[0]}, {grid[1]}, {grid[2]}], greedy"
+        label = f"{size} B{b} prompt {t} + {new_tokens} new, image [{grid[0]}, {grid[1]}, {grid[2]}], greedy" + (", bf16 checkpoint" if bf16 else "")
         kw["attention_mask"] = torch.ones_like(ids)
 
         def run():
@@ -270,7 +283,7 @@ def model_workload(name):
 
 NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "attention_fwd", "attention_fwdbwd",
          "model_fwd_tiny", "model_fwdbwd_tiny", "model_fwd_small", "model_fwdbwd_small",
-         "model_generate_tiny", "model_generate_small", "rl_step"]
+         "model_generate_tiny", "model_generate_small", "model_generate_tiny_bf16", "model_generate_small_bf16", "rl_step"]
 
 
 def child(name, quick, threads):

@@ -81,6 +81,17 @@ impl Workload {
     }
 }
 
+/// `w` with every weight rounded to the nearest bf16 (ties to even), as a bf16 checkpoint
+/// holds them.
+fn bf16_checkpoint(w: &Weights) -> Result<Weights> {
+    let mut out = w.clone();
+    for (name, t) in w.names().iter().zip(w.tensors()) {
+        let v = t.to_vec()?.into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect();
+        out.set(name, Tensor::from_vec(v, t.shape(), t.device())?)?;
+    }
+    Ok(out)
+}
+
 pub fn cases(dev: &Device) -> Result<Vec<Case>> {
     let mut out = Vec::new();
     for w in workloads()? {
@@ -109,22 +120,26 @@ pub fn cases(dev: &Device) -> Result<Vec<Case>> {
         });
         let (gb, gt, gn) = w.generate;
         let prompts = Rc::new(w.batch_of(gb, gt, dev)?.0);
-        let (wt, d) = (weights.clone(), dev.clone());
-        out.push(Case {
-            kernel: "model generate",
-            shape: format!("{} B{gb} prompt {gt} + {gn} new, image {:?}, greedy", w.name, w.grid),
-            work: Work::Tokens((gb * gn) as f64),
-            run: Box::new(move || {
-                let tape = Tape::new();
-                let pv = ParamVars::frozen(&tape, &wt);
-                // No stop ids: every sequence generates all its tokens, as in the peer script.
-                let o = GenerateOptions { max_new_tokens: gn, ..Default::default() };
-                let g = generate(&pv, &wt.config, &prompts, &o, |_, _| {})?;
-                d.synchronize()?;
-                drop(g);
-                Ok(())
-            }),
-        });
+        // The same model in f32, and as a bf16 checkpoint (every weight rounded to bf16, held
+        // in f32 as transformers loads one with dtype=float32; the CPU decodes from bf16 copies).
+        for (wt, suffix) in [(weights.clone(), ""), (Rc::new(bf16_checkpoint(&weights)?), ", bf16 checkpoint")] {
+            let (prompts, d) = (prompts.clone(), dev.clone());
+            out.push(Case {
+                kernel: "model generate",
+                shape: format!("{} B{gb} prompt {gt} + {gn} new, image {:?}, greedy{suffix}", w.name, w.grid),
+                work: Work::Tokens((gb * gn) as f64),
+                run: Box::new(move || {
+                    let tape = Tape::new();
+                    let pv = ParamVars::frozen(&tape, &wt);
+                    // No stop ids: every sequence generates all its tokens, as in the peer script.
+                    let o = GenerateOptions { max_new_tokens: gn, ..Default::default() };
+                    let g = generate(&pv, &wt.config, &prompts, &o, |_, _| {})?;
+                    d.synchronize()?;
+                    drop(g);
+                    Ok(())
+                }),
+            });
+        }
         let d = dev.clone();
         out.push(Case {
             kernel: "model fwd+bwd",

@@ -31,7 +31,9 @@ pub struct Layout {
     pub config_json: String,
 }
 
-/// The parameters, as f32 tensors on one device, by pgpo name (see `names`).
+/// The parameters, as f32 tensors on one device, by pgpo name (see `names`). A clone shares
+/// the tensors' buffers.
+#[derive(Clone)]
 pub struct Weights {
     pub config: ModelConfig,
     names: Vec<String>,
