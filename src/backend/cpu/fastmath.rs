@@ -81,12 +81,31 @@ pub fn log1p_minus_x(x: f32) -> f32 {
     }
 }
 
+/// The widest instruction set pgpo's own CPU kernels may use, from `PGPO_CPU_ISA`: `avx2`
+/// stops below AVX-512, `baseline` uses neither (the loops as on a CPU without them);
+/// unset, `best` or empty: whatever the CPU has. It lets one machine test every path, and
+/// works around a suspect one. It does not reach `gemm`, which picks its own kernels.
+#[cfg(target_arch = "x86_64")]
+fn isa_cap() -> u8 {
+    use std::sync::OnceLock;
+    static CAP: OnceLock<u8> = OnceLock::new();
+    *CAP.get_or_init(|| match std::env::var("PGPO_CPU_ISA").as_deref() {
+        Ok("baseline") => 0,
+        Ok("avx2") => 1,
+        Ok("best" | "") | Err(_) => 2,
+        Ok(other) => {
+            eprintln!("warning: PGPO_CPU_ISA={other} is not one of best, avx2, baseline; using the best the CPU has");
+            2
+        }
+    })
+}
+
 /// Whether this CPU runs the AVX2 + FMA builds of the hot loops (checked once).
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| isa_cap() >= 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -100,7 +119,9 @@ pub fn has_avx2() -> bool {
 pub fn has_avx512() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw"))
+    *HAS.get_or_init(|| {
+        isa_cap() >= 2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512bw")
+    })
 }
 
 /// Defines `$name` calling the `#[inline(always)]` function `$body` with the same

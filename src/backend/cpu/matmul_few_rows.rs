@@ -9,8 +9,10 @@
 //!   columns, 8 accumulators reduced horizontally at the end, so each B column is read once
 //!   per 4 rows of A, from L1 after the first.
 //! - B as is ([K, N], rows contiguous): 4 rows of A x 16 columns, A broadcast per k.
-//! - B transposed on a CPU with AVX-512 (F and VL): matmul_few_rows_avx512.rs, 8 rows x 2
-//!   columns of zmm.
+//! - B transposed on a CPU with AVX-512 (F, VL and BW): matmul_few_rows_avx512.rs, 8 rows
+//!   x 2 columns of zmm.
+//! - B transposed and given as bf16 bit patterns (`try_matmul_bf16`, a weight of a bf16
+//!   checkpoint): the same tiles, each value widened to its f32 in a register.
 //!
 //! Other CPUs, layouts where A's rows are not contiguous, and op(B) with neither its rows nor
 //! its columns contiguous go to gemm.
@@ -78,7 +80,7 @@ pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows
 }
 
 /// `try_matmul` with B given as bf16 bit patterns (see matmul_few_rows_avx512.rs): only
-/// op(B) with contiguous columns (x @ Wᵀ, a linear layer), on a CPU with AVX-512. The result
+/// op(B) with contiguous columns (x @ Wᵀ, a linear layer), on a CPU with AVX2. The result
 /// is bit for bit that of `try_matmul` on the same values as f32; false (having done
 /// nothing) where it does not apply.
 ///
@@ -88,7 +90,13 @@ pub unsafe fn try_matmul_bf16(a: *const f32, b: *const u16, dst: *mut f32, p: Fe
     #[cfg(target_arch = "x86_64")]
     if takes_bf16(p.m, p.b_rs) && p.k > 0 {
         // SAFETY: the features are present; the caller vouches for the extents.
-        unsafe { super::matmul_few_rows_avx512::b_columns(a, b, dst, p) };
+        unsafe {
+            if super::fastmath::has_avx512() {
+                super::matmul_few_rows_avx512::b_columns(a, b, dst, p);
+            } else {
+                avx2::b_columns(a, b, dst, p);
+            }
+        }
         return true;
     }
     let _ = (a, b, dst, p);
@@ -98,7 +106,7 @@ pub unsafe fn try_matmul_bf16(a: *const f32, b: *const u16, dst: *mut f32, p: Fe
 /// Whether `try_matmul_bf16` runs a product of m rows whose op(B) has row stride b_rs.
 pub fn takes_bf16(m: usize, b_rs: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return b_rs == 1 && m <= MAX_ROWS_B_COLUMNS && super::fastmath::has_avx512();
+    return b_rs == 1 && m <= MAX_ROWS_B_COLUMNS && super::fastmath::has_avx2();
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (m, b_rs);
@@ -135,10 +143,49 @@ mod avx2 {
         unsafe { *dst = if accumulate { *dst + v } else { v } };
     }
 
+    /// An element type of B for the AVX2 dot tile: 8 of them load into one ymm of f32.
+    pub trait Elem: Copy {
+        /// `PREFETCH_AHEAD` in elements of this type (16 KB).
+        const AHEAD: usize;
+        /// 8 elements from p, as f32.
+        /// # Safety
+        /// p .. p + 8 is inside one allocation; the CPU has AVX2.
+        unsafe fn load8(p: *const Self) -> __m256;
+        /// One element as f32.
+        /// # Safety
+        /// p is valid.
+        unsafe fn get(p: *const Self) -> f32;
+    }
+
+    impl Elem for f32 {
+        const AHEAD: usize = PREFETCH_AHEAD;
+        #[inline(always)]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn get(p: *const f32) -> f32 {
+            unsafe { *p }
+        }
+    }
+
+    /// bf16 bit patterns, widened to the same f32 (see matmul_few_rows_avx512.rs).
+    impl Elem for u16 {
+        const AHEAD: usize = 2 * PREFETCH_AHEAD;
+        #[inline(always)]
+        unsafe fn load8(p: *const u16) -> __m256 {
+            unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))) }
+        }
+        #[inline(always)]
+        unsafe fn get(p: *const u16) -> f32 {
+            f32::from_bits(u32::from(unsafe { *p }) << 16)
+        }
+    }
+
     /// R rows of A against C contiguous columns of op(B) (rows of the given B). With
     /// `prefetch`, each column's stream is also asked for PREFETCH_AHEAD floats ahead.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_tile<const R: usize, const C: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows, prefetch: bool) {
+    unsafe fn dot_tile<E: Elem, const R: usize, const C: usize>(a: *const f32, b: *const E, dst: *mut f32, p: &FewRows, prefetch: bool) {
         let k8 = p.k / 8 * 8;
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let mut q = 0;
@@ -146,14 +193,14 @@ mod avx2 {
             if prefetch {
                 for c in 0..C {
                     // A prefetch of any address is safe, inside B or past its end.
-                    _mm_prefetch::<_MM_HINT_T1>(b.wrapping_add(c * p.b_cs + q + PREFETCH_AHEAD).cast());
+                    _mm_prefetch::<_MM_HINT_T1>(b.wrapping_add(c * p.b_cs + q + E::AHEAD).cast());
                 }
             }
             // SAFETY: q + 8 <= k, inside every row.
             unsafe {
                 let mut bv = [_mm256_setzero_ps(); C];
                 for (c, v) in bv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(b.add(c * p.b_cs + q));
+                    *v = E::load8(b.add(c * p.b_cs + q));
                 }
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = _mm256_loadu_ps(a.add(r * p.a_rs + q));
@@ -169,7 +216,7 @@ mod avx2 {
                 let mut s = hsum(*x);
                 for t in k8..p.k {
                     // SAFETY: t < k.
-                    s += unsafe { *a.add(r * p.a_rs + t) * *b.add(c * p.b_cs + t) };
+                    s += unsafe { *a.add(r * p.a_rs + t) * E::get(b.add(c * p.b_cs + t)) };
                 }
                 // SAFETY: row r < m, column c < n of the caller's tile.
                 unsafe { store(dst.add(r * p.dst_rs + c), s, p.accumulate) };
@@ -179,12 +226,12 @@ mod avx2 {
 
     /// A register tile over up to 4 rows of A: entry r - 1 handles r rows; the flag asks it
     /// to prefetch B ahead.
-    type Tiles = [unsafe fn(*const f32, *const f32, *mut f32, &FewRows, bool); 4];
+    type Tiles<E> = [unsafe fn(*const f32, *const E, *mut f32, &FewRows, bool); 4];
 
     /// Runs the tiles down every row of A, 4 at a time, then the 1-3 left over. Only the
     /// first prefetches: the others read the same columns of B, from L1 by then.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn each_row_tile(tiles: &Tiles, a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows, prefetch: bool) {
+    unsafe fn each_row_tile<E>(tiles: &Tiles<E>, a: *const f32, b: *const E, dst: *mut f32, p: &FewRows, prefetch: bool) {
         let mut i = 0;
         while i < p.m {
             let rows = (p.m - i).min(4);
@@ -195,8 +242,8 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_rows<const C: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
-        let tiles: Tiles = [dot_tile::<1, C>, dot_tile::<2, C>, dot_tile::<3, C>, dot_tile::<4, C>];
+    unsafe fn dot_rows<E: Elem, const C: usize>(a: *const f32, b: *const E, dst: *mut f32, p: &FewRows) {
+        let tiles: Tiles<E> = [dot_tile::<E, 1, C>, dot_tile::<E, 2, C>, dot_tile::<E, 3, C>, dot_tile::<E, 4, C>];
         // SAFETY: as each_row_tile's caller.
         unsafe { each_row_tile(&tiles, a, b, dst, p, true) }
     }
@@ -210,16 +257,16 @@ mod avx2 {
 
     /// op(B) column j is b[j * b_cs ..][..k]: two columns at a time, every row of A.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn b_columns(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows) {
+    pub unsafe fn b_columns<E: Elem>(a: *const f32, b: *const E, dst: *mut f32, p: FewRows) {
         let mut j = 0;
         // SAFETY: columns j, j + 1 < n.
         unsafe {
             while j + 2 <= p.n {
-                dot_rows::<2>(a, b.add(j * p.b_cs), dst.add(j), &p);
+                dot_rows::<E, 2>(a, b.add(j * p.b_cs), dst.add(j), &p);
                 j += 2;
             }
             if j < p.n {
-                dot_rows::<1>(a, b.add(j * p.b_cs), dst.add(j), &p);
+                dot_rows::<E, 1>(a, b.add(j * p.b_cs), dst.add(j), &p);
             }
         }
     }
@@ -257,7 +304,7 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn axpy_rows<const V: usize>(a: *const f32, b: *const f32, dst: *mut f32, p: &FewRows) {
-        let tiles: Tiles = [axpy_tile::<1, V>, axpy_tile::<2, V>, axpy_tile::<3, V>, axpy_tile::<4, V>];
+        let tiles: Tiles<f32> = [axpy_tile::<1, V>, axpy_tile::<2, V>, axpy_tile::<3, V>, axpy_tile::<4, V>];
         // SAFETY: as each_row_tile's caller.
         unsafe { each_row_tile(&tiles, a, b, dst, p, false) }
     }
