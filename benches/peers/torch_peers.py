@@ -144,6 +144,8 @@ def rl_step_workload():
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.bfloat16().float())
+        if bf16c:
+            model = model.to(torch.bfloat16)
     for n, p in model.named_parameters():
         p.requires_grad_(not n.startswith("model.visual"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.0)
@@ -215,8 +217,11 @@ def model_workload(name):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    bf16 = name.endswith("_bf16")
-    kind, size = name[len("model_"):].removesuffix("_bf16").rsplit("_", 1)
+    # _bf16: a bf16 checkpoint computed in f32; _bf16c: the same computed in bf16, as
+    # from_pretrained's default dtype="auto" runs a bf16 checkpoint.
+    bf16c = name.endswith("_bf16c")
+    bf16 = bf16c or name.endswith("_bf16")
+    kind, size = name[len("model_"):].removesuffix("_bf16c").removesuffix("_bf16").rsplit("_", 1)
     path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "bench", "model_configs.json")
     with open(path) as f:
         w = json.load(f)[size]
@@ -230,6 +235,8 @@ def model_workload(name):
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.bfloat16().float())
+        if bf16c:
+            model = model.to(torch.bfloat16)
     b, t, grid = w["batch"], w["seq"], w["grid"]
     if kind == "generate":
         b, t, new_tokens = w["generate"]["batch"], w["generate"]["seq"], w["generate"]["new_tokens"]
@@ -248,6 +255,8 @@ def model_workload(name):
     v = c["vision_config"]
     pd = v["in_chans"] * v["temporal_patch_size"] * v["patch_size"] ** 2
     pixels = torch.rand(b * grid[0] * grid[1] * grid[2], pd) * 2 - 1
+    if bf16c:
+        pixels = pixels.to(torch.bfloat16)
     thw = torch.tensor([grid] * b)
     kw = dict(input_ids=ids, pixel_values=pixels, image_grid_thw=thw, mm_token_type_ids=(ids == c["image_token_id"]).long())
     label = f"{size} B{b} T{t} image [{grid[0]}, {grid[1]}, {grid[2]}]"
@@ -264,7 +273,8 @@ def model_workload(name):
                 model.generate(**kw, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                eos_token_id=None, pad_token_id=0)
 
-        return "model generate", label, run
+        # The bf16-compute row is set against pgpo's bf16-checkpoint row (pgpo computes in f32).
+        return "model generate" + (" (transformers computing in bf16)" if bf16c else ""), label, run
     if kind == "fwd":
         model.eval()
 
@@ -283,7 +293,8 @@ def model_workload(name):
 
 NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "attention_fwd", "attention_fwdbwd",
          "model_fwd_tiny", "model_fwdbwd_tiny", "model_fwd_small", "model_fwdbwd_small",
-         "model_generate_tiny", "model_generate_small", "model_generate_tiny_bf16", "model_generate_small_bf16", "rl_step"]
+         "model_generate_tiny", "model_generate_small", "model_generate_tiny_bf16", "model_generate_small_bf16",
+         "model_generate_small_bf16c", "rl_step"]
 
 
 def child(name, quick, threads):
@@ -338,7 +349,7 @@ def main():
     print("| kernel | shape | PyTorch ms | pgpo ms | speed-up (PyTorch / pgpo) | PyTorch peak RSS MB |")
     print("|---|---|---:|---:|---:|---:|")
     for t in torch_rows:
-        p = by_key.get((t["kernel"], t["shape"]))
+        p = by_key.get((t["kernel"].split(" (")[0], t["shape"]))
         pm = f"{p['ms']:.2f}" if p else "-"
         ratio = f"{t['ms'] / p['ms']:.2f}x" if p else "-"
         print(f"| {t['kernel']} | {t['shape']} | {t['ms']:.2f} | {pm} | {ratio} | {t['peak_mb']:.0f} |")
