@@ -24,7 +24,7 @@ fn kernels(c: &mut Criterion) {
     for dev in &devices {
         let mut group = c.benchmark_group(dev.kind());
         group.sample_size(10);
-        for mut case in cases(dev, true).expect("bench inputs") {
+        for mut case in cases(dev, true, &|_| true).expect("bench inputs") {
             group.throughput(match case.work {
                 Work::Bytes(b) => Throughput::Bytes(b as u64),
                 Work::Flops(f) => Throughput::Elements(f as u64),

@@ -69,164 +69,184 @@ fn sync(dev: &Device, f: impl Fn() -> Result<Tensor>) -> Result<()> {
     Ok(())
 }
 
-pub fn cases(dev: &Device, quick: bool) -> Result<Vec<Case>> {
+/// The kernel rows whose name `want` accepts; the inputs (gigabytes at full size) are built
+/// only for those.
+pub fn cases(dev: &Device, quick: bool, want: &dyn Fn(&str) -> bool) -> Result<Vec<Case>> {
     let mut out = Vec::new();
     let d = dev.clone();
 
-    let n = size(dev, quick, 1 << 25, 1 << 24, 1 << 22);
-    let x = rand(dev, &[n], 1)?;
-    out.push(Case {
-        kernel: "copy (scale)",
-        shape: format!("[{n}]"),
-        work: Work::Bytes(8.0 * n as f64),
-        run: Box::new({
-            let d = d.clone();
-            move || sync(&d, || ops::scale(&x, 1.0))
-        }),
-    });
-
-    // A large read: the bandwidth the row kernels (kl_dual, policy_loss) can reach.
-    let rows = size(dev, quick, 1 << 15, 1 << 14, 1 << 12);
-    let x = rand(dev, &[rows, 1024], 14)?;
-    out.push(Case {
-        kernel: "read (row_sum)",
-        shape: format!("[{rows}, 1024]"),
-        work: Work::Bytes(4.0 * (rows * 1024) as f64),
-        run: Box::new({
-            let d = d.clone();
-            move || sync(&d, || ops::row_sum(&x))
-        }),
-    });
-
-    for full in [1024usize, 2048] {
-        let m = size(dev, quick, full, full / 2, full / 4);
-        let (a, b) = (rand(dev, &[m, m], 2)?, rand(dev, &[m, m], 3)?);
+    if want("copy (scale)") {
+        let n = size(dev, quick, 1 << 25, 1 << 24, 1 << 22);
+        let x = rand(dev, &[n], 1)?;
         out.push(Case {
-            kernel: "matmul",
-            shape: format!("{m}x{m}x{m}"),
-            work: Work::Flops(2.0 * (m * m * m) as f64),
+            kernel: "copy (scale)",
+            shape: format!("[{n}]"),
+            work: Work::Bytes(8.0 * n as f64),
             run: Box::new({
                 let d = d.clone();
-                move || sync(&d, || ops::matmul(&a, &b, Transpose::NN))
+                move || sync(&d, || ops::scale(&x, 1.0))
             }),
         });
     }
 
-    let (rows, cols) = (size(dev, quick, 4096, 2048, 512), 4096);
-    let x = rand(dev, &[rows, cols], 4)?;
-    let w = rand(dev, &[cols], 5)?;
-    let bytes = 8.0 * (rows * cols) as f64;
-    out.push(Case {
-        kernel: "softmax",
-        shape: format!("[{rows}, {cols}]"),
-        work: Work::Bytes(bytes),
-        run: Box::new({
-            let (d, x) = (d.clone(), x.clone());
-            move || sync(&d, || ops::softmax(&x))
-        }),
-    });
-    out.push(Case {
-        kernel: "rms_norm",
-        shape: format!("[{rows}, {cols}]"),
-        work: Work::Bytes(bytes),
-        run: Box::new({
-            let d = d.clone();
-            move || sync(&d, || Ok(ops::rms_norm(&x, &w, 1e-6)?.0))
-        }),
-    });
+    if want("read (row_sum)") {
+        // A large read: the bandwidth the row kernels (kl_dual, policy_loss) can reach.
+        let rows = size(dev, quick, 1 << 15, 1 << 14, 1 << 12);
+        let x = rand(dev, &[rows, 1024], 14)?;
+        out.push(Case {
+            kernel: "read (row_sum)",
+            shape: format!("[{rows}, 1024]"),
+            work: Work::Bytes(4.0 * (rows * 1024) as f64),
+            run: Box::new({
+                let d = d.clone();
+                move || sync(&d, || ops::row_sum(&x))
+            }),
+        });
+    }
 
-    let (nr, v) = (size(dev, quick, 1024, 256, 32), 151_936);
-    let logits = rand(dev, &[nr, v], 6)?;
-    let targets: Vec<u32> = (0..nr).map(|i| (i * 7919 % v) as u32).collect();
-    let dloss = Tensor::full(1.0, &[1], dev)?;
-    out.push(Case {
-        kernel: "cross_entropy fwd+bwd",
-        shape: format!("[{nr}, {v}]"),
-        // Read the logits twice (forward, backward), write the gradient once.
-        work: Work::Bytes(12.0 * (nr * v) as f64),
-        run: Box::new({
-            let d = d.clone();
-            move || {
-                sync(&d, || {
-                    let (_, lse) = ops::cross_entropy(&logits, &targets)?;
-                    ops::cross_entropy_backward(&logits, &targets, &lse, &dloss, 1.0 / nr as f32)
-                })
-            }
-        }),
-    });
+    if want("matmul") {
+        for full in [1024usize, 2048] {
+            let m = size(dev, quick, full, full / 2, full / 4);
+            let (a, b) = (rand(dev, &[m, m], 2)?, rand(dev, &[m, m], 3)?);
+            out.push(Case {
+                kernel: "matmul",
+                shape: format!("{m}x{m}x{m}"),
+                work: Work::Flops(2.0 * (m * m * m) as f64),
+                run: Box::new({
+                    let d = d.clone();
+                    move || sync(&d, || ops::matmul(&a, &b, Transpose::NN))
+                }),
+            });
+        }
+    }
+
+    if want("softmax") || want("rms_norm") {
+        let (rows, cols) = (size(dev, quick, 4096, 2048, 512), 4096);
+        let x = rand(dev, &[rows, cols], 4)?;
+        let w = rand(dev, &[cols], 5)?;
+        let bytes = 8.0 * (rows * cols) as f64;
+        out.push(Case {
+            kernel: "softmax",
+            shape: format!("[{rows}, {cols}]"),
+            work: Work::Bytes(bytes),
+            run: Box::new({
+                let (d, x) = (d.clone(), x.clone());
+                move || sync(&d, || ops::softmax(&x))
+            }),
+        });
+        out.push(Case {
+            kernel: "rms_norm",
+            shape: format!("[{rows}, {cols}]"),
+            work: Work::Bytes(bytes),
+            run: Box::new({
+                let d = d.clone();
+                move || sync(&d, || Ok(ops::rms_norm(&x, &w, 1e-6)?.0))
+            }),
+        });
+    }
+
+    if want("cross_entropy fwd+bwd") {
+        let (nr, v) = (size(dev, quick, 1024, 256, 32), 151_936);
+        let logits = rand(dev, &[nr, v], 6)?;
+        let targets: Vec<u32> = (0..nr).map(|i| (i * 7919 % v) as u32).collect();
+        let dloss = Tensor::full(1.0, &[1], dev)?;
+        out.push(Case {
+            kernel: "cross_entropy fwd+bwd",
+            shape: format!("[{nr}, {v}]"),
+            // Read the logits twice (forward, backward), write the gradient once.
+            work: Work::Bytes(12.0 * (nr * v) as f64),
+            run: Box::new({
+                let d = d.clone();
+                move || {
+                    sync(&d, || {
+                        let (_, lse) = ops::cross_entropy(&logits, &targets)?;
+                        ops::cross_entropy_backward(&logits, &targets, &lse, &dloss, 1.0 / nr as f32)
+                    })
+                }
+            }),
+        });
+    }
 
     // The PGPO kernels at the Qwen2.5 vocabulary.
     let (nk, vq) = (size(dev, quick, 4096, 512, 32), 151_936);
-    let clean = rand(dev, &[nk, vq], 11)?;
-    let blind = rand(dev, &[nk, vq], 12)?;
     let toks: Vec<u32> = (0..nk).map(|i| (i * 7919 % vq) as u32).collect();
-    out.push(Case {
-        kernel: "kl_dual",
-        shape: format!("[{nk}, {vq}]"),
-        // Both logit rows are read once.
-        work: Work::Bytes(8.0 * (nk * vq) as f64),
-        run: Box::new({
-            let (d, toks) = (d.clone(), toks.clone());
-            move || {
-                let o = ops::kl_dual(&clean, &blind, &toks, ops::KlOptions::default())?;
-                d.synchronize()?;
-                drop(o);
-                Ok(())
-            }
-        }),
-    });
-    let old = vec![-12.0f32; nk];
-    let adv: Vec<f32> = (0..nk).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
-    let weight = vec![1.0 / nk as f32; nk];
-    let plogits = rand(dev, &[nk, vq], 13)?;
-    out.push(Case {
-        kernel: "policy_loss fwd+bwd",
-        shape: format!("[{nk}, {vq}]"),
-        // Compulsory traffic: logits read once, dlogits written once (each row is re-read
-        // from cache on the CPU; GPUs read it twice, so their figure is a lower bound).
-        work: Work::Bytes(8.0 * (nk * vq) as f64),
-        run: Box::new({
-            let d = d.clone();
-            move || {
-                let x = ops::TokenInputs { tokens: &toks, old_logp: &old, adv: &adv, weight: &weight, ref_logp: None };
-                let o = ops::policy_loss(&plogits, &x, &ops::LossConfig::default())?;
-                d.synchronize()?;
-                drop(o);
-                Ok(())
-            }
-        }),
-    });
+    if want("kl_dual") {
+        let clean = rand(dev, &[nk, vq], 11)?;
+        let blind = rand(dev, &[nk, vq], 12)?;
+        out.push(Case {
+            kernel: "kl_dual",
+            shape: format!("[{nk}, {vq}]"),
+            // Both logit rows are read once.
+            work: Work::Bytes(8.0 * (nk * vq) as f64),
+            run: Box::new({
+                let (d, toks) = (d.clone(), toks.clone());
+                move || {
+                    let o = ops::kl_dual(&clean, &blind, &toks, ops::KlOptions::default())?;
+                    d.synchronize()?;
+                    drop(o);
+                    Ok(())
+                }
+            }),
+        });
+    }
 
-    let (h, t, hd) = (16, size(dev, quick, 2048, 1024, 256), 128);
-    let q = rand(dev, &[1, h, t, hd], 7)?;
-    let k = rand(dev, &[1, h, t, hd], 8)?;
-    let vv = rand(dev, &[1, h, t, hd], 9)?;
-    let causal = AttnOptions { causal: true, ..Default::default() };
-    // Causal: half of the 2 T^2 D multiply-adds of QK^T and PV.
-    let fwd_flops = 2.0 * (h * t * t * hd) as f64;
-    let shape = format!("B1 H{h} T{t} D{hd} causal");
-    out.push(Case {
-        kernel: "attention fwd",
-        shape: shape.clone(),
-        work: Work::Flops(fwd_flops),
-        run: Box::new({
-            let (d, q, k, vv, o) = (d.clone(), q.clone(), k.clone(), vv.clone(), causal.clone());
-            move || sync(&d, || Ok(ops::attention(&q, &k, &vv, &o)?.0))
-        }),
-    });
-    let dout = rand(dev, &[1, h, t, hd], 10)?;
-    out.push(Case {
-        kernel: "attention fwd+bwd",
-        shape,
-        // The backward recomputes QK^T twice and does four more products: 3.5x the forward.
-        work: Work::Flops(fwd_flops * 3.5),
-        run: Box::new(move || {
-            sync(&d, || {
-                let (o, lse) = ops::attention(&q, &k, &vv, &causal)?;
-                Ok(ops::attention_backward(&q, &k, &vv, &o, &lse, &dout, &causal)?.0)
-            })
-        }),
-    });
+    if want("policy_loss fwd+bwd") {
+        let old = vec![-12.0f32; nk];
+        let adv: Vec<f32> = (0..nk).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let weight = vec![1.0 / nk as f32; nk];
+        let plogits = rand(dev, &[nk, vq], 13)?;
+        out.push(Case {
+            kernel: "policy_loss fwd+bwd",
+            shape: format!("[{nk}, {vq}]"),
+            // Compulsory traffic: logits read once, dlogits written once (each row is re-read
+            // from cache on the CPU; GPUs read it twice, so their figure is a lower bound).
+            work: Work::Bytes(8.0 * (nk * vq) as f64),
+            run: Box::new({
+                let d = d.clone();
+                move || {
+                    let x = ops::TokenInputs { tokens: &toks, old_logp: &old, adv: &adv, weight: &weight, ref_logp: None };
+                    let o = ops::policy_loss(&plogits, &x, &ops::LossConfig::default())?;
+                    d.synchronize()?;
+                    drop(o);
+                    Ok(())
+                }
+            }),
+        });
+    }
+
+    if want("attention fwd") || want("attention fwd+bwd") {
+        let (h, t, hd) = (16, size(dev, quick, 2048, 1024, 256), 128);
+        let q = rand(dev, &[1, h, t, hd], 7)?;
+        let k = rand(dev, &[1, h, t, hd], 8)?;
+        let vv = rand(dev, &[1, h, t, hd], 9)?;
+        let causal = AttnOptions { causal: true, ..Default::default() };
+        // Causal: half of the 2 T^2 D multiply-adds of QK^T and PV.
+        let fwd_flops = 2.0 * (h * t * t * hd) as f64;
+        let shape = format!("B1 H{h} T{t} D{hd} causal");
+        out.push(Case {
+            kernel: "attention fwd",
+            shape: shape.clone(),
+            work: Work::Flops(fwd_flops),
+            run: Box::new({
+                let (d, q, k, vv, o) = (d.clone(), q.clone(), k.clone(), vv.clone(), causal.clone());
+                move || sync(&d, || Ok(ops::attention(&q, &k, &vv, &o)?.0))
+            }),
+        });
+        let dout = rand(dev, &[1, h, t, hd], 10)?;
+        out.push(Case {
+            kernel: "attention fwd+bwd",
+            shape,
+            // The backward recomputes QK^T twice and does four more products: 3.5x the forward.
+            work: Work::Flops(fwd_flops * 3.5),
+            run: Box::new(move || {
+                sync(&d, || {
+                    let (o, lse) = ops::attention(&q, &k, &vv, &causal)?;
+                    Ok(ops::attention_backward(&q, &k, &vv, &o, &lse, &dout, &causal)?.0)
+                })
+            }),
+        });
+    }
+
     Ok(out)
 }
 
@@ -252,9 +272,8 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
     let wanted = |c: &Case| filter.is_none_or(|f| c.kernel.contains(f));
     // Model weights are only built when a model row is wanted.
     let models = if filter.is_none_or(|f| ["model fwd+bwd", "model generate"].iter().any(|k| k.contains(f))) { model::cases(dev)? } else { Vec::new() };
-    // Likewise the kernel inputs (gigabytes at full size) when only model or RL-step rows are
-    // wanted.
-    let kernels = if filter.is_some_and(|f| f.starts_with("model") || f.starts_with("rl step")) { Vec::new() } else { cases(dev, quick)? };
+    // Likewise each kernel's inputs (gigabytes at full size).
+    let kernels = cases(dev, quick, &|k: &str| filter.is_none_or(|f| k.contains(f)))?;
     let all = kernels.into_iter().filter(wanted).chain(models.into_iter().filter(wanted));
     for mut c in all {
         let ms = time(&mut c.run, quick)?;
