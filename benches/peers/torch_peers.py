@@ -138,14 +138,6 @@ def rl_step_workload():
     cfg = Qwen2_5_VLConfig(**c)
     cfg._attn_implementation = "eager"
     model = Qwen2_5_VLForConditionalGeneration(cfg).float()
-    if bf16:
-        # A bf16 checkpoint loaded with dtype=float32: every weight a bf16 value, computed in
-        # f32 (pgpo's "bf16 checkpoint" rows hold the same).
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(p.bfloat16().float())
-        if bf16c:
-            model = model.to(torch.bfloat16)
     for n, p in model.named_parameters():
         p.requires_grad_(not n.startswith("model.visual"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.0)

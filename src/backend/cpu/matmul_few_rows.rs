@@ -59,14 +59,8 @@ pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows
     #[cfg(target_arch = "x86_64")]
     if p.m <= max_rows(p.b_rs, p.b_cs) && p.k > 0 && super::fastmath::has_avx2() {
         if p.b_rs == 1 {
-            // SAFETY: the features are present; the caller vouches for the extents.
-            unsafe {
-                if super::fastmath::has_avx512() {
-                    super::matmul_few_rows_avx512::b_columns(a, b, dst, p);
-                } else {
-                    avx2::b_columns(a, b, dst, p);
-                }
-            }
+            // SAFETY: AVX2 is present; the caller vouches for the extents.
+            unsafe { b_columns(a, b, dst, p) };
             return true;
         }
         if p.b_cs == 1 {
@@ -89,18 +83,29 @@ pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows
 pub unsafe fn try_matmul_bf16(a: *const f32, b: *const u16, dst: *mut f32, p: FewRows) -> bool {
     #[cfg(target_arch = "x86_64")]
     if takes_bf16(p.m, p.b_rs) && p.k > 0 {
-        // SAFETY: the features are present; the caller vouches for the extents.
-        unsafe {
-            if super::fastmath::has_avx512() {
-                super::matmul_few_rows_avx512::b_columns(a, b, dst, p);
-            } else {
-                avx2::b_columns(a, b, dst, p);
-            }
-        }
+        // SAFETY: AVX2 is present; the caller vouches for the extents.
+        unsafe { b_columns(a, b, dst, p) };
         return true;
     }
     let _ = (a, b, dst, p);
     false
+}
+
+/// op(B) with contiguous columns, f32 or bf16: the AVX-512 tile where the CPU has it, else
+/// the AVX2 one.
+///
+/// # Safety
+/// The CPU has AVX2 + FMA; a, b and dst cover their matrices under p's strides.
+#[cfg(target_arch = "x86_64")]
+unsafe fn b_columns<E: super::matmul_few_rows_avx512::Elem + avx2::Elem>(a: *const f32, b: *const E, dst: *mut f32, p: FewRows) {
+    // SAFETY: the caller's.
+    unsafe {
+        if super::fastmath::has_avx512() {
+            super::matmul_few_rows_avx512::b_columns(a, b, dst, p);
+        } else {
+            avx2::b_columns(a, b, dst, p);
+        }
+    }
 }
 
 /// Whether `try_matmul_bf16` runs a product of m rows whose op(B) has row stride b_rs.
