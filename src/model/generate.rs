@@ -149,7 +149,7 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
 
 /// Picks the next token of every active sequence from logits [active, V] and records it.
 fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &GenerateOptions, rng: &mut Rng) -> Result<Vec<u32>> {
-    use crate::backend::cpu::fastmath::exp_shifted;
+    use crate::backend::cpu::fastmath::{exp_shifted, max_argmax};
     use rayon::prelude::*;
     let vocab = logits.shape()[1];
     let host = logits.value().to_vec()?;
@@ -172,11 +172,14 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
                 Sampling::Greedy => return greedy(l, &o.suppress_ids).ok_or_else(not_finite),
                 Sampling::Sample { temperature, top_p, top_k } => (temperature, top_p, top_k),
             };
-            if l.iter().any(|v| !v.is_finite()) {
+            // Greedy's vector pass: the largest logit, and whether every logit is finite.
+            let Some((top, _, true)) = max_argmax(l) else {
                 return Err(not_finite());
-            }
+            };
             let scaled: Vec<f64> = l.iter().map(|&v| f64::from(v) / f64::from(temperature)).collect();
-            let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            // Dividing by a temperature above 0 keeps the order: the largest scaled value is
+            // the largest logit's, the same f64.
+            let max = f64::from(top) / f64::from(temperature);
             // One exp pass: the weights give both the normaliser and the draw.
             let mut weights = vec![0.0; vocab];
             exp_shifted(&scaled, max, &mut weights);
