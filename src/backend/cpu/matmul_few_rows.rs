@@ -9,8 +9,8 @@
 //!   columns, 8 accumulators reduced horizontally at the end, so each B column is read once
 //!   per 4 rows of A, from L1 after the first.
 //! - B as is ([K, N], rows contiguous): 4 rows of A x 16 columns, A broadcast per k.
-//! - B transposed on a CPU with AVX-512 (F, VL and BW): matmul_few_rows_avx512.rs, 8 rows
-//!   x 2 columns of zmm.
+//! - On a CPU with AVX-512 (F, VL and BW), matmul_few_rows_avx512.rs: B transposed, 8 rows
+//!   x 2 columns of zmm; B as is, 4 rows x 64 columns.
 //! - B transposed and given as bf16 bit patterns (`try_matmul_bf16`, a weight of a bf16
 //!   checkpoint): the same tiles, each value widened to its f32 in a register.
 //!
@@ -64,8 +64,14 @@ pub unsafe fn try_matmul(a: *const f32, b: *const f32, dst: *mut f32, p: FewRows
             return true;
         }
         if p.b_cs == 1 {
-            // SAFETY: as above.
-            unsafe { avx2::b_rows(a, b, dst, p) };
+            // SAFETY: as above; AVX-512 is checked.
+            unsafe {
+                if super::fastmath::has_avx512() {
+                    super::matmul_few_rows_avx512::b_rows(a, b, dst, p);
+                } else {
+                    avx2::b_rows(a, b, dst, p);
+                }
+            }
             return true;
         }
     }
