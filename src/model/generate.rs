@@ -152,7 +152,12 @@ fn choose(logits: &Var, active: &[usize], completions: &mut [Completion], o: &Ge
     use crate::backend::cpu::fastmath::{exp_shifted, max_argmax};
     use rayon::prelude::*;
     let vocab = logits.shape()[1];
-    let host = logits.value().to_vec()?;
+    // Read in place on the CPU; a GPU's logits come down once.
+    let value = logits.value();
+    let host = match value.as_cpu() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(value.to_vec()?),
+    };
     // One uniform per row, drawn in row order before the rows run in parallel, so a seed
     // gives the same tokens however the rows are scheduled.
     let uniforms: Vec<f32> = match o.sampling {
