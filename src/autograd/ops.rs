@@ -17,9 +17,13 @@ fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
 }
 
 pub fn add(a: &Var, b: &Var) -> Result<Var> {
-    let out = k::add(&a.value, &b.value)?;
+    Ok(record_add(k::add(&a.value, &b.value)?, a, b))
+}
+
+/// Records out = a + b (b broadcast over a's leading axes).
+fn record_add(out: Tensor, a: &Var, b: &Var) -> Var {
     let bs = b.shape().to_vec();
-    Ok(a.tape.record(out, &[a, b], Box::new(move |g| Ok(vec![Some(g.clone()), Some(sum_to(g, &bs)?)]))))
+    a.tape.record(out, &[a, b], Box::new(move |g| Ok(vec![Some(g.clone()), Some(sum_to(g, &bs)?)])))
 }
 
 pub fn mul(a: &Var, b: &Var) -> Result<Var> {
@@ -223,10 +227,13 @@ pub fn slice(x: &Var, axis: usize, start: usize, len: usize) -> Result<Var> {
 /// x · Wᵀ (+ b), the layout of torch's nn.Linear: w is [out, in], x is [.., in].
 pub fn linear(x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
     let y = matmul(x, w, Transpose::NT)?;
-    match b {
-        Some(b) => add(&y, b),
-        None => Ok(y),
-    }
+    let Some(b) = b else { return Ok(y) };
+    // Nothing else holds the fresh product, so its bias goes into its own buffer. The add
+    // still stands on the tape as y + b; its backward reads only y's id.
+    let Var { id, value, tracked, tape } = y;
+    let out = k::add_into(value, &b.value)?;
+    let y = Var { id, value: out.clone(), tracked, tape };
+    Ok(record_add(out, &y, b))
 }
 
 /// The fused clipped policy loss of logits [N, V] (a scalar [1]) and its statistics; the

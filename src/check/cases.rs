@@ -239,6 +239,17 @@ pub fn all() -> Vec<KernelCheck> {
             reference: |s, x| binary_ref(s, x, |a, b| a + b),
         },
         KernelCheck {
+            // A written over its own buffer (on the CPU): a is uploaded fresh, so nothing
+            // else holds it.
+            name: "add_into",
+            tols: &[(1e-6, 1e-6)],
+            extra_shapes: &[],
+            shapes: ELEMENTWISE,
+            inputs: binary_inputs,
+            run: |d, s, x| Ok(vec![ops::add_into(up(d, &x.f[0], s)?, &up(d, &x.f[1][..n(b_shape(s))], b_shape(s))?)?]),
+            reference: |s, x| binary_ref(s, x, |a, b| a + b),
+        },
+        KernelCheck {
             name: "mul",
             tols: &[(1e-6, 1e-6)],
             extra_shapes: &[],

@@ -12,6 +12,19 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary("add", a, b, cpu::elementwise::add)
 }
 
+/// a + b as [`add`] computes it, written over a's buffer when a lives on the CPU and
+/// nothing else holds it (a fresh product taking its bias): no new output and one pass less.
+pub fn add_into(mut a: Tensor, b: &Tensor) -> Result<Tensor> {
+    check_binary("add", &a, b)?;
+    if let Some(y) = b.as_cpu()
+        && let Some(x) = a.cpu_mut()
+    {
+        cpu::elementwise::add_in_place(x, y);
+        return Ok(a);
+    }
+    add(&a, b)
+}
+
 /// a * b, broadcasting b as in [`add`].
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary("mul", a, b, cpu::elementwise::mul)
@@ -33,7 +46,8 @@ pub fn gelu_erf(a: &Tensor) -> Result<Tensor> {
     unary("gelu_erf", a, 0.0, cpu::elementwise::gelu_erf)
 }
 
-fn binary(kernel: &'static str, a: &Tensor, b: &Tensor, cpu_fn: fn(&[f32], &[f32], &mut [f32])) -> Result<Tensor> {
+/// b must be as long as a, a trailing part of its shape, or one value, on a's device.
+fn check_binary(kernel: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     same_device(kernel, a, b)?;
     let (sa, sb) = (a.shape(), b.shape());
     let trailing = sb.len() <= sa.len() && sa[sa.len() - sb.len()..] == *sb;
@@ -43,7 +57,12 @@ fn binary(kernel: &'static str, a: &Tensor, b: &Tensor, cpu_fn: fn(&[f32], &[f32
     if b.numel() == 0 && a.numel() != 0 {
         return Err(Error::shape(kernel, "empty right operand"));
     }
-    fits_u32(kernel, a.numel())?;
+    fits_u32(kernel, a.numel())
+}
+
+fn binary(kernel: &'static str, a: &Tensor, b: &Tensor, cpu_fn: fn(&[f32], &[f32], &mut [f32])) -> Result<Tensor> {
+    check_binary(kernel, a, b)?;
+    let sa = a.shape();
     if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {
         let mut out = cpu::alloc(x.len());
         cpu_fn(x, y, &mut out);

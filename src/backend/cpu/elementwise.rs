@@ -44,18 +44,45 @@ fn zip(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync
     });
 }
 
+/// The runs that cover `len` elements from element `start` of a, against b (of nb
+/// elements) repeated: (i, j, run), a's [i, i + run) meeting b's [j, j + run). An iterator,
+/// not a closure, so the loops over the runs compile inside the AVX2 functions.
+struct Runs {
+    len: usize,
+    nb: usize,
+    i: usize,
+    j: usize,
+}
+
+impl Runs {
+    #[inline(always)]
+    fn new(len: usize, nb: usize, start: usize) -> Runs {
+        Runs { len, nb, i: 0, j: start % nb }
+    }
+}
+
+impl Iterator for Runs {
+    type Item = (usize, usize, usize);
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize, usize)> {
+        if self.i >= self.len {
+            return None;
+        }
+        let (i, j) = (self.i, self.j);
+        let run = (self.nb - j).min(self.len - i);
+        self.i += run;
+        self.j = 0;
+        Some((i, j, run))
+    }
+}
+
 /// One chunk of `zip` that starts at element `start` of a.
 #[inline(always)]
 fn zip_body(o: &mut [f32], x: &[f32], b: &[f32], start: usize, f: impl Fn(f32, f32) -> f32) {
-    let nb = b.len();
-    let (mut i, mut j) = (0, start % nb);
-    while i < o.len() {
-        let run = (nb - j).min(o.len() - i);
+    for (i, j, run) in Runs::new(o.len(), b.len(), start) {
         for ((o, &x), &y) in o[i..i + run].iter_mut().zip(&x[i..i + run]).zip(&b[j..j + run]) {
             *o = f(x, y);
         }
-        i += run;
-        j = 0;
     }
 }
 
@@ -67,6 +94,33 @@ unsafe fn zip_avx2(o: &mut [f32], x: &[f32], b: &[f32], start: usize, f: impl Fn
 
 pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
     zip(a, b, out, |x, y| x + y);
+}
+
+/// a[i] += b[i % b.len()]: `add` written over a (a fresh product taking its bias).
+pub fn add_in_place(a: &mut [f32], b: &[f32]) {
+    a.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU was checked for AVX2 and FMA.
+            return unsafe { add_in_place_avx2(o, b, c * CHUNK) };
+        }
+        add_in_place_body(o, b, c * CHUNK)
+    });
+}
+
+#[inline(always)]
+fn add_in_place_body(o: &mut [f32], b: &[f32], start: usize) {
+    for (i, j, run) in Runs::new(o.len(), b.len(), start) {
+        for (o, &y) in o[i..i + run].iter_mut().zip(&b[j..j + run]) {
+            *o += y;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_in_place_avx2(o: &mut [f32], b: &[f32], start: usize) {
+    add_in_place_body(o, b, start)
 }
 
 pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
