@@ -18,6 +18,18 @@ pub struct MatmulDims {
 /// `Tensor::bf16_exact`): the few-rows kernel then streams those, half the bytes, for the
 /// same result; other products ignore it.
 pub fn matmul(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: &mut [f32]) {
+    assert!(out.len() >= d.batch * d.m * d.n, "matmul: output of {} for {} elements", out.len(), d.batch * d.m * d.n);
+    // SAFETY: out holds batch * m * n elements.
+    unsafe { matmul_into(a, b, b_bf16, d, out.as_mut_ptr()) }
+}
+
+/// `matmul` into batch * m * n elements at `out`, each written once and none read: the
+/// buffer may be uninitialised (see `super::alloc_written`).
+///
+/// # Safety
+/// `out` is valid for writes of batch * m * n elements; a and b hold the batches under
+/// the strides of `d` (the op layer checks both).
+pub unsafe fn matmul_into(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: *mut f32) {
     let MatmulDims { batch, m, n, k, trans_a, trans_b, a_stride, b_stride } = d;
     if !trans_a && few_rows(a, b, b_bf16, d, out) {
         return;
@@ -27,19 +39,22 @@ pub fn matmul(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: 
     let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
     let threads = rayon::current_num_threads();
     for z in 0..batch {
-        let c = &mut out[z * m * n..(z + 1) * m * n];
+        // SAFETY: matrix z of the output lies inside the caller's batch * m * n.
+        let c = unsafe { out.add(z * m * n) };
         if k == 0 {
-            c.fill(0.0);
+            // SAFETY: as above; all-zero bits are 0.0.
+            unsafe { std::ptr::write_bytes(c, 0, m * n) };
             continue;
         }
         // SAFETY: the op layer checked that a holds batch strides of a_stride plus one m*k
-        // matrix, b likewise, and out holds batch*m*n; the strides above stay inside them.
+        // matrix, b likewise; the strides above stay inside them. With read_dst false gemm
+        // writes every element of c and reads none.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                c.as_mut_ptr(),
+                c,
                 1,
                 n as isize,
                 false,
@@ -66,7 +81,7 @@ const FEW_ROWS_COLUMNS: usize = 64;
 
 /// The few-rows kernel (matmul_few_rows.rs), its columns split over the thread pool; false
 /// when it does not apply.
-fn few_rows(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: &mut [f32]) -> bool {
+fn few_rows(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: *mut f32) -> bool {
     use super::matmul_few_rows::{max_rows, takes_bf16, try_matmul, try_matmul_bf16, FewRows};
     use rayon::prelude::*;
     let MatmulDims { batch, m, n, k, trans_b, a_stride, b_stride, .. } = d;
@@ -79,7 +94,7 @@ fn few_rows(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: &m
     }
     let p = FewRows { m, n: 0, k, a_rs: k, b_rs, b_cs, dst_rs: n, accumulate: false };
     // Pointers as integers, to cross into the pool; each task writes its own columns.
-    let (a0, b0, o0) = (a.as_ptr() as usize, b.as_ptr() as usize, out.as_mut_ptr() as usize);
+    let (a0, b0, o0) = (a.as_ptr() as usize, b.as_ptr() as usize, out as usize);
     let half = b_bf16.filter(|h| h.len() == b.len() && takes_bf16(m, b_rs)).map(|h| h.as_ptr() as usize);
     let tasks = n.div_ceil(FEW_ROWS_COLUMNS);
     (0..batch * tasks).into_par_iter().with_min_len(if m * k * FEW_ROWS_COLUMNS < 1 << 15 { tasks } else { 1 }).for_each(|t| {
