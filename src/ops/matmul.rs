@@ -36,7 +36,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
         // Only a product the bf16 kernel takes looks for (and may make) B's bf16 copy.
         let half = if !t.a && t.b && cpu::matmul_few_rows::takes_bf16(d.m, 1) { b.bf16_exact() } else { None };
         // SAFETY: dims checked x and y against d; the product writes all batch * m * n.
-        let out = unsafe { cpu::alloc_written(d.batch * d.m * d.n, |o| cpu::matmul::matmul_into(x, y, half.as_deref(), d, o)) };
+        let out = unsafe { cpu::alloc_written(d.batch * d.m * d.n, |o| cpu::matmul::matmul_into(x, y, half, d, o)) };
         return Ok(Tensor::from_cpu(out, &out_shape));
     }
     let out = Tensor::empty(&out_shape, a.device())?;
