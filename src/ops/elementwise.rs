@@ -19,7 +19,7 @@ pub fn add_into(mut a: Tensor, b: &Tensor) -> Result<Tensor> {
     if let Some(y) = b.as_cpu()
         && let Some(x) = a.cpu_mut()
     {
-        cpu::elementwise::add_in_place(x, y);
+        cpu::elementwise::add_into(x, y);
         return Ok(a);
     }
     add(&a, b)

@@ -97,19 +97,19 @@ pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) {
 }
 
 /// a[i] += b[i % b.len()]: `add` written over a (a fresh product taking its bias).
-pub fn add_in_place(a: &mut [f32], b: &[f32]) {
+pub fn add_into(a: &mut [f32], b: &[f32]) {
     a.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: the CPU was checked for AVX2 and FMA.
-            return unsafe { add_in_place_avx2(o, b, c * CHUNK) };
+            return unsafe { add_into_avx2(o, b, c * CHUNK) };
         }
-        add_in_place_body(o, b, c * CHUNK)
+        add_into_body(o, b, c * CHUNK)
     });
 }
 
 #[inline(always)]
-fn add_in_place_body(o: &mut [f32], b: &[f32], start: usize) {
+fn add_into_body(o: &mut [f32], b: &[f32], start: usize) {
     for (i, j, run) in Runs::new(o.len(), b.len(), start) {
         for (o, &y) in o[i..i + run].iter_mut().zip(&b[j..j + run]) {
             *o += y;
@@ -119,8 +119,8 @@ fn add_in_place_body(o: &mut [f32], b: &[f32], start: usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn add_in_place_avx2(o: &mut [f32], b: &[f32], start: usize) {
-    add_in_place_body(o, b, start)
+unsafe fn add_into_avx2(o: &mut [f32], b: &[f32], start: usize) {
+    add_into_body(o, b, start)
 }
 
 pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) {
