@@ -7,7 +7,7 @@ use pgpo::train::TrainConfig;
 fn an_empty_file_is_the_default_run_and_values_override_it() {
     assert_eq!(TrainConfig::parse("", "t.toml").unwrap(), TrainConfig::default());
     let c = TrainConfig::parse("name = \"x\"\n[rl]\nalgo = \"grpo\"\ngroup = 4\n[sft]\nsteps = 7\n", "t.toml").unwrap();
-    assert_eq!((c.name.as_str(), c.rl.algo.as_str(), c.rl.group, c.sft.steps), ("x", "grpo", 4, 7));
+    assert_eq!((c.name.as_str(), c.rl.algo.name(), c.rl.group, c.sft.steps), ("x", "grpo", 4, 7));
 }
 
 #[test]
@@ -85,4 +85,73 @@ fn a_buffer_over_the_adapter_binding_limit_is_refused_up_front_on_wgpu() {
     let e = t.memory_estimate().unwrap().check(&t.device, t.cfg.memory_gb).unwrap_err().to_string();
     assert!(e.contains(name) && e.contains("rl.max_new_tokens"), "{e}");
     let _ = std::fs::remove_dir_all(&cfg.out_dir);
+}
+
+/// `rl.algo` selects the fields its paper fixes, and a field written explicitly overrides the
+/// preset. Catches: grpo still running DAPO's clip-higher, dual clip and token-mean; Dr. GRPO
+/// still dividing by the std; GSPO without its sequence ratio; an explicit field replaced by
+/// the preset; and GSPO's ratio silently given another aggregation.
+#[test]
+fn algo_selects_its_papers_preset_and_explicit_fields_override_it() {
+    use pgpo::train::rl_options::{Importance, LossAgg};
+    let rl = |text: &str| TrainConfig::parse(text, "t.toml").unwrap().rl;
+    let g = rl("[rl]\nalgo = \"grpo\"");
+    assert_eq!((g.clip_low, g.clip_high, g.dual_clip, g.loss_agg, g.dynamic_sampling, g.scale_rewards), (0.2, 0.2, 0.0, LossAgg::SeqMeanTokenMean, false, true));
+    for algo in ["dapo", "pgpo"] {
+        let d = rl(&format!("[rl]\nalgo = \"{algo}\""));
+        assert_eq!((d.clip_low, d.clip_high, d.loss_agg, d.dynamic_sampling, d.importance), (0.2, 0.28, LossAgg::TokenMean, true, Importance::Token), "{algo}");
+    }
+    let dr = rl("[rl]\nalgo = \"dr_grpo\"");
+    assert_eq!((dr.scale_rewards, dr.loss_agg, dr.dynamic_sampling), (false, LossAgg::Constant, false));
+    let gs = rl("[rl]\nalgo = \"gspo\"");
+    assert_eq!((gs.importance, gs.loss_agg), (Importance::Sequence, LossAgg::SeqMeanTokenMean));
+    assert_eq!(rl("").algo, pgpo::train::rl_options::Algo::Pgpo);
+    let over = rl("[rl]\nalgo = \"grpo\"\nclip_high = 0.3\ndynamic_sampling = true");
+    assert_eq!((over.clip_high, over.dynamic_sampling, over.loss_agg), (0.3, true, LossAgg::SeqMeanTokenMean));
+    let e = TrainConfig::parse("[rl]\nalgo = \"gspo\"\nloss_agg = \"token-mean\"", "t.toml").unwrap_err().to_string();
+    assert!(e.contains("rl.loss_agg") && e.contains("seq-mean-token-mean"), "{e}");
+}
+
+/// Every choice is an enum: a typo is an error naming the field and the allowed values.
+/// Catches: a string field accepting anything, and an error that does not say which field.
+#[test]
+fn a_typo_in_a_choice_names_the_field_and_the_allowed_values() {
+    for (key, typo, allowed) in [
+        ("algo", "dapoo", "dr_grpo"),
+        ("loss_agg", "token_mean", "seq-mean-token-mean"),
+        ("importance", "seq", "sequence"),
+        ("filter_key", "acc", "accuracy"),
+        ("variant", "nonorm", "no-norm"),
+        ("degenerate", "ones", "uniform"),
+        ("tvd", "k2", "k3"),
+        ("tvd_policy", "old", "rollout"),
+    ] {
+        let e = TrainConfig::parse(&format!("[rl]\n{key} = \"{typo}\""), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml") && e.contains(&format!("rl.{key}")) && e.contains(typo) && e.contains(allowed), "{key}: {e}");
+    }
+}
+
+/// `--set rl.algo=grpo` needs no TOML quotes; the run prints its resolved configuration and
+/// writes it as config.toml, which `pgpo eval` reads when given no --config. Catches: an
+/// unquoted string refused, presets missing from the written file, and eval falling back to
+/// the defaults (200 held-out prompts) instead of the run's own 3.
+#[test]
+fn unquoted_set_works_and_the_resolved_config_is_written_and_read_by_eval() {
+    let out = std::env::temp_dir().join(format!("pgpo-resolved-{}", std::process::id()));
+    let pgpo = env!("CARGO_BIN_EXE_pgpo");
+    let mut c = std::process::Command::new(pgpo);
+    c.args(["train", "--backend", "cpu", "--set", "name=resolved", "--set", &format!("out_dir=\"{}\"", out.display())]);
+    for s in ["rl.algo=grpo", "tiny.hidden=64", "tiny.layers=1", "sft.steps=1", "sft.batch=2", "rl.steps=0", "data.eval_size=3", "rl.max_new_tokens=4"] {
+        c.args(["--set", s]);
+    }
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("configuration (presets applied") && err.contains("algo = \"grpo\""), "{err}");
+    let saved = TrainConfig::load(&out.join("resolved/config.toml")).unwrap();
+    assert_eq!((saved.rl.algo.name(), saved.rl.clip_high, saved.rl.dual_clip, saved.data.eval_size), ("grpo", 0.2, 0.0, 3));
+    let o = std::process::Command::new(pgpo).args(["eval", "--checkpoint", out.join("resolved/checkpoints/rl-final").to_str().unwrap(), "--k", "1"]).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && said.contains("3 held-out prompts"), "{said}{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -13,7 +13,7 @@ fn trainer(tag: &str) -> Trainer {
     cfg.out_dir = std::env::temp_dir().join(format!("pgpo-faults-{tag}-{}", std::process::id()));
     (cfg.tiny.hidden, cfg.tiny.layers, cfg.sft.batch, cfg.data.eval_size, cfg.checkpoint.max_bad_steps) = (64, 1, 4, 2, 3);
     // GRPO without the dynamic filter: the fresh model's all-zero rewards still reach the loss.
-    (cfg.rl.algo, cfg.rl.dynamic_sampling, cfg.rl.prompts, cfg.rl.group, cfg.rl.max_new_tokens) = ("grpo".into(), false, 2, 2, 4);
+    (cfg.rl.algo, cfg.rl.dynamic_sampling, cfg.rl.prompts, cfg.rl.group, cfg.rl.max_new_tokens) = (pgpo::train::rl_options::Algo::Grpo, false, 2, 2, 4);
     Trainer::new(cfg).unwrap()
 }
 
@@ -96,4 +96,24 @@ fn a_nan_weight_skips_rl_steps_at_the_rollout_and_the_stop_names_the_weight() {
     t.weights.set(name, Tensor::from_vec(poisoned, &[n], &t.device).unwrap()).unwrap();
     let err = two_skips_then_stop(&mut t, rl_step);
     assert!(err.contains(&format!("parameter `{name}`")) && err.contains("generation"), "{err}");
+}
+
+/// A step whose every mini-batch is not finite counts once as a bad step, and its metrics
+/// say how many mini-batches applied and how many were skipped. Catches: counting each
+/// mini-batch (two bad "steps" here, and a run stopped early), and a metrics row that hides
+/// skipped mini-batches.
+#[test]
+fn a_bad_rl_step_counts_once_however_many_mini_batches_it_skips() {
+    let mut t = trainer("rl-once");
+    // 2 prompts x G = 2 in mini-batches of 1: four mini-batches.
+    t.cfg.rl.mini_batch = 1;
+    t.fault = Some(Fault::Logits);
+    let s = rl_step(&mut t, 1).unwrap();
+    assert_eq!((s.get("minibatches_applied"), s.get("minibatches_skipped")), (0.0, 4.0), "{:?}", s.fields);
+    assert_skipped(&s, "all four mini-batches");
+    assert_eq!(t.bad_steps, 1);
+    t.fault = None;
+    let s = rl_step(&mut t, 2).unwrap();
+    assert_eq!((s.get("minibatches_applied"), s.get("minibatches_skipped")), (4.0, 0.0), "{:?}", s.fields);
+    assert_eq!(t.bad_steps, 0, "a good step resets the count");
 }

@@ -30,6 +30,19 @@ pub struct Prompt {
     pub grids: Vec<[usize; 3]>,
 }
 
+impl Prompt {
+    /// The same prompt: the same object, or equal ids, grids and pixels (bit for bit). Equal
+    /// ids alone are not enough: one question about two images of the same size gives the
+    /// same ids, and scoring one with the other's KV cache scores it against the wrong image.
+    pub fn same_as(&self, other: &Prompt) -> bool {
+        std::ptr::eq(self, other)
+            || (self.ids == other.ids
+                && self.grids == other.grids
+                && self.pixels.len() == other.pixels.len()
+                && self.pixels.iter().zip(&other.pixels).all(|(a, b)| a.to_bits() == b.to_bits()))
+    }
+}
+
 /// (stop ids, pad id): generation_config.json's eos_token_id and pad_token_id, else
 /// config.json's (top level or text_config), else the tokenizer's eos and pad tokens.
 pub fn generation_ids(dir: &Path, chat: Option<&Chat>) -> Result<(Vec<u32>, u32)> {

@@ -17,6 +17,12 @@ fn groups(group: &[i64]) -> BTreeMap<i64, Vec<usize>> {
 /// A_i = (R_i - mean(R_group)) / (std(R_group) + 1e-6), unbiased std. A group of one
 /// response has no spread: its advantage is 0.
 pub fn grpo_advantages(rewards: &[f32], group: &[i64]) -> Result<Vec<f32>> {
+    group_advantages(rewards, group, true)
+}
+
+/// Group advantages: R_i - mean(R_group), divided by (std(R_group) + 1e-6) when `scale_std`
+/// (GRPO, DAPO) and left as they are otherwise (Dr. GRPO). A group of one has advantage 0.
+pub fn group_advantages(rewards: &[f32], group: &[i64], scale_std: bool) -> Result<Vec<f32>> {
     if rewards.len() != group.len() {
         return Err(Error::shape("grpo_advantages", format!("{} rewards for {} group ids", rewards.len(), group.len())));
     }
@@ -28,15 +34,17 @@ pub fn grpo_advantages(rewards: &[f32], group: &[i64]) -> Result<Vec<f32>> {
         }
         let mean = idx.iter().map(|&i| f64::from(rewards[i])).sum::<f64>() / n;
         let var = idx.iter().map(|&i| (f64::from(rewards[i]) - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let scale = if scale_std { var.sqrt() + 1e-6 } else { 1.0 };
         for &i in idx {
-            adv[i] = ((f64::from(rewards[i]) - mean) / (var.sqrt() + 1e-6)) as f32;
+            adv[i] = ((f64::from(rewards[i]) - mean) / scale) as f32;
         }
     }
     Ok(adv)
 }
 
 /// Which score DAPO's dynamic sampling looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FilterKey {
     /// The overall reward (the paper's choice).
     Reward,

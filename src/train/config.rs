@@ -3,6 +3,7 @@
 //! checkpoints are given beside each RL field. Unknown keys, wrong types and out-of-range
 //! values are errors that name the field.
 
+use super::rl_options::{Algo, Degenerate, FilterKey, Importance, LossAgg, TvdEstimate, TvdPolicy, Variant};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -77,8 +78,9 @@ pub struct SftConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RlConfig {
-    /// grpo, dapo or pgpo (dapo plus the token weights).
-    pub algo: String,
+    /// grpo, dapo, pgpo (dapo plus the token weights), dr_grpo or gspo. It selects a preset of
+    /// the fields its paper fixes (`RlConfig::preset`); a field set explicitly overrides it.
+    pub algo: Algo,
     pub steps: usize,
     /// Prompts drawn per step (paper: 384 rollout prompts).
     pub prompts: usize,
@@ -101,15 +103,21 @@ pub struct RlConfig {
     pub clip_low: f32,
     pub clip_high: f32,
     pub dual_clip: f32,
-    /// token-mean (DAPO, paper), seq-mean-token-mean (GRPO) or constant (Dr. GRPO: the sum
-    /// divided by mini_batch x max_new_tokens).
-    pub loss_agg: String,
-    /// token (PPO ratio per token) or sequence (GSPO: the length-normalised sequence ratio).
-    pub importance: String,
+    /// token-mean (DAPO, paper), seq-mean-token-mean (GRPO, GSPO), seq-mean-token-sum or
+    /// constant (Dr. GRPO: the sum divided by mini_batch x max_new_tokens).
+    pub loss_agg: LossAgg,
+    /// token (PPO ratio per token) or sequence (GSPO: the length-normalised sequence ratio,
+    /// defined with seq-mean-token-mean only).
+    pub importance: Importance,
+    /// Divide the group advantages by the group's std (GRPO, DAPO; Dr. GRPO does not).
+    pub scale_rewards: bool,
     /// DAPO dynamic sampling: drop groups whose mean score is 0 or 1 (dapo and pgpo).
     pub dynamic_sampling: bool,
     /// What dynamic sampling looks at: reward (paper) or accuracy.
-    pub filter_key: String,
+    pub filter_key: FilterKey,
+    /// Weight of the k3 KL to a reference policy in the loss (off, 0, in every preset). Above
+    /// 0 the model at the start of RL is kept frozen as the reference.
+    pub kl_coef: f32,
     /// Reward weights: R = accuracy_weight * accuracy + format_weight * format (paper 0.9 / 0.1).
     pub accuracy_weight: f32,
     pub format_weight: f32,
@@ -118,10 +126,16 @@ pub struct RlConfig {
     pub beta: f32,
     pub eps: f32,
     /// paper, quantile, floor or no-norm; `floor` is the floor variant's value (0.1).
-    pub variant: String,
+    pub variant: Variant,
     pub floor: f32,
+    /// The weights of a response whose tokens all have the same dependency: uniform (ours)
+    /// or zero.
+    pub degenerate: Degenerate,
     /// What drives the weights: k3 (the paper's sampled-token estimate) or kl (exact).
-    pub tvd: String,
+    pub tvd: TvdEstimate,
+    /// Which policy gives the two log-probs of the dependency: rollout (ours: once per
+    /// rollout batch) or current (before each mini-batch's update).
+    pub tvd_policy: TvdPolicy,
     /// Clamp of d = logp_blind - logp_clean in k3 (ours: 20).
     pub d_clamp: f32,
     /// Also hide <|vision_start|>/<|vision_end|> in the blind pass (ours: false).
@@ -188,8 +202,26 @@ impl Default for SftConfig {
 
 impl Default for RlConfig {
     fn default() -> Self {
+        RlConfig::preset(Algo::Pgpo)
+    }
+}
+
+impl RlConfig {
+    /// The fields each algorithm's paper fixes, over the defaults of everything else.
+    pub fn preset(algo: Algo) -> RlConfig {
+        let base = RlConfig::base();
+        match algo {
+            Algo::Dapo | Algo::Pgpo => RlConfig { algo, ..base },
+            Algo::Grpo => RlConfig { algo, clip_high: 0.2, dual_clip: 0.0, loss_agg: LossAgg::SeqMeanTokenMean, dynamic_sampling: false, ..base },
+            Algo::DrGrpo => RlConfig { algo, clip_high: 0.2, dual_clip: 0.0, loss_agg: LossAgg::Constant, scale_rewards: false, dynamic_sampling: false, ..base },
+            Algo::Gspo => RlConfig { algo, clip_low: 3e-4, clip_high: 4e-4, dual_clip: 0.0, loss_agg: LossAgg::SeqMeanTokenMean, importance: Importance::Sequence, dynamic_sampling: false, ..base },
+        }
+    }
+
+    /// DAPO's fields and the run's defaults.
+    fn base() -> RlConfig {
         RlConfig {
-            algo: "pgpo".into(),
+            algo: Algo::Dapo,
             steps: 100,
             prompts: 24,
             group: 8,
@@ -205,18 +237,22 @@ impl Default for RlConfig {
             clip_low: 0.2,
             clip_high: 0.28,
             dual_clip: 3.0,
-            loss_agg: "token-mean".into(),
-            importance: "token".into(),
+            loss_agg: LossAgg::TokenMean,
+            importance: Importance::Token,
+            scale_rewards: true,
             dynamic_sampling: true,
-            filter_key: "reward".into(),
+            filter_key: FilterKey::Reward,
+            kl_coef: 0.0,
             accuracy_weight: 0.9,
             format_weight: 0.1,
             tau: 0.4,
             beta: 2.0,
             eps: 1e-8,
-            variant: "paper".into(),
+            variant: Variant::Paper,
             floor: 0.1,
-            tvd: "k3".into(),
+            degenerate: Degenerate::Uniform,
+            tvd: TvdEstimate::K3,
+            tvd_policy: TvdPolicy::Rollout,
             d_clamp: 20.0,
             hide_markers: false,
             eval_every: 25,
@@ -232,15 +268,49 @@ impl Default for CheckpointConfig {
     }
 }
 
-fn bad(file: &str, field: &str, msg: impl Into<String>) -> Error {
+/// Sets every key of `over` in `base`, descending into tables present in both.
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+pub(crate) fn bad(file: &str, field: &str, msg: impl Into<String>) -> Error {
     Error::Config { file: file.to_string(), field: field.to_string(), msg: msg.into() }
 }
 
 impl TrainConfig {
+    /// Reads a config: the preset of its `rl.algo` (pgpo when absent), then every field the
+    /// text sets over it.
     pub fn parse(text: &str, file: &str) -> Result<TrainConfig> {
-        let c: TrainConfig = toml::from_str(text).map_err(|e| bad(file, "", format!("is not a valid trainer config: {}", e.to_string().trim())))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad(file, "", format!("is not valid TOML: {}", e.to_string().trim())))?;
+        TrainConfig::from_table(&table, file)
+    }
+
+    /// As `parse`, from a TOML table.
+    pub fn from_table(table: &toml::Table, file: &str) -> Result<TrainConfig> {
+        super::rl_options::check_choices(table, file)?;
+        // Unknown keys and wrong types first, against the text as written (the errors quote it).
+        let written = toml::to_string(table).map_err(|e| bad(file, "", format!("cannot be written back as TOML: {e}")))?;
+        toml::from_str::<TrainConfig>(&written).map_err(|e| bad(file, "", format!("is not a valid trainer config: {}", e.to_string().trim())))?;
+        let algo = table.get("rl").and_then(|r| r.get("algo")).and_then(|a| a.as_str()).and_then(Algo::parse).unwrap_or(Algo::Pgpo);
+        let preset = TrainConfig { rl: RlConfig::preset(algo), ..TrainConfig::default() };
+        let mut merged = toml::Table::try_from(&preset).map_err(|e| bad(file, "", format!("cannot hold the preset: {e}")))?;
+        merge(&mut merged, table);
+        let c: TrainConfig = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| bad(file, "", format!("is not a valid trainer config: {}", e.to_string().trim())))?;
         c.validate(file)?;
         Ok(c)
+    }
+
+    /// The resolved configuration as TOML: every field, presets applied (the run folder's
+    /// config.toml, which `pgpo eval` and a resumed run read back).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::input("config", format!("cannot be written as TOML: {e}")))
     }
 
     pub fn load(path: &Path) -> Result<TrainConfig> {
@@ -275,15 +345,12 @@ impl TrainConfig {
         if r.group < 2 {
             return Err(bad(file, "rl.group", format!("G must be at least 2 for a group method, got {}", r.group)));
         }
-        let choice = |field: &str, v: &str, allowed: &[&str]| {
-            if allowed.contains(&v) { Ok(()) } else { Err(bad(file, field, format!("is {v:?}; choose one of {allowed:?}"))) }
-        };
-        choice("rl.algo", &r.algo, &["grpo", "dapo", "pgpo"])?;
-        choice("rl.loss_agg", &r.loss_agg, &["token-mean", "seq-mean-token-mean", "constant"])?;
-        choice("rl.importance", &r.importance, &["token", "sequence"])?;
-        choice("rl.filter_key", &r.filter_key, &["reward", "accuracy"])?;
-        choice("rl.variant", &r.variant, &["paper", "quantile", "floor", "no-norm"])?;
-        choice("rl.tvd", &r.tvd, &["k3", "kl"])?;
+        if r.importance == Importance::Sequence && r.loss_agg != LossAgg::SeqMeanTokenMean {
+            return Err(bad(file, "rl.loss_agg", format!("is {:?}, but GSPO's sequence ratio (rl.importance = \"sequence\") is defined with seq-mean-token-mean only", r.loss_agg)));
+        }
+        if !(r.kl_coef.is_finite() && r.kl_coef >= 0.0) {
+            return Err(bad(file, "rl.kl_coef", format!("must be 0 (off) or more, got {}", r.kl_coef)));
+        }
         for (field, v) in [("rl.prompts", r.prompts), ("rl.max_new_tokens", r.max_new_tokens), ("rl.mini_batch", r.mini_batch), ("rl.epochs", r.epochs), ("sft.batch", self.sft.batch), ("data.eval_size", self.data.eval_size), ("data.train_size", self.data.train_size), ("checkpoint.keep", self.checkpoint.keep), ("checkpoint.max_bad_steps", self.checkpoint.max_bad_steps)] {
             if v == 0 {
                 return Err(bad(file, field, "must be at least 1"));

@@ -12,11 +12,13 @@ pub mod optimizer;
 pub mod plots;
 pub mod progress;
 pub mod report;
+pub mod rl_options;
 pub mod rl_step;
 pub mod run;
 pub mod synthetic;
 pub mod tiny;
 pub mod trainer;
+pub mod visual_dependency;
 
 pub use config::TrainConfig;
 pub use optimizer::AdamW;

@@ -31,7 +31,7 @@ pub fn tvd_report(t: &mut Trainer, dir: &Path, n: usize) -> Result<TvdSummary> {
     let o = GenerateOptions { max_new_tokens: t.cfg.rl.max_new_tokens, sampling: Sampling::Greedy, stop_ids: t.processor.stop_ids.clone(), suppress_ids: t.weights.config.vision_token_ids(), ..Default::default() };
     let g = generate(&pv, &config, &packed.inputs, &o, |_, _| {})?;
     let tails: Vec<&[u32]> = g.completions.iter().map(|c| c.tokens.as_slice()).collect();
-    let tvd = super::rl_step::visual_dependency(&pv, t, &prompts, &tails, 1.0)?.0.k3.to_vec()?;
+    let tvd = super::visual_dependency::visual_dependency(&pv, &t.scoring(), &prompts, &tails, 1.0)?.kl.k3.to_vec()?;
     let max = tvd.iter().cloned().fold(1e-6f32, f32::max);
 
     let (mut g_sum, mut g_n, mut o_sum, mut o_n) = (0.0, 0.0, 0.0, 0.0);

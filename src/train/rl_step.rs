@@ -8,12 +8,14 @@ use super::batch::{self, Item};
 use super::trainer::{StepStats, Trainer};
 use crate::autograd::{ops as ag, Tape};
 use crate::error::{Error, Result};
-use crate::model::rope_index::rope_index;
-use crate::model::{extend, forward, forward_cached, generate, Blind, ForwardOptions, GenerateOptions, KvCache, Keep, ParamVars, Sampling};
-use crate::model::processor::Prompt;
-use crate::ops::{self, KlDual, KlOptions, LossConfig, TokenInputs, Variant, WeightConfig};
-use crate::rl::advantages::{dapo_keep, grpo_advantages};
-use crate::rl::policy::{aggregation_weights, Aggregation};
+use super::visual_dependency::visual_dependency;
+use crate::model::{forward, generate, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
+use super::config::RlConfig;
+use super::rl_options::{Degenerate, FilterKey, Importance, TvdEstimate, TvdPolicy};
+use super::trainer::StepTrace;
+use crate::ops::{self, KlOptions, LossConfig, TokenInputs, WeightConfig};
+use crate::rl::advantages::{dapo_keep, group_advantages};
+use crate::rl::policy::aggregation_weights;
 use crate::tensor::Tensor;
 use std::time::Instant;
 
@@ -43,80 +45,6 @@ pub(crate) fn grounded_tokens(t: &Trainer, tokens: &[u32]) -> Result<Vec<bool>> 
     Ok(out)
 }
 
-/// The token visual dependency of responses: the clean and the blind logits of every response
-/// token from two teacher-forced passes (no grad; the blind pass hides the image tokens from
-/// attention and skips the vision tower), and `kl_dual` of the two. Returns it with the
-/// seconds of the clean pass and of the blind pass with `kl_dual`.
-///
-/// Responses to the same prompt share its prefix: each pass runs the prompt once per distinct
-/// prompt into a KV cache (the vision tower too, in the clean pass), copies that cache to the
-/// prompt's G responses, and scores all response tokens in one extension of it. The logits
-/// equal separate full passes (tests/generation.rs checks both against each other).
-pub fn visual_dependency(pv: &ParamVars, t: &Trainer, prompts: &[&Prompt], tails: &[&[u32]], temperature: f32) -> Result<(KlDual, f64, f64)> {
-    let (config, dev) = (&t.weights.config, &t.device);
-    // Distinct prompts (the G responses of a prompt borrow the same item), and each tail's.
-    let mut unique: Vec<&Prompt> = Vec::new();
-    let of: Vec<usize> = prompts
-        .iter()
-        .map(|p| match unique.iter().position(|u| std::ptr::eq(*u, *p) || u.ids == p.ids) {
-            Some(i) => i,
-            None => {
-                unique.push(p);
-                unique.len() - 1
-            }
-        })
-        .collect();
-    let no_tail: Vec<&[u32]> = vec![&[]; unique.len()];
-    let packed = batch::pack(config, &unique, &no_tail, t.processor.pad_id, dev)?;
-    let x = &packed.inputs;
-    let index = rope_index(x, config.image_token_id, config.vision.spatial_merge_size)?;
-    let next = index.next_positions(x.batch, x.seq);
-    // Tails right-padded to l; the logits of tail token k (k >= 1) come from the extension's
-    // row k - 1, those of token 0 from the prompt's last position.
-    let l = tails.iter().map(|s| s.len()).max().unwrap_or(0);
-    let b = tails.len();
-    let (mut ids, mut mask, mut positions) = (vec![t.processor.pad_id; b * l], vec![false; b * l], vec![0f32; 3 * b * l]);
-    let (mut rows, mut order) = (Vec::new(), Vec::new());
-    for (r, tail) in tails.iter().enumerate() {
-        for (k, &tok) in tail.iter().enumerate() {
-            ids[r * l + k] = tok;
-            mask[r * l + k] = true;
-            for a in 0..3 {
-                positions[(a * b + r) * l + k] = (next[of[r]] + k as i64) as f32;
-            }
-            // Rows of [the prompts' last-position logits; extension rows]. Token k >= 1 is
-            // predicted by the row of token k - 1, the last one pushed.
-            order.push(if k == 0 { of[r] as u32 } else { (unique.len() + rows.len() - 1) as u32 });
-            if k + 1 < tail.len() {
-                rows.push((r * l + k) as u32);
-            }
-        }
-    }
-    let pass = |blind: Option<Blind>| -> Result<crate::tensor::Tensor> {
-        let mut cache = KvCache::new(&config.text, unique.len(), x.seq + l, dev)?;
-        let first = forward_cached(pv, config, x, &ForwardOptions { keep: Keep::Last, blind }, Some(&mut cache))?;
-        cache.retain(&of)?;
-        let first = first.value().clone();
-        let all = if rows.is_empty() {
-            first
-        } else {
-            let rest = extend(pv, config, &ids, &mask, &positions, l, &mut cache, Some(&rows))?;
-            ops::concat(&[&first, rest.value()], 0)?
-        };
-        ops::gather(&all, &order)
-    };
-    let tokens: Vec<u32> = tails.concat();
-    let clock = Instant::now();
-    let clean = pass(None)?;
-    clean.device().synchronize()?;
-    let t_clean = clock.elapsed().as_secs_f64();
-    let clock = Instant::now();
-    let blind = pass(Some(Blind { hide_markers: t.cfg.rl.hide_markers }))?;
-    let kl = ops::kl_dual(&clean, &blind, &tokens, KlOptions { temperature, d_clamp: t.cfg.rl.d_clamp })?;
-    kl.k3.device().synchronize()?;
-    Ok((kl, t_clean, clock.elapsed().as_secs_f64()))
-}
-
 pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     let c = t.cfg.rl.clone();
     let config = t.weights.config.clone();
@@ -142,7 +70,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             let what = format!("{msg}; {}", t.first_non_finite(None));
             t.skip_bad_step(step, what)?;
             fields.extend([("time_rollout", clock.elapsed().as_secs_f64()), ("skipped", 1.0)]);
-            return Ok(StepStats { fields, applied: false });
+            return Ok(StepStats { fields, applied: false, trace: None });
         }
         Err(e) => return Err(e),
     };
@@ -161,21 +89,24 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     fields.push(("accuracy", rollouts.iter().map(|r| f64::from(r.accuracy)).sum::<f64>() / n));
     fields.push(("response_length", rollouts.iter().map(|r| r.tokens.len() as f64).sum::<f64>() / n));
 
-    // 4. Group advantages; DAPO's dynamic sampling drops groups that are all right or all wrong.
+    // 4. Group advantages (divided by the group's std unless Dr. GRPO); DAPO's dynamic
+    // sampling drops groups that are all right or all wrong.
     let group: Vec<i64> = rollouts.iter().map(|r| r.prompt as i64).collect();
     let rewards: Vec<f32> = rollouts.iter().map(|r| r.reward).collect();
-    let adv = grpo_advantages(&rewards, &group)?;
-    let keep = if c.algo != "grpo" && c.dynamic_sampling {
-        let score: Vec<f32> = rollouts.iter().map(|r| if c.filter_key == "accuracy" { r.accuracy } else { r.reward }).collect();
+    let adv = group_advantages(&rewards, &group, c.scale_rewards)?;
+    let keep = if c.dynamic_sampling {
+        let score: Vec<f32> = rollouts.iter().map(|r| if c.filter_key == FilterKey::Accuracy { r.accuracy } else { r.reward }).collect();
         dapo_keep(&score, &group)
     } else {
         vec![true; rollouts.len()]
     };
     let kept: Vec<usize> = (0..rollouts.len()).filter(|&i| keep[i] && !rollouts[i].tokens.is_empty()).collect();
     fields.push(("kept_fraction", kept.len() as f64 / n));
+    fields.push(("adv_abs_mean", kept.iter().map(|&i| f64::from(adv[i].abs())).sum::<f64>() / kept.len().max(1) as f64));
+    let mut trace = StepTrace { rewards: rewards.clone(), kept: kept.clone(), ..Default::default() };
     if kept.is_empty() {
         fields.push(("skipped", 1.0));
-        return Ok(StepStats { fields, applied: false });
+        return Ok(StepStats { fields, applied: false, trace: Some(trace) });
     }
 
     // 5. Old log-probs come from the rollout (the sampling policy at this temperature); the
@@ -183,51 +114,30 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     // 6. Token visual dependency from both logit rows in one fused pass (`kl_dual`).
     let kept_prompts: Vec<_> = kept.iter().map(|&i| &items[rollouts[i].prompt].prompt).collect();
     let tails: Vec<&[u32]> = kept.iter().map(|&i| rollouts[i].tokens.as_slice()).collect();
-    let tokens: Vec<u32> = tails.concat();
-    let (kl, t_clean, t_blind) = visual_dependency(&frozen, t, &kept_prompts, &tails, c.temperature)?;
-    let tvd = if c.tvd == "kl" { kl.kl.to_vec()? } else { kl.k3.to_vec()? };
-    drop(kl);
-    fields.extend([("time_logprobs", t_clean), ("time_blind_tvd", t_blind)]);
-
-    // 7. PGPO token weights per response ([B, L], padded), times the sequence advantage.
-    let l = tails.iter().map(|t| t.len()).max().unwrap_or(0);
-    let (b, mut grid_tvd, mut mask) = (kept.len(), vec![0f32; kept.len() * l], vec![0f32; kept.len() * l]);
-    let mut offset = 0;
-    for (r, tail) in tails.iter().enumerate() {
-        for k in 0..tail.len() {
-            grid_tvd[r * l + k] = tvd[offset + k];
-            mask[r * l + k] = 1.0;
-        }
-        offset += tail.len();
-    }
-    let weights = if c.algo == "pgpo" {
-        let wc = WeightConfig { tau: c.tau, beta: c.beta, eps: c.eps, variant: Variant::parse(&c.variant).unwrap_or(Variant::Paper), floor: c.floor };
-        let w = ops::pgpo_weights(&Tensor::from_slice(&grid_tvd, &[b, l], &dev)?, &Tensor::from_slice(&mask, &[b, l], &dev)?, &wc)?;
-        w.to_vec()?
-    } else {
-        mask.clone()
-    };
-    let mut token_adv = Vec::with_capacity(tokens.len());
-    let mut old_logp = Vec::with_capacity(tokens.len());
-    let mut seq_of = Vec::with_capacity(tokens.len());
-    for (r, &i) in kept.iter().enumerate() {
-        for k in 0..rollouts[i].tokens.len() {
-            token_adv.push(adv[i] * weights[r * l + k]);
-        }
-        old_logp.extend_from_slice(&rollouts[i].old_logp);
-        seq_of.extend(std::iter::repeat_n(r as i64, rollouts[i].tokens.len()));
-    }
+    let scored = visual_dependency(&frozen, &t.scoring(), &kept_prompts, &tails, c.temperature)?;
+    let tvd = tvd_values(&scored.kl, c.tvd)?;
+    fields.extend([("time_logprobs", scored.time_clean), ("time_blind_tvd", scored.time_blind)]);
     tvd_fields(&mut fields, &tvd, &tails, kept.iter().map(|&i| rollouts[i].grounded.as_slice()));
 
-    // 8. Mini-batches of the fused policy loss; 9. AdamW with gradient clipping.
+    // 7. PGPO token weights per response (1 everywhere for the other algorithms), times the
+    // sequence advantage, per mini-batch below.
+    let rollout_weights = if c.algo.token_weights() { token_weights(&c, &tvd, &tails, &dev)? } else { vec![1.0; tvd.len()] };
+    let old_logp: Vec<f32> = kept.iter().flat_map(|&i| rollouts[i].old_logp.iter().copied()).collect();
+    let seq_adv: Vec<f32> = kept.iter().map(|&i| adv[i]).collect();
+
+    // 8. Mini-batches of the fused policy loss; 9. AdamW with gradient clipping. A non-finite
+    // mini-batch is skipped; the step counts once as a bad step however many were.
     let clock = Instant::now();
-    let loss_cfg = LossConfig { clip_low: c.clip_low, clip_high: c.clip_high, dual_clip: c.dual_clip, kl_coef: 0.0, temperature: c.temperature };
+    let loss_cfg = LossConfig { clip_low: c.clip_low, clip_high: c.clip_high, dual_clip: c.dual_clip, kl_coef: c.kl_coef, temperature: c.temperature };
     let starts: Vec<usize> = tails.iter().scan(0, |s, t| {
         let here = *s;
         *s += t.len();
         Some(here)
     }).collect();
-    let (mut loss_sum, mut clip, mut entropy, mut norm, mut updates, mut applied) = (0.0, 0.0, 0.0, 0.0, 0.0, false);
+    let b = tails.len();
+    let (mut loss_sum, mut clip, mut entropy, mut norm, mut updates) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut applied, mut skipped, mut first_bad) = (0usize, 0usize, None::<String>);
+    let mut token_adv = vec![0f32; tvd.len()];
     // Each mini-batch's gradient, flattened, for the variance estimate.
     let mut mb_grads: Vec<Vec<f32>> = Vec::new();
     for _ in 0..c.epochs {
@@ -237,22 +147,40 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             let packed = batch::pack(&config, &mb_prompts, &mb_tails, pad, &dev)?;
             let rows = batch::predicting_rows(&packed.tail_positions);
             let pick = |v: &[f32]| -> Vec<f32> { mb.iter().flat_map(|&r| v[starts[r]..starts[r] + tails[r].len()].iter().copied()).collect() };
-            let (mb_tokens, mb_adv, mut mb_old) = (mb_tails.concat(), pick(&token_adv), pick(&old_logp));
+            let (mb_tokens, mut mb_old) = (mb_tails.concat(), pick(&old_logp));
+            // The current policy's dependency differs from the rollout's once an update applied.
+            let mb_weights = if c.algo.token_weights() && c.tvd_policy == TvdPolicy::Current && applied > 0 {
+                let tape = Tape::new();
+                let now = visual_dependency(&ParamVars::frozen(&tape, &t.weights), &t.scoring(), &mb_prompts, &mb_tails, c.temperature)?;
+                token_weights(&c, &tvd_values(&now.kl, c.tvd)?, &mb_tails, &dev)?
+            } else {
+                pick(&rollout_weights)
+            };
             let mb_seq: Vec<i64> = mb.iter().flat_map(|&r| std::iter::repeat_n(r as i64, tails[r].len())).collect();
+            let mb_adv: Vec<f32> = mb_seq.iter().zip(&mb_weights).map(|(&r, &w)| seq_adv[r as usize] * w).collect();
+            let mut at = 0;
+            for &r in mb {
+                token_adv[starts[r]..starts[r] + tails[r].len()].copy_from_slice(&mb_adv[at..at + tails[r].len()]);
+                at += tails[r].len();
+            }
             let ones = vec![1f32; mb_tokens.len()];
-            let agg_w = match c.loss_agg.as_str() {
-                "constant" => vec![1.0 / (c.mini_batch * c.max_new_tokens) as f32; mb_tokens.len()],
-                _ if c.importance == "sequence" => aggregation_weights(&ones, Some(&mb_seq), Aggregation::SeqMeanTokenMean)?,
-                agg => aggregation_weights(&ones, Some(&mb_seq), Aggregation::parse(agg).unwrap_or(Aggregation::TokenMean))?,
+            let agg_w = match c.loss_agg.aggregation() {
+                None => vec![1.0 / (c.mini_batch * c.max_new_tokens) as f32; mb_tokens.len()],
+                Some(agg) => aggregation_weights(&ones, Some(&mb_seq), agg)?,
+            };
+            let ref_logp = match (&t.reference, c.kl_coef > 0.0) {
+                (Some(reference), true) => Some(reference_logp(reference, &config, &packed.inputs, &rows, &mb_tokens, &c)?),
+                (None, true) => return Err(Error::input("rl.kl_coef", "is above 0 but the trainer holds no reference policy")),
+                _ => None,
             };
             let tape = Tape::new();
             let pv = ParamVars::new(&tape, &t.weights, |n| c.train_vision || !n.starts_with("visual."));
             let logits = forward(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
             let logits = t.inject_logits(logits)?;
-            if c.importance == "sequence" {
+            if c.importance == Importance::Sequence {
                 // GSPO: every token's ratio is its response's length-normalised sequence
                 // ratio exp(mean(logp - old)), with the gradient of its own log-prob.
-                let now = ops::policy_loss(logits.value(), &TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: None }, &loss_cfg)?.logp;
+                let now = ops::policy_loss(logits.value(), &TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: ref_logp.as_deref() }, &loss_cfg)?.logp;
                 for &r in mb {
                     let idx: Vec<usize> = mb_seq.iter().enumerate().filter(|(_, s)| **s == r as i64).map(|(i, _)| i).collect();
                     let mean = idx.iter().map(|&i| f64::from(now[i] - mb_old[i])).sum::<f64>() / idx.len() as f64;
@@ -261,9 +189,9 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                     }
                 }
             }
-            let x = TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: None };
+            let x = TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: ref_logp.as_deref() };
             let (loss, out) = ag::policy_loss(&logits, &x, &loss_cfg)?;
-            let (gn, ok) = if out.loss.is_finite() {
+            let outcome = if out.loss.is_finite() {
                 let grads = tape.backward(&loss)?;
                 if c.grad_variance {
                     let mut flat = Vec::new();
@@ -272,24 +200,83 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                     }
                     mb_grads.push(flat);
                 }
-                t.apply(&pv, &grads, c.lr, step)?
+                t.try_apply(&pv, &grads, c.lr)?
             } else {
-                let what = format!("the policy loss is {}; {}", out.loss, t.first_non_finite(Some(logits.value())));
-                t.skip_bad_step(step, what)?;
-                (f64::NAN, false)
+                Err((f64::NAN, format!("the policy loss is {}; {}", out.loss, t.first_non_finite(Some(logits.value())))))
             };
-            applied |= ok;
+            match outcome {
+                Ok(gn) => {
+                    applied += 1;
+                    norm += gn;
+                }
+                Err((gn, what)) => {
+                    skipped += 1;
+                    norm += gn;
+                    first_bad.get_or_insert(what);
+                }
+            }
             loss_sum += out.loss;
             clip += out.clip_frac;
             entropy += out.entropy;
-            norm += gn;
             updates += 1.0;
         }
     }
+    match first_bad {
+        Some(what) => t.skip_bad_step(step, format!("{skipped} of {} mini-batches skipped; {what}", applied + skipped))?,
+        None => t.bad_steps = 0,
+    }
     fields.push(("time_update", clock.elapsed().as_secs_f64()));
     fields.push(("grad_variance", gradient_variance(&mb_grads)));
-    fields.extend([("loss", loss_sum / updates), ("clip_fraction", clip / updates), ("entropy", entropy / updates), ("grad_norm", norm / updates), ("skipped", if applied { 0.0 } else { 1.0 })]);
-    Ok(StepStats { fields, applied })
+    fields.extend([("loss", loss_sum / updates), ("clip_fraction", clip / updates), ("entropy", entropy / updates), ("grad_norm", norm / updates)]);
+    fields.extend([("minibatches_applied", applied as f64), ("minibatches_skipped", skipped as f64), ("skipped", if applied > 0 { 0.0 } else { 1.0 })]);
+    trace.responses = kept.iter().map(|&i| (rollouts[i].prompt, rollouts[i].tokens.clone())).collect();
+    (trace.seq_adv, trace.tvd, trace.weights, trace.token_adv) = (seq_adv, tvd, rollout_weights, token_adv);
+    Ok(StepStats { fields, applied: applied > 0, trace: Some(trace) })
+}
+
+/// What drives the weights, per response token, from `kl_dual`'s outputs.
+fn tvd_values(kl: &ops::KlDual, which: TvdEstimate) -> Result<Vec<f32>> {
+    match which {
+        TvdEstimate::K3 => kl.k3.to_vec(),
+        TvdEstimate::Kl => kl.kl.to_vec(),
+    }
+}
+
+/// PGPO's weight of each response token (responses concatenated) from its dependency `tvd`,
+/// by the `pgpo_weights` kernel on the device; a degenerate response (every score equal)
+/// gets the kernel's uniform weights, or zeros with `rl.degenerate = "zero"`.
+fn token_weights(c: &RlConfig, tvd: &[f32], tails: &[&[u32]], dev: &crate::device::Device) -> Result<Vec<f32>> {
+    let (b, l) = (tails.len(), tails.iter().map(|t| t.len()).max().unwrap_or(0));
+    let (mut grid, mut mask) = (vec![0f32; b * l], vec![0f32; b * l]);
+    let mut offset = 0;
+    for (r, tail) in tails.iter().enumerate() {
+        grid[r * l..r * l + tail.len()].copy_from_slice(&tvd[offset..offset + tail.len()]);
+        mask[r * l..r * l + tail.len()].fill(1.0);
+        offset += tail.len();
+    }
+    let wc = WeightConfig { tau: c.tau, beta: c.beta, eps: c.eps, variant: c.variant, floor: c.floor };
+    let w = ops::pgpo_weights(&Tensor::from_slice(&grid, &[b, l], dev)?, &Tensor::from_slice(&mask, &[b, l], dev)?, &wc)?.to_vec()?;
+    let mut out = Vec::with_capacity(tvd.len());
+    for (r, tail) in tails.iter().enumerate() {
+        let row = &grid[r * l..r * l + tail.len()];
+        let degenerate = row.iter().all(|&x| x.to_bits() == row[0].to_bits());
+        if degenerate && c.degenerate == Degenerate::Zero {
+            out.extend(std::iter::repeat_n(0.0, tail.len()));
+        } else {
+            out.extend_from_slice(&w[r * l..r * l + tail.len()]);
+        }
+    }
+    Ok(out)
+}
+
+/// The frozen reference policy's log-probs of `tokens` at the rows that predict them (the
+/// model at the start of RL; for the loss's k3 KL term). `kl_dual` of the logits with
+/// themselves gives them in one pass, without an [N, V] log-softmax.
+fn reference_logp(reference: &crate::model::Weights, config: &crate::model::ModelConfig, inputs: &crate::model::ModelInputs, rows: &[u32], tokens: &[u32], c: &RlConfig) -> Result<Vec<f32>> {
+    let tape = Tape::new();
+    let pv = ParamVars::frozen(&tape, reference);
+    let logits = forward(&pv, config, inputs, &ForwardOptions { keep: Keep::Rows(rows.to_vec()), blind: None })?;
+    ops::kl_dual(logits.value(), logits.value(), tokens, KlOptions { temperature: c.temperature, d_clamp: c.d_clamp })?.logp_clean.to_vec()
 }
 
 /// TVD mean, sparsity (the share of tokens below a tenth of their response's largest TVD),

@@ -43,6 +43,11 @@ pub struct Summary {
 /// Samples per held-out prompt for the final avg@k (the paper reports avg@8; `pgpo eval --k`).
 pub const AVG_K: usize = 4;
 
+/// AdamW's settings in RL (a checkpoint inside RL restores only the moments).
+fn rl_optimizer(rl: &super::config::RlConfig) -> AdamWConfig {
+    AdamWConfig { lr: rl.lr, weight_decay: rl.weight_decay, max_grad_norm: Some(rl.max_grad_norm), ..Default::default() }
+}
+
 pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
     let root = cfg.run_dir().join("checkpoints");
     let resumable = if cfg.resume { Trainer::resume(cfg.clone())? } else { None };
@@ -66,6 +71,10 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
             (t, None)
         }
     };
+    // The resolved configuration (presets applied), shown and kept beside the run.
+    let resolved = t.cfg.to_toml()?;
+    on(Event::Note(format!("configuration (presets applied; also in {}):\n{}", t.run_dir.join("config.toml").display(), resolved.trim_end())));
+    crate::io::atomic(&t.run_dir.join("config.toml"), |tmp| Ok(std::fs::write(tmp, &resolved)?))?;
     // Before the first step: refuse a configuration that cannot fit the device.
     let memory = t.memory_estimate()?;
     on(Event::Note(memory.describe()));
@@ -118,9 +127,21 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
         }
     }
 
+    let reference_dir = t.run_dir.join("reference");
     if !in_rl {
-        t.opt = AdamW::new(t.weights.tensors(), AdamWConfig { lr: rl.lr, weight_decay: rl.weight_decay, max_grad_norm: Some(rl.max_grad_norm), ..Default::default() })?;
+        t.opt = AdamW::new(t.weights.tensors(), rl_optimizer(&rl))?;
         at.step = 0;
+        if rl.kl_coef > 0.0 {
+            // The loss's reference policy is the model as RL starts, kept for a resume.
+            t.weights.save(&reference_dir)?;
+            t.reference = Some(t.weights.clone());
+        }
+    } else {
+        // A checkpoint inside RL restores AdamW's moments; its settings are RL's.
+        t.opt.config = rl_optimizer(&rl);
+        if rl.kl_coef > 0.0 && !done {
+            t.reference = Some(crate::model::Weights::load(&reference_dir, &t.device)?);
+        }
     }
     if !done {
         on(Event::Phase { name: "rl", steps: rl.steps });

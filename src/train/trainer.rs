@@ -36,6 +36,9 @@ pub struct Trainer {
     pub metrics: Metrics,
     /// Non-finite steps in a row.
     pub bad_steps: usize,
+    /// The frozen reference policy of the loss's KL term (the model at the start of RL), held
+    /// only when `rl.kl_coef > 0`.
+    pub reference: Option<Weights>,
     /// A fault every following step injects, until cleared: for the fault-handling tests and
     /// for drills on a real run. `None` in normal training.
     pub fault: Option<Fault>,
@@ -74,6 +77,28 @@ pub struct ResumePoint {
 pub struct StepStats {
     pub fields: Vec<(&'static str, f64)>,
     pub applied: bool,
+    /// An RL step's inputs to the loss, for tests and drills (`None` for SFT and skipped steps).
+    pub trace: Option<StepTrace>,
+}
+
+/// What an RL step fed its loss, per kept response (in order) and per response token (the
+/// responses concatenated).
+#[derive(Clone, Debug, Default)]
+pub struct StepTrace {
+    /// Every rollout's reward (G per prompt, in prompt order) and the indices of those kept
+    /// by dynamic sampling (the rest of the fields cover only these).
+    pub rewards: Vec<f32>,
+    pub kept: Vec<usize>,
+    /// (index of the prompt among the step's prompts, response tokens).
+    pub responses: Vec<(usize, Vec<u32>)>,
+    /// Each response's group advantage.
+    pub seq_adv: Vec<f32>,
+    /// The visual dependency that drives the weights (k3 or the exact KL), from the rollout policy.
+    pub tvd: Vec<f32>,
+    /// PGPO's weights from `tvd` (1 for the algorithms without token weights).
+    pub weights: Vec<f32>,
+    /// The token advantages of the last update that saw each token.
+    pub token_adv: Vec<f32>,
 }
 
 impl StepStats {
@@ -103,7 +128,7 @@ impl Trainer {
         let mut metrics = Metrics::open(&run_dir.join("metrics.jsonl"))?;
         metrics.timings = cfg.log_timings;
         let rng = Rng::new(cfg.seed ^ 0xA5A5);
-        Ok(Trainer { cfg, device, weights, processor, model_dir, source, eval_items, cursor: 0, rng, opt, run_dir, metrics, bad_steps: 0, fault: None })
+        Ok(Trainer { cfg, device, weights, processor, model_dir, source, eval_items, cursor: 0, rng, opt, run_dir, metrics, bad_steps: 0, reference: None, fault: None })
     }
 
     /// Continues the run of `cfg` from its newest complete checkpoint: weights, optimizer,
@@ -177,6 +202,11 @@ impl Trainer {
         Ok(super::memory::estimate(&self.cfg, &self.weights.config, params, n))
     }
 
+    /// What scoring the visual dependency needs besides the weights.
+    pub fn scoring(&self) -> super::visual_dependency::Scoring<'_> {
+        super::visual_dependency::Scoring { config: &self.weights.config, device: &self.device, pad_id: self.processor.pad_id, hide_markers: self.cfg.rl.hide_markers, d_clamp: self.cfg.rl.d_clamp }
+    }
+
     /// The next `n` training items (cycling through the data).
     pub fn next_items(&mut self, n: usize) -> Result<Vec<Item>> {
         let mut out = Vec::with_capacity(n);
@@ -192,6 +222,22 @@ impl Trainer {
     /// `checkpoint.max_bad_steps` in a row the run stops with an error naming the step and
     /// the first non-finite tensor. Returns the gradient norm and whether the step applied.
     pub fn apply(&mut self, pv: &ParamVars, grads: &Grads, lr: f32, step: usize) -> Result<(f64, bool)> {
+        match self.try_apply(pv, grads, lr)? {
+            Ok(norm) => {
+                self.bad_steps = 0;
+                Ok((norm, true))
+            }
+            Err((norm, what)) => {
+                self.skip_bad_step(step, what)?;
+                Ok((norm, false))
+            }
+        }
+    }
+
+    /// AdamW on every parameter the loss reached, when the gradients are finite: `Ok(norm)`.
+    /// Otherwise nothing changes and the norm comes back with what was not finite, for the
+    /// caller to count once per step (`skip_bad_step`).
+    pub fn try_apply(&mut self, pv: &ParamVars, grads: &Grads, lr: f32) -> Result<std::result::Result<f64, (f64, String)>> {
         let mut by_name: std::collections::HashMap<String, Tensor> = pv.gradients(grads).into_iter().collect();
         if let Some(Fault::Gradient(name)) = &self.fault
             && let Some(g) = by_name.get_mut(name)
@@ -212,18 +258,15 @@ impl Trainer {
         let norm = AdamW::grad_norm(&refs)?;
         if !norm.is_finite() {
             let first = || self.weights.names().iter().zip(&list).find(|(_, g)| crate::ops::sum_squares(g).map_or(true, |s| !s.is_finite())).map(|(n, _)| n.clone()).unwrap_or_default();
-            let what = format!("the gradient norm is {norm}; the first non-finite tensor is the gradient of `{}`", first());
-            self.skip_bad_step(step, what)?;
-            return Ok((norm, false));
+            return Ok(Err((norm, format!("the gradient norm is {norm}; the first non-finite tensor is the gradient of `{}`", first()))));
         }
-        self.bad_steps = 0;
         self.opt.config.lr = lr;
         let (new, norm) = self.opt.step(self.weights.tensors(), &refs)?;
         let names = self.weights.names().to_vec();
         for (name, t) in names.iter().zip(new) {
             self.weights.set(name, t)?;
         }
-        Ok((norm, true))
+        Ok(Ok(norm))
     }
 
     /// Counts a skipped non-finite step; the `checkpoint.max_bad_steps`-th in a row is an error
@@ -282,7 +325,7 @@ impl Trainer {
                 (f64::NAN, false)
             }
         };
-        Ok(StepStats { fields: vec![("loss", value), ("grad_norm", norm), ("skipped", if applied { 0.0 } else { 1.0 })], applied })
+        Ok(StepStats { fields: vec![("loss", value), ("grad_norm", norm), ("skipped", if applied { 0.0 } else { 1.0 })], applied, trace: None })
     }
 
     /// Reward of a response to `answer`.

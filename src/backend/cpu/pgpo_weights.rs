@@ -3,7 +3,8 @@
 use rayon::prelude::*;
 
 /// Which form of the weights (the paper's, and variants reported for the authors' code).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Variant {
     /// Threshold tau on the normalised score, mass conservation.
     Paper,

@@ -1,0 +1,111 @@
+//! The token visual dependency of responses, as the trainer scores it: the clean and the blind
+//! logits of every response token from two teacher-forced passes (no grad; the blind pass hides
+//! the image tokens from attention and skips the vision tower), and `kl_dual` of the two (k3
+//! and the exact KL). `pgpo tvd` runs this same code, so it can be checked against transformers.
+
+use super::batch;
+use crate::device::Device;
+use crate::error::Result;
+use crate::model::processor::Prompt;
+use crate::model::rope_index::rope_index;
+use crate::model::{extend, forward_cached, Blind, ForwardOptions, Keep, KvCache, ModelConfig, ParamVars};
+use crate::ops::{self, KlDual, KlOptions};
+use crate::tensor::Tensor;
+use std::time::Instant;
+
+/// What scoring needs besides the weights.
+pub struct Scoring<'a> {
+    pub config: &'a ModelConfig,
+    pub device: &'a Device,
+    /// Fills the left padding of the prompts and the right padding of the responses.
+    pub pad_id: u32,
+    /// Also hide `<|vision_start|>`/`<|vision_end|>` in the blind pass.
+    pub hide_markers: bool,
+    /// Clamp of d = logp_blind - logp_clean in k3.
+    pub d_clamp: f32,
+}
+
+/// The scores and the seconds of the clean pass and of the blind pass with `kl_dual`.
+pub struct Scored {
+    pub kl: KlDual,
+    pub time_clean: f64,
+    pub time_blind: f64,
+}
+
+/// Distinct prompts (by `Prompt::same_as`) and the index of each prompt among them.
+pub fn distinct<'p>(prompts: &[&'p Prompt]) -> (Vec<&'p Prompt>, Vec<usize>) {
+    let mut unique: Vec<&Prompt> = Vec::new();
+    let of = prompts
+        .iter()
+        .map(|p| match unique.iter().position(|u| u.same_as(p)) {
+            Some(i) => i,
+            None => {
+                unique.push(p);
+                unique.len() - 1
+            }
+        })
+        .collect();
+    (unique, of)
+}
+
+/// Scores `tails[r]`, the response to `prompts[r]`: per response token (all responses
+/// concatenated), the log-probs of the token with and without the image, k3 and the exact KL.
+///
+/// Responses to the same prompt share its prefix: each pass runs each distinct prompt once
+/// into a KV cache (the vision tower too, in the clean pass), copies that cache to the
+/// prompt's responses, and scores all response tokens in one extension of it. The logits equal
+/// separate full passes (tests/train_run.rs checks both against each other, on prompts that
+/// share their ids but not their image).
+pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails: &[&[u32]], temperature: f32) -> Result<Scored> {
+    let (config, dev) = (s.config, s.device);
+    let (unique, of) = distinct(prompts);
+    let no_tail: Vec<&[u32]> = vec![&[]; unique.len()];
+    let packed = batch::pack(config, &unique, &no_tail, s.pad_id, dev)?;
+    let x = &packed.inputs;
+    let index = rope_index(x, config.image_token_id, config.vision.spatial_merge_size)?;
+    let next = index.next_positions(x.batch, x.seq);
+    // Tails right-padded to l; the logits of tail token k (k >= 1) come from the extension's
+    // row k - 1, those of token 0 from the prompt's last position.
+    let l = tails.iter().map(|t| t.len()).max().unwrap_or(0);
+    let b = tails.len();
+    let (mut ids, mut mask, mut positions) = (vec![s.pad_id; b * l], vec![false; b * l], vec![0f32; 3 * b * l]);
+    let (mut rows, mut order) = (Vec::new(), Vec::new());
+    for (r, tail) in tails.iter().enumerate() {
+        for (k, &tok) in tail.iter().enumerate() {
+            ids[r * l + k] = tok;
+            mask[r * l + k] = true;
+            for a in 0..3 {
+                positions[(a * b + r) * l + k] = (next[of[r]] + k as i64) as f32;
+            }
+            // Rows of [the prompts' last-position logits; extension rows]. Token k >= 1 is
+            // predicted by the row of token k - 1, the last one pushed.
+            order.push(if k == 0 { of[r] as u32 } else { (unique.len() + rows.len() - 1) as u32 });
+            if k + 1 < tail.len() {
+                rows.push((r * l + k) as u32);
+            }
+        }
+    }
+    let pass = |blind: Option<Blind>| -> Result<Tensor> {
+        let mut cache = KvCache::new(&config.text, unique.len(), x.seq + l, dev)?;
+        let first = forward_cached(pv, config, x, &ForwardOptions { keep: Keep::Last, blind }, Some(&mut cache))?;
+        cache.retain(&of)?;
+        let first = first.value().clone();
+        let all = if rows.is_empty() {
+            first
+        } else {
+            let rest = extend(pv, config, &ids, &mask, &positions, l, &mut cache, Some(&rows))?;
+            ops::concat(&[&first, rest.value()], 0)?
+        };
+        ops::gather(&all, &order)
+    };
+    let tokens: Vec<u32> = tails.concat();
+    let clock = Instant::now();
+    let clean = pass(None)?;
+    clean.device().synchronize()?;
+    let time_clean = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    let blind = pass(Some(Blind { hide_markers: s.hide_markers }))?;
+    let kl = ops::kl_dual(&clean, &blind, &tokens, KlOptions { temperature, d_clamp: s.d_clamp })?;
+    kl.k3.device().synchronize()?;
+    Ok(Scored { kl, time_clean, time_blind: clock.elapsed().as_secs_f64() })
+}
