@@ -17,6 +17,12 @@ Run from the repository root:
         a few PNG and JPEG images of odd sizes, and for each image the output of transformers'
         Qwen2_5_VLProcessor (PIL backend) on a templated one-turn prompt (main() also writes them).
 
+    /opt/oracle/bin/python scripts/make_hf_fixtures.py --tvd
+        Rewrites only the `pgpo tvd` fixtures (tvd_shared_prompt*.safetensors) from the base
+        checkpoint: three prompt + response rows, two of which share their prompt ids (and
+        response) but not their image, with transformers' clean and blind logits (main() also
+        writes them).
+
     /opt/oracle/bin/python scripts/make_hf_fixtures.py --verify-saved DIR --case CASE
         Loads the checkpoint in DIR with transformers, runs CASE's clean forward and exits 0
         when max |Δlogits| over valid positions is <= 1e-4 against the stored logits
@@ -618,6 +624,62 @@ def verify_saved(ckpt_dir, case):
     return ok
 
 
+# ----------------------------------------------------------------------------- pgpo tvd
+
+def make_tvd():
+    """Rows 0 and 1 are the same question and response about two different images (equal
+    ids, different pixels): a scorer that shares the prompt by ids alone scores row 1 with
+    row 0's image. Row 2 is another prompt of another length (left padding). Saves the batch
+    with response_mask and transformers' clean logits, blind logits (image pads masked) and
+    blind logits with the markers masked too; and each row alone as an input file."""
+    model = load_hf(OUT / "base")
+    g = torch.Generator().manual_seed(21)
+    text = lambda n: torch.randint(TEXT_LO, TEXT_HI, (n,), generator=g).tolist()
+    image = lambda h, w: [VISION_START] + [IMAGE_PAD] * (h * w // 4) + [VISION_END]
+    shared_prompt, shared_response = text(5) + image(4, 6) + text(4), text(6)
+    rows = [(shared_prompt, shared_response, (1, 4, 6)),
+            (shared_prompt, shared_response, (1, 4, 6)),
+            (text(3) + image(6, 4) + text(7), text(9), (1, 6, 4))]
+    dim = patch_dim(model.config)
+    pixels = [torch.rand((t * h * w, dim), generator=g) * 3.0 - 1.5 for _, _, (t, h, w) in rows]
+    assert not torch.equal(pixels[0], pixels[1])
+
+    def batch(rs, px):
+        B, T = len(rs), max(len(p) + len(r) for p, r, _ in rs)
+        ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        response = torch.zeros((B, T), dtype=torch.long)
+        for b, (p, r, _) in enumerate(rs):
+            seq = p + r
+            ids[b, T - len(seq):] = torch.tensor(seq)
+            mask[b, T - len(seq):] = 1
+            response[b, T - len(r):] = 1
+        return dict(input_ids=ids, attention_mask=mask, response_mask=response,
+                    mm_token_type_ids=(ids == IMAGE_PAD).long(),
+                    pixel_values=torch.cat(px), image_grid_thw=torch.tensor([list(grid) for _, _, grid in rs]))
+
+    inp = batch(rows, pixels)
+    ids, mask = inp["input_ids"], inp["attention_mask"]
+    with torch.no_grad():
+        pos = rope_positions(model, inp)
+        clean = clean_forward(model, inp, pos).logits
+        blind_mask = mask * (ids != IMAGE_PAD)
+        blind = model(input_ids=ids, attention_mask=blind_mask, position_ids=pos).logits
+        marker_mask = blind_mask * (ids != VISION_START) * (ids != VISION_END)
+        blind_marker = model(input_ids=ids, attention_mask=marker_mask, position_ids=pos).logits
+    # The signal: rows 0 and 1 differ only in the image, and their clean logits differ.
+    effect = (clean[0] - clean[1])[inp["response_mask"][0].bool()].abs().max().item()
+    assert effect > 1e-3, f"the two images give the same logits ({effect})"
+    out = {k: v for k, v in inp.items() if k != "mm_token_type_ids"}
+    out.update(logits=clean, blind_logits=blind, blind_marker_logits=blind_marker)
+    save_file({k: v.contiguous() for k, v in out.items()}, OUT / "tvd_shared_prompt.safetensors", metadata={"format": "pt"})
+    for r in range(len(rows)):
+        one = batch(rows[r:r + 1], pixels[r:r + 1])
+        one.pop("mm_token_type_ids")
+        save_file({k: v.contiguous() for k, v in one.items()}, OUT / f"tvd_shared_prompt_row{r}.safetensors", metadata={"format": "pt"})
+    print(f"tvd: batch {list(ids.shape)}, rows 0 and 1 share ids; clean logits differ by up to {effect:.4f}")
+
+
 # ----------------------------------------------------------------------------- main
 
 def main():
@@ -660,6 +722,7 @@ def main():
     ok = all(verify_saved(OUT / spec["checkpoint"], spec["case"]) for spec in CASES)
     make_generations()
     make_processor()
+    make_tvd()
 
     for case, s in stats.items():
         print(f"{case:14s} logits std {s['std']:.3f}  max|logit| {s['max']:.3f}  loss {s['loss']:.4f}")
@@ -676,6 +739,7 @@ if __name__ == "__main__":
     parser.add_argument("--case", help="case name (with --verify-saved)")
     parser.add_argument("--generation", action="store_true", help="rewrite only the generation fixtures")
     parser.add_argument("--processor", action="store_true", help="rewrite only the processor fixtures")
+    parser.add_argument("--tvd", action="store_true", help="rewrite only the pgpo tvd fixtures")
     args = parser.parse_args()
     parser_done = False
     if args.generation:
@@ -683,6 +747,9 @@ if __name__ == "__main__":
         parser_done = True
     if args.processor:
         make_processor()
+        parser_done = True
+    if args.tvd:
+        make_tvd()
         parser_done = True
     if parser_done:
         sys.exit(0)

@@ -15,6 +15,8 @@ mod info_cmd;
 mod train_cmd;
 #[path = "pgpo/rl_cmds.rs"]
 mod rl_cmds;
+#[path = "pgpo/tvd_cmd.rs"]
+mod tvd_cmd;
 
 use clap::{Parser, Subcommand};
 use pgpo::Device;
@@ -122,6 +124,33 @@ enum Command {
         /// Also compute the loss for IN's labels and every parameter's gradient.
         #[arg(long)]
         labels: bool,
+    },
+    /// The token visual dependency of responses, by the trainer's own scoring (a prompt's
+    /// responses share its prefix). IN holds what `forward` takes (input_ids, attention_mask
+    /// with left padding, pixel_values, image_grid_thw) and response_mask I64[B, T], 1 on the
+    /// response tokens that end each row (the prompt is everything before). OUT gets k3, kl,
+    /// logp_clean and logp_blind F32[B, T]: at each response token, k3 and the exact
+    /// KL(p_clean || p_blind) of the distributions that predict it (and the token's two
+    /// log-probs); 0 elsewhere.
+    Tvd {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long = "inputs")]
+        input: std::path::PathBuf,
+        #[arg(long = "out")]
+        output: std::path::PathBuf,
+        /// auto, cpu, wgpu or cuda.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Both distributions are of logits / T.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Also hide <|vision_start|> and <|vision_end|> in the blind pass.
+        #[arg(long)]
+        hide_markers: bool,
+        /// Clamp of d = logp_blind - logp_clean in k3.
+        #[arg(long, default_value_t = 20.0)]
+        d_clamp: f32,
     },
     /// Generate with a Qwen2.5-VL checkpoint. With --image/--prompt: answer a question about
     /// an image (the checkpoint's tokenizer, template and image processor), streamed to
@@ -295,6 +324,12 @@ fn main() -> ExitCode {
                 _ => Err(pgpo::Error::input("prompt", "give --image and --prompt, or --inputs and --out")),
             })
         }
+        Command::Tvd { model, input, output, backend, temperature, hide_markers, d_clamp } => Device::parse(&backend)
+            .and_then(|device| tvd_cmd::tvd_cmd(&tvd_cmd::TvdArgs { model: &model, input: &input, output: &output, device, temperature, hide_markers, d_clamp }))
+            .map(|n| {
+                println!("scored {n} response tokens; wrote {}", output.display());
+                true
+            }),
         Command::Eval { checkpoint, k, config, overrides } => train_cmd::eval(&checkpoint, k, config.as_deref(), &overrides),
         Command::Compare { algos, seeds, config, overrides } => train_cmd::compare(&algos, seeds, config.as_deref(), &overrides),
         Command::Train { config, backend, resume, mut overrides } => {

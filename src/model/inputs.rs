@@ -38,6 +38,11 @@ pub(crate) fn image_runs(ids: &[u32], mask: &[bool], image_token: u32) -> Vec<(u
     runs
 }
 
+/// How many images a sequence of valid tokens holds: one per run of image-pad tokens.
+pub fn count_images(ids: &[u32], image_token: u32) -> usize {
+    image_runs(ids, &vec![true; ids.len()], image_token).len()
+}
+
 impl ModelInputs {
     /// Checks every input against the config: ids inside the vocabulary, a mask of the
     /// ids' shape holding 0 or 1, patches of the config's width whose count matches the
