@@ -31,14 +31,6 @@ fn expected(image: &str) -> Expected {
     Expected { ids: f.i64("input_ids", 2).unwrap().1, pixels: f.f32("pixel_values", 2).unwrap().1, grid: f.i64("image_grid_thw", 2).unwrap().1 }
 }
 
-/// (max, mean) allowed |d| after normalisation: one 8-bit level, the bound. PIL's
-/// resampler is reproduced bit for bit and the JPEG decoder (`model::jpeg`) is bit-exact with
-/// Pillow's libjpeg-turbo, so both PNG and JPEG are seen to match exactly; the bound is the
-/// contract, not the observation.
-fn tolerance(_image: &str) -> (f32, f32) {
-    (0.03, 0.002)
-}
-
 /// (max, mean) |a - b|.
 fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
     assert_eq!(a.len(), b.len());
@@ -46,8 +38,16 @@ fn diff(a: &[f32], b: &[f32]) -> (f32, f32) {
     (d.iter().cloned().fold(0.0, f32::max), d.iter().sum::<f32>() / d.len() as f32)
 }
 
+/// Bit-for-bit equality, as the README states: PIL's resampler is reproduced exactly and the
+/// JPEG decoder is bit-exact with Pillow's libjpeg-turbo. Catches any rounding difference,
+/// which a one-level tolerance would let through.
+fn assert_identical(image: &str, got: &[f32], want: &[f32]) {
+    let (max, mean) = diff(got, want);
+    assert!(got.len() == want.len() && got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "{image}: pixel values differ (max |d| {max}, mean {mean})");
+}
+
 #[test]
-fn pixels_and_grids_match_the_pil_processor_within_one_level() {
+fn pixels_and_grids_equal_the_pil_processor_to_the_last_bit() {
     let cfg = ImageProcessorConfig::load(&dir()).unwrap();
     assert_eq!((cfg.min_pixels, cfg.max_pixels), (28 * 28 * 4, 28 * 28 * 16));
     for (image, _) in cases() {
@@ -55,10 +55,7 @@ fn pixels_and_grids_match_the_pil_processor_within_one_level() {
         let got = preprocess(&load_image(&dir().join(&image)).unwrap(), &cfg).unwrap();
         let grid: Vec<i64> = got.grid.iter().map(|&g| g as i64).collect();
         assert_eq!(grid, want.grid, "{image}: grid");
-        let (max, mean) = diff(&got.pixels, &want.pixels);
-        println!("{image}: grid {grid:?}, pixel values max |d| {max:.4}, mean |d| {mean:.5}");
-        let (tol_max, tol_mean) = tolerance(&image);
-        assert!(max <= tol_max && mean <= tol_mean, "{image}: max {max} mean {mean}");
+        assert_identical(&image, &got.pixels, &want.pixels);
     }
 }
 
@@ -165,9 +162,7 @@ fn pgpo_preprocess_writes_what_the_processor_gives() {
         let want = expected(&image);
         assert_eq!(f.i64("input_ids", 2).unwrap().1, want.ids, "{image}");
         assert_eq!(f.i64("image_grid_thw", 2).unwrap().1, want.grid, "{image}");
-        let (max, mean) = diff(&f.f32("pixel_values", 2).unwrap().1, &want.pixels);
-        let (tol_max, tol_mean) = tolerance(&image);
-        assert!(max <= tol_max && mean <= tol_mean, "{image}: max {max} mean {mean}");
+        assert_identical(&image, &f.f32("pixel_values", 2).unwrap().1, &want.pixels);
     }
     let bad = Command::new(env!("CARGO_BIN_EXE_pgpo"))
         .args(["preprocess", "--model"])

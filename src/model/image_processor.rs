@@ -245,15 +245,13 @@ pub fn preprocess(img: &RgbImage, c: &ImageProcessorConfig) -> Result<Patches> {
         return Err(Error::input("image", format!("{w}x{h} is not a multiple of patch_size x merge_size = {unit} (do_resize is false)")));
     }
     let rgb = resize_bicubic(&img.data, img.width, img.height, w, h);
+    // In transformers' order and precision, so the values are equal to the last bit: the
+    // rescale in f64 rounded to f32, then (x - mean) / std in f32 with f32 mean and std.
+    let (mean, std) = (c.image_mean.map(|m| m as f32), c.image_std.map(|s| s as f32));
     let value = |y: usize, x: usize, ch: usize| -> f32 {
-        let mut v = f64::from(rgb[(y * w + x) * 3 + ch]);
-        if c.do_rescale {
-            v *= c.rescale_factor;
-        }
-        if c.do_normalize {
-            v = (v - c.image_mean[ch]) / c.image_std[ch];
-        }
-        v as f32
+        let byte = rgb[(y * w + x) * 3 + ch];
+        let v = if c.do_rescale { (f64::from(byte) * c.rescale_factor) as f32 } else { f32::from(byte) };
+        if c.do_normalize { (v - mean[ch]) / std[ch] } else { v }
     };
     let (p, m, tp) = (c.patch_size, c.merge_size, c.temporal_patch_size);
     let (gh, gw) = (h / p, w / p);
