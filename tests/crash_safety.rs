@@ -237,16 +237,20 @@ fn a_corrupt_newest_checkpoint_is_passed_over_by_name_for_the_one_before() {
 struct SmallDisk(PathBuf);
 
 impl SmallDisk {
-    /// None (with a line saying why) where mounting is not permitted (not root).
+    /// None (with a line saying why) where mounting is not permitted (not root); a failure
+    /// instead when PGPO_REQUIRE_TMPFS=1 (CI sets it, so the case cannot silently skip there).
     fn mount(tag: &str, mb: usize) -> Option<SmallDisk> {
         let dir = out_dir(tag);
         std::fs::create_dir_all(&dir).unwrap();
-        let o = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"]).arg(&dir).output().ok()?;
-        if !o.status.success() {
-            println!("skipping the real full-disk case: cannot mount a tmpfs here ({})", String::from_utf8_lossy(&o.stderr).trim());
-            return None;
-        }
-        Some(SmallDisk(dir))
+        let required = std::env::var("PGPO_REQUIRE_TMPFS").as_deref() == Ok("1");
+        let why = match Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"]).arg(&dir).output() {
+            Ok(o) if o.status.success() => return Some(SmallDisk(dir)),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => format!("mount cannot run: {e}"),
+        };
+        assert!(!required, "PGPO_REQUIRE_TMPFS=1 but a tmpfs cannot be mounted here ({why})");
+        println!("skipping the real full-disk case: cannot mount a tmpfs here ({why})");
+        None
     }
 
     fn grow(&self, mb: usize) {

@@ -34,7 +34,7 @@ fn an_empty_row_gets_zero_pgpo_weights_and_the_others_keep_their_totals() {
     let tvd = rng.vec(b * l, 0.0, 2.0);
     // Row 0 has 5 tokens, row 1 none (an empty response), row 2 all 7.
     let mask: Vec<f32> = (0..b * l).map(|i| match i / l { 0 => f32::from(u8::from(i % l < 5)), 1 => 0.0, _ => 1.0 }).collect();
-    for kind in ["cpu", "wgpu", "cuda"] {
+    for kind in ["cpu", "wgpu", "cuda", "cuda-emu"] {
         let Some(dev) = common::backend(kind) else { continue };
         for variant in [Variant::Paper, Variant::Quantile, Variant::Floor] {
             let c = WeightConfig { tau: 0.5, beta: 1.0, eps: 1e-6, variant, floor: 0.1 };

@@ -48,7 +48,7 @@ fn check(name: &str, shapes: &[&[usize]], build: &Build, loss64: &Loss64) {
     for (i, (g, f)) in cpu.iter().zip(&fd).enumerate() {
         assert_close(g, f, 1e-4, 1e-3, &format!("{name}: input {i} on cpu vs finite differences"));
     }
-    for kind in ["wgpu", "cuda"] {
+    for kind in ["wgpu", "cuda", "cuda-emu"] {
         let Some(dev) = common::backend(kind) else { continue };
         let got = tape_grads(shapes, seed, build, &dev);
         for (i, (g, c)) in got.iter().zip(&cpu).enumerate() {

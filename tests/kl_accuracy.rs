@@ -1,5 +1,7 @@
 //! Accuracy of the PGPO numerics in f32 against f64: k3 and expm1 (the reference-KL term
-//! of policy_loss and its gradient) to 1e-5 relative for |d| from 1e-6 to 20, and the exact
+//! of policy_loss and its gradient) to 1e-5 relative for |d| from 1e-6 to 20 (kl_dual's k3
+//! against d from f64 log-probs of its logits: 1e-5 relative plus what 4 f32 ulps of the
+//! log-probs move it), and the exact
 //! KL of kl_dual to 1e-3 relative wherever KL >= 1e-9, on rows that differ by a shift plus
 //! noise of scale 1e-5 to 1, at Qwen's vocabulary. Every backend present runs the same test.
 
@@ -52,7 +54,7 @@ fn k3_rows() -> (Vec<f32>, Vec<f32>) {
     (clean, blind)
 }
 
-fn kl_dual_k3_holds_1e_5_relative(dev: &Device) {
+fn kl_dual_k3_holds_1e_5_relative_up_to_f32_log_probs(dev: &Device) {
     let (clean, blind) = k3_rows();
     let n = clean.len() / 2;
     let o = ops::kl_dual(
@@ -62,16 +64,31 @@ fn kl_dual_k3_holds_1e_5_relative(dev: &Device) {
         KlOptions { temperature: 1.0, d_clamp: 30.0 },
     )
     .unwrap();
-    let (lc, lb, k3) = (o.logp_clean.to_vec().unwrap(), o.logp_blind.to_vec().unwrap(), o.k3.to_vec().unwrap());
+    let k3 = o.k3.to_vec().unwrap();
+    // d from f64 log-probs of the logits as given (token 0 of two), not from the kernel's own
+    // log-prob outputs: a kernel whose d loses digits (a difference of two rounded f32
+    // log-probs) fails here at small |d|.
+    let logp0 = |row: &[f32]| {
+        let (a, b) = (f64::from(row[0]), f64::from(row[1]));
+        let m = a.max(b);
+        a - (m + ((a - m).exp() + (b - m).exp()).ln())
+    };
+    // What f32 log-probs allow: k3 within 1e-5 relative plus what an error of 4 f32 ulps of
+    // the larger log-prob in d moves it (|dk3/dd| = |expm1(d)|). Above |d| ~ 1e-3 that is the
+    // 1e-5 relative target; at d = 1e-6 (k3 = 5e-13) about 10 %.
+    let ulp = |x: f64| 2f64.powi(x.abs().log2().floor() as i32 - 23);
     let mut smallest = f64::INFINITY;
     for i in 0..n {
-        // The kernel's own d, from its own log-probs (the same f32 subtraction).
-        let d = f64::from(lb[i] - lc[i]);
+        let (lb, lc) = (logp0(&blind[2 * i..2 * i + 2]), logp0(&clean[2 * i..2 * i + 2]));
+        let d = lb - lc;
         if d == 0.0 {
             continue;
         }
         smallest = smallest.min(d.abs());
-        assert_rel(k3[i], k3_f64(d), 1e-5, &format!("{} kl_dual k3 at d = {d:e}", dev.name()));
+        let want = k3_f64(d);
+        let bound = 1e-5 * want + d.exp_m1().abs() * 4.0 * ulp(lb.abs().max(lc.abs()));
+        let err = (f64::from(k3[i]) - want).abs();
+        assert!(err <= bound, "{} kl_dual k3 at d = {d:e}: {} vs {want:e} (|err| {err:e} > {bound:e})", dev.name(), k3[i]);
     }
     assert!(smallest < 1e-5, "the rows did not reach small |d| (smallest {smallest:e})");
 }
@@ -165,4 +182,4 @@ macro_rules! on_backends {
     };
 }
 
-on_backends!(kl_dual_k3_holds_1e_5_relative, policy_loss_kl_term_and_gradient_hold_1e_5_relative, exact_kl_holds_1e_3_relative_down_to_1e_9);
+on_backends!(kl_dual_k3_holds_1e_5_relative_up_to_f32_log_probs, policy_loss_kl_term_and_gradient_hold_1e_5_relative, exact_kl_holds_1e_3_relative_down_to_1e_9);

@@ -117,7 +117,7 @@ fn kl_dual_matches_the_float64_torch_oracle_on_every_backend() {
     let (shape, clean) = input.f32("clean", 2).unwrap();
     let (_, blind) = input.f32("blind", 2).unwrap();
     let tokens: Vec<u32> = input.i64("tokens", 1).unwrap().1.iter().map(|&t| t as u32).collect();
-    for kind in ["cpu", "wgpu", "cuda"] {
+    for kind in ["cpu", "wgpu", "cuda", "cuda-emu"] {
         let Some(dev) = common::backend(kind) else { continue };
         let up = |v: &[f32]| Tensor::from_slice(v, &shape, &dev).unwrap();
         let o = ops::kl_dual(&up(&clean), &up(&blind), &tokens, KlOptions { temperature: 0.7, d_clamp: 20.0 }).unwrap();
@@ -138,6 +138,21 @@ fn temp(name: &str) -> PathBuf {
 #[test]
 fn policy_loss_cli_matches_torch_autograd_in_every_aggregation_mode() {
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy_in.safetensors");
+    // The signal: tokens that reach the dual clip (negative advantage, ratio above 3), so a
+    // loss without it, or with it applied to the wrong side, differs from the oracle's.
+    let f = TensorFile::open(&input).unwrap();
+    let (shape, logits) = f.f32("logits", 2).unwrap();
+    let (tokens, old, adv, mask) = (f.i64("tokens", 1).unwrap().1, f.f32("old_logp", 1).unwrap().1, f.f32("adv", 1).unwrap().1, f.f32("mask", 1).unwrap().1);
+    let v = shape[1];
+    let dual = (0..shape[0])
+        .filter(|&i| {
+            let row: Vec<f64> = logits[i * v..(i + 1) * v].iter().map(|&x| f64::from(x)).collect();
+            let lse = pgpo::check::reference::logsumexp(&row);
+            let ratio = (row[tokens[i] as usize] - lse - f64::from(old[i])).exp();
+            mask[i] > 0.0 && adv[i] < 0.0 && ratio > 3.0
+        })
+        .count();
+    assert!(dual >= 3, "only {dual} tokens reach the dual clip");
     for agg in ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] {
         let out = temp(&format!("policy-{agg}.safetensors"));
         let status = std::process::Command::new(pgpo_bin())

@@ -1,12 +1,13 @@
 """Oracle fixtures for pgpo's PGPO-core tests, computed in float64 with PyTorch (CPU).
 
-Run from the repository root:  python tests/oracles/make_fixtures.py
+Run from the repository root:  /opt/oracle/bin/python tests/oracles/make_fixtures.py
 Needs: pip install torch safetensors numpy. Writes tests/fixtures/*.safetensors.
 
 - kl_*:      both log-probs of the sampled token, the exact full-vocabulary
              KL(p_clean || p_blind) and k3, at temperature 0.7.
 - policy_*:  the clipped policy loss (clip 0.2/0.28, dual clip 3.0) for each aggregation
-             mode, and its gradient with respect to the logits by autograd.
+             mode, and its gradient with respect to the logits by autograd; three tokens
+             reach the dual clip (negative advantage, ratio 5).
 - rope_*:    Qwen2.5-VL's M-RoPE and vision 2-D rotary cos/sin tables, following
              transformers' modeling_qwen2_5_vl (split/cat by mrope_section * 2; rot_pos_emb).
 - adv_*:     GRPO advantages, k3 dependency, PGPO weights (tau 0.4, beta 2) and token
@@ -48,6 +49,11 @@ def policy_fixture():
     logp0 = torch.log_softmax(logits.to(f64), -1).gather(1, tokens[:, None])[:, 0]
     old = (logp0 - (torch.rand(n, dtype=f64) * 1.17 - 0.7)).float()
     adv = (torch.randn(n, dtype=f64) * 1.5).float()
+    # Three tokens reach the dual clip: a negative advantage and a ratio of 5 (> 3). Set
+    # without drawing, so the fixtures after this one keep their random values.
+    dual = [0, 5, 9]
+    old[dual] = (logp0[dual] - torch.log(torch.tensor(5.0, dtype=f64))).float()
+    adv[dual] = -adv[dual].abs() - 0.5
     mask = torch.ones(n)
     mask[[3, 7]] = 0.0
     seq = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
