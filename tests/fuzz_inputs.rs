@@ -9,7 +9,7 @@
 //! Regression tests for what the fuzzing found are at the end, named after the finding.
 
 use pgpo::model::chat::Chat;
-use pgpo::model::image_processor::{decode_image, preprocess, ImageProcessorConfig};
+use pgpo::image::processor::{decode_image, preprocess, ImageProcessorConfig};
 use pgpo::model::{ModelConfig, Weights};
 use pgpo::rl::rewards::{equivalent, format_ok, last_boxed, reward, RewardConfig};
 use pgpo::rng::Rng;

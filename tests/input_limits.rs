@@ -2,7 +2,7 @@
 //! user input reaches found (each panicked, aborted or asked for terabytes before its fix).
 //! Each test is named after its finding.
 
-use pgpo::model::image_processor::ImageProcessorConfig;
+use pgpo::image::processor::ImageProcessorConfig;
 use pgpo::model::{ModelConfig, ModelInputs};
 use pgpo::rl::rewards::{equivalent, reward, RewardConfig};
 use pgpo::train::TrainConfig;

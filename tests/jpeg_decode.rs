@@ -6,7 +6,7 @@
 //! restart markers (intact and damaged), 4:4:0 and other integer sampling ratios, Adobe RGB
 //! and sizes down to 1x1. The files under refused/ must give an error, never a panic.
 
-use pgpo::model::image_processor::decode_image;
+use pgpo::image::processor::decode_image;
 use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
 

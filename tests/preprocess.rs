@@ -6,7 +6,7 @@
 
 use pgpo::io::TensorFile;
 use pgpo::model::chat::Chat;
-use pgpo::model::image_processor::{decode_image, load_image, preprocess, ImageProcessorConfig};
+use pgpo::image::processor::{decode_image, load_image, preprocess, ImageProcessorConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 //! does (chat_template.jinja, chat_template.json, then tokenizer_config.json); a checkpoint
 //! without one gets the Qwen2-VL template.
 
-use super::json_fields;
+use crate::json_fields;
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
 use std::path::Path;

@@ -7,7 +7,7 @@
 //! the vision rope theta) take transformers' defaults.
 
 use crate::error::{Error, Result};
-use super::json_fields::Fields;
+use crate::json_fields::Fields;
 use serde_json::Value;
 use std::path::Path;
 

@@ -4,9 +4,9 @@
 
 use super::chat::{Chat, IMAGE_PAD};
 use super::config::ModelConfig;
-use super::image_processor::{preprocess, ImageProcessorConfig, RgbImage};
+use crate::image::processor::{preprocess, ImageProcessorConfig, RgbImage};
 use super::inputs::ModelInputs;
-use super::json_fields::{read_object, Fields};
+use crate::json_fields::{read_object, Fields};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

@@ -19,7 +19,7 @@ pub struct Item {
 }
 
 /// Builds items: the templated prompt and the tokenized target response of each example.
-pub fn item(p: &Processor, image: &crate::model::image_processor::RgbImage, question: &str, answer: &str, response: &str, grounded: Option<std::ops::Range<usize>>) -> Result<Item> {
+pub fn item(p: &Processor, image: &crate::image::processor::RgbImage, question: &str, answer: &str, response: &str, grounded: Option<std::ops::Range<usize>>) -> Result<Item> {
     let prompt = p.prompt(std::slice::from_ref(image), question)?;
     let (mut target, offsets) = p.chat.encode_with_offsets(response)?;
     let mut target_grounded: Vec<bool> = offsets.iter().map(|&(a, b)| grounded.as_ref().is_some_and(|g| a < g.end && b > g.start)).collect();

@@ -7,7 +7,7 @@ use super::batch::{self, Item};
 use super::config::DataConfig;
 use super::synthetic;
 use crate::error::{Error, Result};
-use crate::model::image_processor::{load_image, RgbImage};
+use crate::image::processor::{load_image, RgbImage};
 use crate::model::processor::Processor;
 use std::path::{Path, PathBuf};
 

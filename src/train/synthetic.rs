@@ -5,7 +5,7 @@
 //! so its template tokens are text-predictable and its answer tokens are the visually
 //! grounded ones: each example says which characters those are, to check TVD against.
 
-use crate::model::image_processor::RgbImage;
+use crate::image::processor::RgbImage;
 use crate::rng::Rng;
 
 pub const COLOURS: [(&str, [u8; 3]); 4] = [("red", [220, 40, 40]), ("green", [40, 170, 60]), ("blue", [40, 80, 220]), ("yellow", [230, 200, 30])];

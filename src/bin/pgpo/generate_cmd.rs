@@ -5,7 +5,7 @@
 use pgpo::autograd::Tape;
 use pgpo::io::{write_arrays, Data};
 use pgpo::model::chat::Chat;
-use pgpo::model::image_processor::load_image;
+use pgpo::image::processor::load_image;
 use pgpo::model::input_file::read_inputs;
 use pgpo::model::processor::Processor;
 use pgpo::model::{generate, GenerateOptions, ModelConfig, ParamVars, Sampling, Weights};

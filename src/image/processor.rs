@@ -6,7 +6,7 @@
 //! and normalise; repeat the frame to temporal_patch_size; cut [N, C * T * P * P] patches in
 //! the processor's order (2 x 2 merge blocks row-major, patches row-major within each).
 
-use super::json_fields::{self, Fields};
+use crate::json_fields::{self, Fields};
 use super::resample::resize_bicubic;
 use crate::error::{Error, Result};
 use image::metadata::Orientation;

@@ -35,7 +35,7 @@ use output::{Output, Space};
 use progressive::{CoefBits, Progressive};
 
 /// PIL's decompression-bomb limit (twice `Image.MAX_IMAGE_PIXELS`), the same as
-/// `image_processor::MAX_IMAGE_PIXELS`: larger images are refused before anything is allocated.
+/// `image::processor::MAX_IMAGE_PIXELS`: larger images are refused before anything is allocated.
 pub const MAX_PIXELS: u64 = 178_956_970;
 
 /// More scans than any encoder writes; a bound on the work a hostile file can ask for
