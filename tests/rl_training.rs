@@ -266,3 +266,20 @@ fn a_run_resumed_inside_rl_with_weight_decay_and_kl_matches_the_uninterrupted_on
     let w = |d: &Path| std::fs::read(d.join("checkpoints/rl-final/model.safetensors")).unwrap();
     assert!(w(&a.run_dir) == w(&resumed.run_dir), "final weights differ");
 }
+
+/// `rl.tvd_policy = "current"` recomputes the dependency with the current weights before each
+/// mini-batch after the first update, so the second epoch's token advantages move away from
+/// the rollout's; with "rollout" they stay adv x the rollout weights. Catches: the option
+/// ignored either way.
+#[test]
+fn tvd_from_the_current_policy_is_recomputed_after_an_update() {
+    use pgpo::train::rl_options::TvdPolicy;
+    for policy in [TvdPolicy::Rollout, TvdPolicy::Current] {
+        let mut c = cfg(&format!("tvd-policy-{policy:?}"), Algo::Pgpo);
+        (c.rl.epochs, c.rl.tvd_policy, c.rl.lr) = (2, policy, 1e-3);
+        let mut t = Trainer::new(c).unwrap();
+        let trace = step(&mut t);
+        let moved = spans(&trace).into_iter().enumerate().any(|(r, span)| span.into_iter().any(|i| !close(trace.token_adv[i], f64::from(trace.seq_adv[r]) * f64::from(trace.weights[i]))));
+        assert_eq!(moved, policy == TvdPolicy::Current, "{policy:?}: the last update's token advantages moved from the rollout's: {moved}");
+    }
+}
