@@ -24,6 +24,7 @@ fn bad_values_are_errors_naming_the_field() {
         ("[rl]\nunknown_knob = 3", "unknown_knob"),
         ("[rl]\nsteps = \"ten\"", "steps"),
         ("nmae = \"typo\"", "nmae"),
+        ("backend = \"gpu\"", "backend"),
     ] {
         let err = TrainConfig::parse(text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("t.toml") && err.contains(field), "{text:?}: {err}");

@@ -209,7 +209,7 @@ enum Command {
     },
     /// SFT warm-up then GRPO/DAPO/PGPO on the synthetic task (or JSONL data, or a published
     /// checkpoint), from a TOML config (every field optional; see TrainConfig) with
-    /// `--set key=value` overrides, e.g. `--set rl.algo='"grpo"' --set rl.steps=10`.
+    /// `--set key=value` overrides, e.g. `--set rl.algo=grpo --set rl.steps=10` (a value that is not TOML is a string).
     Train {
         #[arg(long)]
         config: Option<std::path::PathBuf>,
@@ -225,9 +225,12 @@ enum Command {
     /// Each algorithm on the same budget and seeds (one shared SFT per seed), then a table
     /// (markdown) and a chart (SVG) of held-out accuracy, TVD and gradient variance.
     Compare {
+        /// Algorithms, each with its preset: grpo, dapo, pgpo, dr_grpo, gspo. Each is paired
+        /// against dapo (when it runs) seed by seed.
         #[arg(long, default_value = "grpo,dapo,pgpo")]
         algos: String,
-        #[arg(long, default_value_t = 3)]
+        /// Seeds (each with its own SFT start); the paired intervals need at least 2.
+        #[arg(long, default_value_t = 5)]
         seeds: usize,
         #[arg(long)]
         config: Option<std::path::PathBuf>,

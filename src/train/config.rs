@@ -345,6 +345,10 @@ impl TrainConfig {
         if r.group < 2 {
             return Err(bad(file, "rl.group", format!("G must be at least 2 for a group method, got {}", r.group)));
         }
+        let b = self.backend.as_str();
+        if !(["auto", "cpu", "wgpu", "cuda", "cuda-emu"].contains(&b) || b.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok())) {
+            return Err(bad(file, "backend", format!("is {b:?}; choose one of auto, cpu, wgpu, cuda, cuda:N, cuda-emu")));
+        }
         if r.importance == Importance::Sequence && r.loss_agg != LossAgg::SeqMeanTokenMean {
             return Err(bad(file, "rl.loss_agg", format!("is {:?}, but GSPO's sequence ratio (rl.importance = \"sequence\") is defined with seq-mean-token-mean only", r.loss_agg)));
         }
