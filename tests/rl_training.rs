@@ -283,3 +283,24 @@ fn tvd_from_the_current_policy_is_recomputed_after_an_update() {
         assert_eq!(moved, policy == TvdPolicy::Current, "{policy:?}: the last update's token advantages moved from the rollout's: {moved}");
     }
 }
+
+/// A degenerate response (every token with the same dependency) gets uniform weights by
+/// default and zeros with `rl.degenerate = "zero"`; the other responses keep the spec's
+/// weights either way. Catches: the option ignored, and zeroing a response that is not
+/// degenerate.
+#[test]
+fn a_degenerate_response_gets_uniform_or_zero_weights_as_configured() {
+    use pgpo::train::rl_options::Degenerate;
+    use pgpo::train::rl_step::token_weights;
+    let tails: [&[u32]; 2] = [&[5, 6, 7, 8], &[9, 10, 11]];
+    let tvd = [0.3f32, 0.3, 0.3, 0.3, 0.0, 0.5, 2.0];
+    let want: Vec<f64> = pgpo_response(&[0.0, 0.5, 2.0], &[true; 3], 0.4, 2.0, 1e-8, "paper", 0.1);
+    for (mode, first) in [(Degenerate::Uniform, 1.0), (Degenerate::Zero, 0.0)] {
+        let c = RlConfig { degenerate: mode, ..RlConfig::preset(Algo::Pgpo) };
+        let w = token_weights(&c, &tvd, &tails, &pgpo::Device::Cpu).unwrap();
+        assert_eq!(&w[..4], &[first; 4], "{mode:?}: the degenerate response");
+        for (k, &x) in w[4..].iter().enumerate() {
+            assert!(close(x, want[k]), "{mode:?}: token {k} of the other response: {x} vs {}", want[k]);
+        }
+    }
+}

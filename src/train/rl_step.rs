@@ -245,7 +245,7 @@ fn tvd_values(kl: &ops::KlDual, which: TvdEstimate) -> Result<Vec<f32>> {
 /// PGPO's weight of each response token (responses concatenated) from its dependency `tvd`,
 /// by the `pgpo_weights` kernel on the device; a degenerate response (every score equal)
 /// gets the kernel's uniform weights, or zeros with `rl.degenerate = "zero"`.
-fn token_weights(c: &RlConfig, tvd: &[f32], tails: &[&[u32]], dev: &crate::device::Device) -> Result<Vec<f32>> {
+pub fn token_weights(c: &RlConfig, tvd: &[f32], tails: &[&[u32]], dev: &crate::device::Device) -> Result<Vec<f32>> {
     let (b, l) = (tails.len(), tails.iter().map(|t| t.len()).max().unwrap_or(0));
     let (mut grid, mut mask) = (vec![0f32; b * l], vec![0f32; b * l]);
     let mut offset = 0;
