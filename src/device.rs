@@ -75,6 +75,12 @@ impl Device {
         Device::Cpu
     }
 
+    /// Whether `name` is one `parse` accepts (auto, cpu, wgpu, cuda, cuda:N, cuda-emu), without
+    /// opening a device: for checking a config when it is read.
+    pub fn is_backend_name(name: &str) -> bool {
+        ["auto", "cpu", "wgpu", "cuda", "cuda-emu"].contains(&name) || name.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok())
+    }
+
     /// Parses `auto|cpu|wgpu|cuda|cuda:N|cuda-emu`, as given to `--backend`.
     pub fn parse(name: &str) -> Result<Device> {
         match name {

@@ -346,7 +346,7 @@ impl TrainConfig {
             return Err(bad(file, "rl.group", format!("G must be at least 2 for a group method, got {}", r.group)));
         }
         let b = self.backend.as_str();
-        if !(["auto", "cpu", "wgpu", "cuda", "cuda-emu"].contains(&b) || b.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok())) {
+        if !crate::device::Device::is_backend_name(b) {
             return Err(bad(file, "backend", format!("is {b:?}; choose one of auto, cpu, wgpu, cuda, cuda:N, cuda-emu")));
         }
         if r.importance == Importance::Sequence && r.loss_agg != LossAgg::SeqMeanTokenMean {
