@@ -16,11 +16,66 @@ pub enum Storage {
     Emu(crate::backend::cuda_emu::EmuBuffer),
 }
 
+/// A buffer and its size, counted in the process's live and peak tensor bytes while it lives
+/// (see `memory`): what `pgpo bench` reports as a row's `peak_bytes`.
+pub(crate) struct Tracked {
+    storage: Storage,
+    bytes: usize,
+}
+
+impl Tracked {
+    fn new(storage: Storage, elements: usize) -> Arc<Tracked> {
+        let bytes = elements * 4;
+        memory::allocated(bytes);
+        Arc::new(Tracked { storage, bytes })
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        memory::freed(self.bytes);
+    }
+}
+
+/// Bytes held by live tensors of every device, and their high-water mark.
+pub mod memory {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn allocated(bytes: usize) {
+        let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(super) fn freed(bytes: usize) {
+        LIVE.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of tensors alive now.
+    pub fn live() -> usize {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new high-water mark at the live bytes; returns them.
+    pub fn reset_peak() -> usize {
+        let now = LIVE.load(Ordering::Relaxed);
+        PEAK.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// The most bytes alive at once since the last `reset_peak`.
+    pub fn peak() -> usize {
+        PEAK.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
     device: Device,
-    storage: Arc<Storage>,
+    storage: Arc<Tracked>,
     /// The CPU buffer as bf16 bit patterns when every value is exactly a bf16 (see
     /// `bf16_exact`), made on first use and shared, like the buffer, by clones and reshapes.
     bf16: Arc<OnceLock<Option<Box<[u16]>>>>,
@@ -54,7 +109,7 @@ impl Tensor {
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu(d) => Storage::Emu(d.upload(&data)),
         };
-        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage), bf16: Arc::default() })
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Tracked::new(storage, numel(shape)), bf16: Arc::default() })
     }
 
     pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
@@ -91,18 +146,18 @@ impl Tensor {
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu(d) => Storage::Emu(d.alloc(n)),
         };
-        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Arc::new(storage), bf16: Arc::default() })
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Tracked::new(storage, numel(shape)), bf16: Arc::default() })
     }
 
     /// Wraps a CPU result computed by a CPU kernel.
     pub(crate) fn from_cpu(data: Vec<f32>, shape: &[usize]) -> Tensor {
         debug_assert_eq!(data.len(), numel(shape));
-        Tensor { shape: shape.to_vec(), device: Device::Cpu, storage: Arc::new(Storage::Cpu(data)), bf16: Arc::default() }
+        Tensor { shape: shape.to_vec(), device: Device::Cpu, storage: Tracked::new(Storage::Cpu(data), numel(shape)), bf16: Arc::default() }
     }
 
     /// Downloads to host memory, waiting for pending work.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        match &*self.storage {
+        match &self.storage.storage {
             Storage::Cpu(v) => Ok(v.clone()),
             #[cfg(feature = "wgpu")]
             Storage::Wgpu(b) => match &self.device {
@@ -159,12 +214,12 @@ impl Tensor {
     }
 
     pub fn storage(&self) -> &Storage {
-        &self.storage
+        &self.storage.storage
     }
 
     /// The host data when the tensor lives on the CPU.
     pub fn as_cpu(&self) -> Option<&[f32]> {
-        match &*self.storage {
+        match &self.storage.storage {
             Storage::Cpu(v) => Some(v),
             #[allow(unreachable_patterns)]
             _ => None,
@@ -189,7 +244,7 @@ impl Tensor {
     pub(crate) fn cpu_mut(&mut self) -> Option<&mut [f32]> {
         // The values may change: a bf16 copy made of the old ones must go.
         self.bf16 = Arc::default();
-        match Arc::get_mut(&mut self.storage)? {
+        match &mut Arc::get_mut(&mut self.storage)?.storage {
             Storage::Cpu(v) => Some(v),
             #[allow(unreachable_patterns)]
             _ => None,

@@ -1,7 +1,8 @@
 //! Numerical faults in training. A step whose loss or gradient is not finite is skipped and
 //! logged, never applied (every parameter keeps its bits); after `checkpoint.max_bad_steps`
 //! such steps in a row the run stops with an error naming the step and the first non-finite
-//! tensor. Faults are injected into the logits, into one gradient, and into a weight.
+//! tensor. Faults are injected into the forward's output (the logits in SFT, the final hidden
+//! states in RL), into one gradient, and into a weight.
 
 use pgpo::train::rl_step::rl_step;
 use pgpo::train::trainer::{Fault, StepStats, Trainer};
@@ -42,7 +43,7 @@ fn two_skips_then_stop(t: &mut Trainer, step: impl Fn(&mut Trainer, usize) -> pg
 #[test]
 fn nan_logits_in_sft_are_skipped_and_the_third_in_a_row_stops_naming_the_logits() {
     let mut t = trainer("sft-logits");
-    t.fault = Some(Fault::Logits);
+    t.fault = Some(Fault::Output);
     let err = two_skips_then_stop(&mut t, |t, k| t.sft_step(k));
     assert!(err.contains("SFT loss is NaN") && err.contains("first non-finite tensor is the logits"), "{err}");
 }
@@ -63,7 +64,7 @@ fn a_nan_gradient_in_sft_is_skipped_and_the_stop_names_that_gradient() {
 #[test]
 fn a_good_step_resets_the_count_of_bad_steps() {
     let mut t = trainer("reset");
-    for (k, fault) in [Some(Fault::Logits), Some(Fault::Logits), None, Some(Fault::Logits), Some(Fault::Logits)].into_iter().enumerate() {
+    for (k, fault) in [Some(Fault::Output), Some(Fault::Output), None, Some(Fault::Output), Some(Fault::Output)].into_iter().enumerate() {
         let injected = fault.is_some();
         t.fault = fault;
         let s = t.sft_step(k + 1).unwrap();
@@ -73,11 +74,12 @@ fn a_good_step_resets_the_count_of_bad_steps() {
 }
 
 #[test]
-fn nan_logits_and_a_nan_gradient_in_rl_are_skipped_and_stop_the_run() {
-    let mut t = trainer("rl-logits");
-    t.fault = Some(Fault::Logits);
+fn nan_hidden_states_and_a_nan_gradient_in_rl_are_skipped_and_stop_the_run() {
+    // The fused loss never forms logits: the fault goes into the final hidden states it reads.
+    let mut t = trainer("rl-hidden");
+    t.fault = Some(Fault::Output);
     let err = two_skips_then_stop(&mut t, rl_step);
-    assert!(err.contains("policy loss is NaN") && err.contains("the logits"), "{err}");
+    assert!(err.contains("policy loss is NaN") && err.contains("the final hidden states"), "{err}");
 
     let mut t = trainer("rl-grad");
     t.fault = Some(Fault::Gradient("model.norm.weight".into()));
@@ -107,7 +109,7 @@ fn a_bad_rl_step_counts_once_however_many_mini_batches_it_skips() {
     let mut t = trainer("rl-once");
     // 2 prompts x G = 2 in mini-batches of 1: four mini-batches.
     t.cfg.rl.mini_batch = 1;
-    t.fault = Some(Fault::Logits);
+    t.fault = Some(Fault::Output);
     let s = rl_step(&mut t, 1).unwrap();
     assert_eq!((s.get("minibatches_applied"), s.get("minibatches_skipped")), (0.0, 4.0), "{:?}", s.fields);
     assert_skipped(&s, "all four mini-batches");

@@ -252,3 +252,24 @@ pub fn policy_loss(logits: &Var, x: &k::TokenInputs, c: &k::LossConfig) -> Resul
     );
     Ok((v, out))
 }
+
+/// `policy_loss_linear` on the tape: the scalar loss from the final hidden states and the LM
+/// head; the gradients of whichever of the two is tracked are formed in the forward's chunks
+/// (the logits are gone by the backward) and scaled by the incoming gradient.
+pub fn policy_loss_linear(hidden: &Var, head: &Var, x: &k::TokenInputs, c: &k::LossConfig, chunking: k::Chunking) -> Result<(Var, k::PolicyLossLinear)> {
+    let recording = hidden.tape.is_recording();
+    let grads = k::LinearGrads { hidden: recording && hidden.tracked, head: recording && head.tracked };
+    let out = k::policy_loss_linear(&hidden.value, &head.value, x, c, grads, chunking)?;
+    let loss = Tensor::from_slice(&[out.out.loss as f32], &[1], hidden.value.device())?;
+    let (dh, dw) = (out.dhidden.clone(), out.dhead.clone());
+    let v = hidden.tape.record(
+        loss,
+        &[hidden, head],
+        Box::new(move |g| {
+            let s = g.to_vec()?[0];
+            let scaled = |d: &Option<Tensor>| d.as_ref().map(|d| if s == 1.0 { Ok(d.clone()) } else { k::scale(d, s) }).transpose();
+            Ok(vec![scaled(&dh)?, scaled(&dw)?])
+        }),
+    );
+    Ok((v, out))
+}

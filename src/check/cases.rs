@@ -416,6 +416,7 @@ pub fn all() -> Vec<KernelCheck> {
     ];
     checks.extend(super::transformer::all());
     checks.extend(super::rl::all());
+    checks.extend(super::linear::all());
     let nonfinite = super::nonfinite::all(&checks);
     checks.extend(nonfinite);
     checks

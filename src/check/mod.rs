@@ -6,6 +6,7 @@
 //! element a kernel skips fails; non-finite references match by class.
 
 mod cases;
+mod linear;
 mod nonfinite;
 pub mod reference;
 mod rl;

@@ -13,9 +13,9 @@ use crate::tensor::Tensor;
 
 /// [66000, 3] takes the folded grid (more workgroups than one axis holds).
 const KL: &[&[usize]] = &[&[1, 1], &[3, 7], &[5, 1000], &[2, 5000], &[70, 300], &[66000, 3]];
-const TEMP: f32 = 0.7;
+pub(super) const TEMP: f32 = 0.7;
 /// Small enough that the rows built to exceed it reach the clamp.
-const D_CLAMP: f32 = 4.0;
+pub(super) const D_CLAMP: f32 = 4.0;
 
 pub(super) fn kl_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (n, v) = (s[0], s[1]);
@@ -98,9 +98,15 @@ pub(super) fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     let (n, v) = (s[0], s[1]);
     let logits = rng.vec(n * v, -3.0, 3.0);
     let tokens: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
+    let per = policy_token_inputs(&f64s(&logits), &tokens, v, rng);
+    Inputs { f: vec![logits, per], ids: tokens }
+}
+
+/// Per token (old_logp, adv, weight, ref_logp), packed, for the given logits [N, V].
+pub(super) fn policy_token_inputs(logits: &[f64], tokens: &[u32], v: usize, rng: &mut Rng) -> Vec<f32> {
     let mut per = Vec::new();
     for (i, &t) in tokens.iter().enumerate() {
-        let row: Vec<f64> = logits[i * v..(i + 1) * v].iter().map(|&x| f64::from(x) / POLICY_TEMP).collect();
+        let row: Vec<f64> = logits[i * v..(i + 1) * v].iter().map(|&x| x / POLICY_TEMP).collect();
         let logp = row[t as usize] - r::logsumexp(&row);
         // Ratios from 0.5 to 1.6 (inside and outside both clip bounds); every fifth token
         // from 3.3 to 12 with a negative advantage, where the dual clip decides.
@@ -112,10 +118,10 @@ pub(super) fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
         let weight = if i % 4 == 3 { 0.0 } else { rng.range(0.1, 1.0) };
         per.extend([old, adv, weight, logp as f32 + rng.range(-0.5, 0.5)]);
     }
-    Inputs { f: vec![logits, per], ids: tokens }
+    per
 }
 
-fn policy_config(kl: bool) -> LossConfig {
+pub(super) fn policy_config(kl: bool) -> LossConfig {
     LossConfig {
         clip_low: CLIP_LOW as f32,
         clip_high: CLIP_HIGH as f32,
@@ -153,14 +159,19 @@ fn policy_token_ref(row: &[f64], t: usize, p: &[f32], kl: bool) -> (f64, f64, f6
 
 /// The loss in f64, and its gradient by central differences row by row (a token's loss
 /// depends only on its own row of logits).
-fn policy_ref(s: &[usize], x: &Inputs, kl: bool) -> Vec<Vec<f64>> {
-    let (n, v) = (s[0], s[1]);
+pub(super) fn policy_ref(s: &[usize], x: &Inputs, kl: bool) -> Vec<Vec<f64>> {
+    policy_ref_on(&f64s(&x.f[0]), &x.f[1], &x.ids, s[1], kl)
+}
+
+/// `policy_ref` from logits [N, V] in f64 and the packed per-token inputs.
+pub(super) fn policy_ref_on(logits: &[f64], per: &[f32], ids: &[u32], v: usize, kl: bool) -> Vec<Vec<f64>> {
+    let n = ids.len();
     let mut cols: [Vec<f64>; 5] = Default::default();
     let (mut total, mut counted, mut clipped, mut approx_kl, mut entropy) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for i in 0..n {
-        let p = &x.f[1][i * 4..i * 4 + 4];
-        let (t, weight) = (x.ids[i] as usize, f64::from(p[2]));
-        let row = f64s(&x.f[0][i * v..(i + 1) * v]);
+        let p = &per[i * 4..i * 4 + 4];
+        let (t, weight) = (ids[i] as usize, f64::from(p[2]));
+        let row = logits[i * v..(i + 1) * v].to_vec();
         let (loss, logp, ent, clip) = policy_token_ref(&row, t, p, kl);
         let grad = r::finite_difference(|xs| vec![weight * policy_token_ref(&xs[0], t, p, kl).0], &[row], &[1.0], &[0]);
         cols[0].extend(&grad[0]);

@@ -46,9 +46,20 @@ pub fn forward(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardO
     forward_cached(pv, c, x, opts, None)
 }
 
+/// The final hidden states [rows, H] (after the final norm) of the positions `opts.keep`
+/// selects, for the fused-linear losses that apply the LM head (`lm_head`) chunk by chunk.
+pub fn forward_hidden(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions) -> Result<Var> {
+    forward_cached_hidden(pv, c, x, opts, None)
+}
+
 /// The prompt's forward that also fills `cache` (empty, of x's batch) with every layer's keys
 /// and values: generation's prefill.
-pub fn forward_cached(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions, mut cache: Option<&mut KvCache>) -> Result<Var> {
+pub fn forward_cached(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions, cache: Option<&mut KvCache>) -> Result<Var> {
+    ag::linear(&forward_cached_hidden(pv, c, x, opts, cache)?, lm_head(pv, c)?, None)
+}
+
+/// [`forward_cached`] up to the final hidden states.
+pub fn forward_cached_hidden(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &ForwardOptions, mut cache: Option<&mut KvCache>) -> Result<Var> {
     let (b, t) = (x.batch, x.seq);
     let tc = &c.text;
     let index = rope_index(x, c.image_token_id, c.vision.spatial_merge_size)?;
@@ -101,7 +112,7 @@ pub fn forward_cached(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, opts: &F
         }
         Keep::Last => Some((0..b).map(|i| (i * t + t - 1) as u32).collect()),
     };
-    head(&h, pv, c, rows.as_deref())
+    final_hidden(&h, pv, c, rows.as_deref())
 }
 
 /// One generation step: the next token of each sequence in `cache` (`ids` [B]) at its 3-D
@@ -118,6 +129,12 @@ pub fn decode_step(pv: &ParamVars, c: &ModelConfig, ids: &[u32], positions: &[f3
 /// after a shared prompt prefix uses it; a decode step is the case t = 1.
 #[allow(clippy::too_many_arguments)]
 pub fn extend(pv: &ParamVars, c: &ModelConfig, ids: &[u32], mask: &[bool], positions: &[f32], t: usize, cache: &mut KvCache, rows: Option<&[u32]>) -> Result<Var> {
+    ag::linear(&extend_hidden(pv, c, ids, mask, positions, t, cache, rows)?, lm_head(pv, c)?, None)
+}
+
+/// [`extend`] up to the final hidden states.
+#[allow(clippy::too_many_arguments)]
+pub fn extend_hidden(pv: &ParamVars, c: &ModelConfig, ids: &[u32], mask: &[bool], positions: &[f32], t: usize, cache: &mut KvCache, rows: Option<&[u32]>) -> Result<Var> {
     let b = cache.batch();
     if t == 0 || ids.len() != b * t || mask.len() != b * t || positions.len() != 3 * b * t {
         return Err(Error::shape("extend", format!("{} ids, {} mask entries and {} positions for {b} sequences of {t} tokens", ids.len(), mask.len(), positions.len())));
@@ -128,7 +145,7 @@ pub fn extend(pv: &ParamVars, c: &ModelConfig, ids: &[u32], mask: &[bool], posit
     let attention = cache.begin(t, mask)?;
     let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
     let h = layers(ag::embedding(embed, ids)?, pv, tc, &cx, Some(cache))?;
-    head(&h, pv, c, rows)
+    final_hidden(&h, pv, c, rows)
 }
 
 fn layers(mut h: Var, pv: &ParamVars, tc: &TextConfig, cx: &Context, mut cache: Option<&mut KvCache>) -> Result<Var> {
@@ -141,15 +158,18 @@ fn layers(mut h: Var, pv: &ParamVars, tc: &TextConfig, cx: &Context, mut cache: 
     Ok(h)
 }
 
-/// The final norm and the LM head, at the given rows of h (all rows when None).
-fn head(h: &Var, pv: &ParamVars, c: &ModelConfig, rows: Option<&[u32]>) -> Result<Var> {
+/// The final norm, at the given rows of h (all rows when None).
+fn final_hidden(h: &Var, pv: &ParamVars, c: &ModelConfig, rows: Option<&[u32]>) -> Result<Var> {
     let h = ag::rms_norm(h, pv.get("model.norm.weight")?, c.text.rms_norm_eps as f32)?;
-    let h = match rows {
-        Some(rows) => ag::embedding(&h, rows)?,
-        None => h,
-    };
-    let weight = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-    ag::linear(&h, pv.get(weight)?, None)
+    match rows {
+        Some(rows) => ag::embedding(&h, rows),
+        None => Ok(h),
+    }
+}
+
+/// The LM head [V, H]: the embedding table when the two are tied.
+pub fn lm_head<'p>(pv: &'p ParamVars, c: &ModelConfig) -> Result<&'p Var> {
+    pv.get(if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" })
 }
 
 /// transformers' causal-LM loss from logits of every position [B * T, V]: the mean

@@ -18,7 +18,7 @@ pub mod vision;
 pub mod weights;
 
 pub use config::{ModelConfig, TextConfig, VisionConfig};
-pub use forward::{decode_step, extend, forward, forward_cached, lm_loss, Blind, ForwardOptions, Keep};
+pub use forward::{decode_step, extend, extend_hidden, forward, forward_cached, forward_cached_hidden, forward_hidden, lm_head, lm_loss, Blind, ForwardOptions, Keep};
 pub use kv_cache::KvCache;
 pub use generate::{generate, Completion, Generation, GenerateOptions, Sampling};
 pub use inputs::ModelInputs;

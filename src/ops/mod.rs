@@ -7,13 +7,16 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod kl_dual;
+pub mod kl_dual_linear;
 pub mod matmul;
 pub mod permute;
 pub mod pgpo_weights;
 pub mod policy_loss;
+pub mod policy_loss_linear;
 pub mod reduce;
 pub mod rms_norm;
 pub mod rope;
+pub mod row_chunks;
 pub mod softmax;
 
 pub use concat::{concat, slice, write_slice};
@@ -31,7 +34,10 @@ pub use kl_dual::{kl_dual, KlDual, KlOptions};
 pub use matmul::{matmul, Transpose};
 pub use permute::{permute, transpose};
 pub use pgpo_weights::{pgpo_weights, Variant, WeightConfig};
-pub use policy_loss::{policy_loss, LossConfig, PolicyLoss, TokenInputs};
+pub use policy_loss::{policy_loss, LossConfig, PolicyLoss, TokenInputs, TokenOutputs};
+pub use policy_loss_linear::{logp_linear, policy_loss_linear, LinearGrads, PolicyLossLinear};
+pub use kl_dual_linear::kl_dual_linear;
+pub use row_chunks::Chunking;
 pub use reduce::{row_max, row_sum};
 pub use softmax::{log_softmax, softmax};
 

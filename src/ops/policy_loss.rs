@@ -23,6 +23,34 @@ pub struct TokenInputs<'a> {
     pub ref_logp: Option<&'a [f32]>,
 }
 
+impl<'a> TokenInputs<'a> {
+    /// The inputs of tokens [start, start + len).
+    pub fn rows(&self, start: usize, len: usize) -> TokenInputs<'a> {
+        let r = start..start + len;
+        TokenInputs {
+            tokens: &self.tokens[r.clone()],
+            old_logp: &self.old_logp[r.clone()],
+            adv: &self.adv[r.clone()],
+            weight: &self.weight[r.clone()],
+            ref_logp: self.ref_logp.map(|x| &x[r]),
+        }
+    }
+}
+
+/// What the loss reports per token, and its aggregates over the weighted tokens.
+#[derive(Clone, Debug, Default)]
+pub struct TokenOutputs {
+    /// sum_t weight_t * loss_t.
+    pub loss: f64,
+    pub logp: Vec<f32>,
+    pub token_loss: Vec<f32>,
+    pub token_entropy: Vec<f32>,
+    pub token_clipped: Vec<f32>,
+    pub clip_frac: f64,
+    pub approx_kl: f64,
+    pub entropy: f64,
+}
+
 /// Results of one fused pass.
 #[derive(Clone, Debug)]
 pub struct PolicyLoss {
@@ -47,6 +75,23 @@ pub struct PolicyLoss {
 }
 
 pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<PolicyLoss> {
+    let (dlogits, tok_out) = policy_loss_rows(logits, x, c)?;
+    let t = summarize(x, &tok_out);
+    Ok(PolicyLoss {
+        loss: t.loss,
+        dlogits,
+        logp: t.logp,
+        token_loss: t.token_loss,
+        token_entropy: t.token_entropy,
+        token_clipped: t.token_clipped,
+        clip_frac: t.clip_frac,
+        approx_kl: t.approx_kl,
+        entropy: t.entropy,
+    })
+}
+
+/// The kernel's dlogits [N, V] and its packed per-token outputs [N, TOKEN_OUT] (host).
+pub(crate) fn policy_loss_rows(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<(Tensor, Vec<f32>)> {
     let n = x.tokens.len();
     if logits.rank() != 2 || logits.shape()[0] != n || logits.shape()[1] == 0 {
         return Err(Error::shape("policy_loss", format!("logits {:?} must be [N, V] with N = {n} tokens", logits.shape())));
@@ -108,6 +153,12 @@ pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<P
         })?;
         (d, o.to_vec()?)
     };
+    Ok((dlogits, tok_out))
+}
+
+/// Splits the packed per-token outputs of `tokens.len()` tokens (in order) and aggregates them.
+pub(crate) fn summarize(x: &TokenInputs, tok_out: &[f32]) -> TokenOutputs {
+    let n = x.tokens.len();
     let (mut loss, mut wsum, mut clipped, mut kl, mut ent) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let column = |k: usize| tok_out.iter().skip(k).step_by(TOKEN_OUT).copied().collect::<Vec<f32>>();
     let (token_loss, logp, token_entropy, token_clipped) = (column(0), column(1), column(2), column(3));
@@ -122,9 +173,8 @@ pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<P
         }
     }
     let mean = |s: f64| if wsum > 0.0 { s / wsum } else { 0.0 };
-    Ok(PolicyLoss {
+    TokenOutputs {
         loss,
-        dlogits,
         logp,
         token_loss,
         token_entropy,
@@ -132,5 +182,5 @@ pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<P
         clip_frac: mean(clipped),
         approx_kl: mean(kl),
         entropy: mean(ent),
-    })
+    }
 }

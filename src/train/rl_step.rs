@@ -1,19 +1,19 @@
 //! One reinforcement-learning step, top to bottom as the method reads: draw prompts, roll out
 //! G responses each (KV cache, no grad), score them, group advantages and DAPO's dynamic
-//! sampling, old log-probs from the rollout policy and blind logits from the blind pass (no
-//! vision encoder), TVD with `kl_dual`, PGPO token weights, then mini-batches of the fused
-//! policy loss and AdamW with clipping. Each phase is timed.
+//! sampling, old log-probs from the rollout policy and blind states from the blind pass (no
+//! vision encoder), TVD with `kl_dual_linear`, PGPO token weights, then mini-batches of the
+//! fused-linear policy loss (no [N, V] logits) and AdamW with clipping. Each phase is timed.
 
 use super::batch::{self, Item};
 use super::trainer::{StepStats, Trainer};
 use crate::autograd::{ops as ag, Tape};
 use crate::error::{Error, Result};
 use super::visual_dependency::visual_dependency;
-use crate::model::{forward, generate, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
+use crate::model::{forward_hidden, generate, lm_head, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
 use super::config::RlConfig;
 use super::rl_options::{Degenerate, FilterKey, Importance, TvdEstimate, TvdPolicy};
 use super::trainer::StepTrace;
-use crate::ops::{self, KlOptions, LossConfig, TokenInputs, WeightConfig};
+use crate::ops::{self, Chunking, LossConfig, TokenInputs, WeightConfig};
 use crate::rl::advantages::{dapo_keep, group_advantages};
 use crate::rl::policy::aggregation_weights;
 use crate::tensor::Tensor;
@@ -110,7 +110,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     }
 
     // 5. Old log-probs come from the rollout (the sampling policy at this temperature); the
-    // clean and blind logits of the same rows from two teacher-forced passes, no grad.
+    // clean and blind final hidden states of the same rows from two teacher-forced passes, no grad.
     // 6. Token visual dependency from both logit rows in one fused pass (`kl_dual`).
     let kept_prompts: Vec<_> = kept.iter().map(|&i| &items[rollouts[i].prompt].prompt).collect();
     let tails: Vec<&[u32]> = kept.iter().map(|&i| rollouts[i].tokens.as_slice()).collect();
@@ -175,12 +175,15 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             };
             let tape = Tape::new();
             let pv = ParamVars::new(&tape, &t.weights, |n| c.train_vision || !n.starts_with("visual."));
-            let logits = forward(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
-            let logits = t.inject_logits(logits)?;
+            // The final hidden states only: the fused loss applies the LM head chunk by
+            // chunk, so no [N, V] logits are ever held.
+            let hidden = forward_hidden(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
+            let hidden = t.inject_fault(hidden)?;
+            let head = lm_head(&pv, &config)?;
             if c.importance == Importance::Sequence {
                 // GSPO: every token's ratio is its response's length-normalised sequence
                 // ratio exp(mean(logp - old)), with the gradient of its own log-prob.
-                let now = ops::policy_loss(logits.value(), &TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: ref_logp.as_deref() }, &loss_cfg)?.logp;
+                let now = ops::logp_linear(hidden.value(), head.value(), &mb_tokens, c.temperature, Chunking::Auto)?;
                 for &r in mb {
                     let idx: Vec<usize> = mb_seq.iter().enumerate().filter(|(_, s)| **s == r as i64).map(|(i, _)| i).collect();
                     let mean = idx.iter().map(|&i| f64::from(now[i] - mb_old[i])).sum::<f64>() / idx.len() as f64;
@@ -190,7 +193,8 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                 }
             }
             let x = TokenInputs { tokens: &mb_tokens, old_logp: &mb_old, adv: &mb_adv, weight: &agg_w, ref_logp: ref_logp.as_deref() };
-            let (loss, out) = ag::policy_loss(&logits, &x, &loss_cfg)?;
+            let (loss, fused) = ag::policy_loss_linear(&hidden, head, &x, &loss_cfg, Chunking::Auto)?;
+            let out = fused.out;
             let outcome = if out.loss.is_finite() {
                 let grads = tape.backward(&loss)?;
                 if c.grad_variance {
@@ -202,7 +206,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                 }
                 t.try_apply(&pv, &grads, c.lr)?
             } else {
-                Err((f64::NAN, format!("the policy loss is {}; {}", out.loss, t.first_non_finite(Some(logits.value())))))
+                Err((f64::NAN, format!("the policy loss is {}; {}", out.loss, t.first_non_finite(Some(("the final hidden states", hidden.value()))))))
             };
             match outcome {
                 Ok(gn) => {
@@ -270,13 +274,12 @@ pub fn token_weights(c: &RlConfig, tvd: &[f32], tails: &[&[u32]], dev: &crate::d
 }
 
 /// The frozen reference policy's log-probs of `tokens` at the rows that predict them (the
-/// model at the start of RL; for the loss's k3 KL term). `kl_dual` of the logits with
-/// themselves gives them in one pass, without an [N, V] log-softmax.
+/// model at the start of RL; for the loss's k3 KL term), through the fused-linear head.
 fn reference_logp(reference: &crate::model::Weights, config: &crate::model::ModelConfig, inputs: &crate::model::ModelInputs, rows: &[u32], tokens: &[u32], c: &RlConfig) -> Result<Vec<f32>> {
     let tape = Tape::new();
     let pv = ParamVars::frozen(&tape, reference);
-    let logits = forward(&pv, config, inputs, &ForwardOptions { keep: Keep::Rows(rows.to_vec()), blind: None })?;
-    ops::kl_dual(logits.value(), logits.value(), tokens, KlOptions { temperature: c.temperature, d_clamp: c.d_clamp })?.logp_clean.to_vec()
+    let hidden = forward_hidden(&pv, config, inputs, &ForwardOptions { keep: Keep::Rows(rows.to_vec()), blind: None })?;
+    ops::logp_linear(hidden.value(), lm_head(&pv, config)?.value(), tokens, c.temperature, Chunking::Auto)
 }
 
 /// TVD mean, sparsity (the share of tokens below a tenth of their response's largest TVD),

@@ -47,8 +47,9 @@ pub struct Trainer {
 /// A numerical fault to inject (see `Trainer::fault`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// One logit of the training forward becomes NaN, so the loss does.
-    Logits,
+    /// One value of the training forward's output (the logits in SFT, the final hidden
+    /// states the fused RL loss reads) becomes NaN, so the loss does.
+    Output,
     /// One element of the named parameter's gradient becomes NaN (the loss stays finite).
     Gradient(String),
 }
@@ -279,25 +280,28 @@ impl Trainer {
         Ok(())
     }
 
-    /// The training forward's logits, with a NaN in one of them when `Fault::Logits` is set.
-    pub fn inject_logits(&self, logits: crate::autograd::Var) -> Result<crate::autograd::Var> {
-        if self.fault != Some(Fault::Logits) {
-            return Ok(logits);
+    /// The training forward's output, with a NaN in it when `Fault::Output` is set.
+    pub fn inject_fault(&self, out: crate::autograd::Var) -> Result<crate::autograd::Var> {
+        if self.fault != Some(Fault::Output) {
+            return Ok(out);
         }
-        let mut poison = vec![0f32; logits.value().numel()];
+        let mut poison = vec![0f32; out.value().numel()];
         poison[0] = f32::NAN;
-        let poison = logits.tape().constant(Tensor::from_vec(poison, logits.shape(), logits.value().device())?);
-        ag::add(&logits, &poison)
+        let poison = out.tape().constant(Tensor::from_vec(poison, out.shape(), out.value().device())?);
+        ag::add(&out, &poison)
     }
 
     /// Names the first non-finite tensor behind a non-finite loss: a parameter (in the
-    /// model's order) if one is, else the logits (when given).
-    pub fn first_non_finite(&self, logits: Option<&Tensor>) -> String {
+    /// model's order) if one is, else the forward's output (named, when given).
+    pub fn first_non_finite(&self, output: Option<(&str, &Tensor)>) -> String {
         let bad = |x: &Tensor| crate::ops::sum_squares(x).map_or(true, |s| !s.is_finite());
         match self.weights.names().iter().zip(self.weights.tensors()).find(|(_, p)| bad(p)) {
             Some((name, _)) => format!("the first non-finite tensor is the parameter `{name}`"),
-            None if logits.is_some_and(bad) => "the first non-finite tensor is the logits".into(),
-            None => "every parameter and logit is finite".into(),
+            None => match output {
+                Some((what, x)) if bad(x) => format!("the first non-finite tensor is {what}"),
+                Some((what, _)) => format!("every parameter and {what} are finite"),
+                None => "every parameter is finite".into(),
+            },
         }
     }
 
@@ -313,14 +317,14 @@ impl Trainer {
         let vision = self.cfg.sft.train_vision;
         let pv = ParamVars::new(&tape, &self.weights, |n| vision || !n.starts_with("visual."));
         let logits = forward(&pv, &self.weights.config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
-        let logits = self.inject_logits(logits)?;
+        let logits = self.inject_fault(logits)?;
         let loss = ag::cross_entropy_mean(&logits, &targets)?;
         let value = f64::from(loss.value().to_vec()?[0]);
         let grads = if value.is_finite() { Some(tape.backward(&loss)?) } else { None };
         let (norm, applied) = match grads {
             Some(g) => self.apply(&pv, &g, self.cfg.sft.lr, step)?,
             None => {
-                let what = format!("the SFT loss is {value}; {}", self.first_non_finite(Some(logits.value())));
+                let what = format!("the SFT loss is {value}; {}", self.first_non_finite(Some(("the logits", logits.value()))));
                 self.skip_bad_step(step, what)?;
                 (f64::NAN, false)
             }

@@ -1,15 +1,16 @@
 //! The token visual dependency of responses, as the trainer scores it: the clean and the blind
-//! logits of every response token from two teacher-forced passes (no grad; the blind pass hides
-//! the image tokens from attention and skips the vision tower), and `kl_dual` of the two (k3
-//! and the exact KL). `pgpo tvd` runs this same code, so it can be checked against transformers.
+//! final hidden states of every response token from two teacher-forced passes (no grad; the
+//! blind pass hides the image tokens from attention and skips the vision tower), and
+//! `kl_dual_linear` of the two through the LM head (k3 and the exact KL, no [N, V] logits).
+//! `pgpo tvd` runs this same code, so it can be checked against transformers.
 
 use super::batch;
 use crate::device::Device;
 use crate::error::Result;
 use crate::model::processor::Prompt;
 use crate::model::rope_index::rope_index;
-use crate::model::{extend, forward_cached, Blind, ForwardOptions, Keep, KvCache, ModelConfig, ParamVars};
-use crate::ops::{self, KlDual, KlOptions};
+use crate::model::{extend_hidden, forward_cached_hidden, lm_head, Blind, ForwardOptions, Keep, KvCache, ModelConfig, ParamVars};
+use crate::ops::{self, Chunking, KlDual, KlOptions};
 use crate::tensor::Tensor;
 use std::time::Instant;
 
@@ -64,7 +65,7 @@ pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails
     let x = &packed.inputs;
     let index = rope_index(x, config.image_token_id, config.vision.spatial_merge_size)?;
     let next = index.next_positions(x.batch, x.seq);
-    // Tails right-padded to l; the logits of tail token k (k >= 1) come from the extension's
+    // Tails right-padded to l; the state predicting tail token k (k >= 1) come from the extension's
     // row k - 1, those of token 0 from the prompt's last position.
     let l = tails.iter().map(|t| t.len()).max().unwrap_or(0);
     let b = tails.len();
@@ -77,7 +78,7 @@ pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails
             for a in 0..3 {
                 positions[(a * b + r) * l + k] = (next[of[r]] + k as i64) as f32;
             }
-            // Rows of [the prompts' last-position logits; extension rows]. Token k >= 1 is
+            // Rows of [the prompts' last-position states; extension rows]. Token k >= 1 is
             // predicted by the row of token k - 1, the last one pushed.
             order.push(if k == 0 { of[r] as u32 } else { (unique.len() + rows.len() - 1) as u32 });
             if k + 1 < tail.len() {
@@ -87,13 +88,13 @@ pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails
     }
     let pass = |blind: Option<Blind>| -> Result<Tensor> {
         let mut cache = KvCache::new(&config.text, unique.len(), x.seq + l, dev)?;
-        let first = forward_cached(pv, config, x, &ForwardOptions { keep: Keep::Last, blind }, Some(&mut cache))?;
+        let first = forward_cached_hidden(pv, config, x, &ForwardOptions { keep: Keep::Last, blind }, Some(&mut cache))?;
         cache.retain(&of)?;
         let first = first.value().clone();
         let all = if rows.is_empty() {
             first
         } else {
-            let rest = extend(pv, config, &ids, &mask, &positions, l, &mut cache, Some(&rows))?;
+            let rest = extend_hidden(pv, config, &ids, &mask, &positions, l, &mut cache, Some(&rows))?;
             ops::concat(&[&first, rest.value()], 0)?
         };
         ops::gather(&all, &order)
@@ -105,7 +106,7 @@ pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails
     let time_clean = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
     let blind = pass(Some(Blind { hide_markers: s.hide_markers }))?;
-    let kl = ops::kl_dual(&clean, &blind, &tokens, KlOptions { temperature, d_clamp: s.d_clamp })?;
+    let kl = ops::kl_dual_linear(&clean, &blind, lm_head(pv, config)?.value(), &tokens, KlOptions { temperature, d_clamp: s.d_clamp }, Chunking::Auto)?;
     kl.k3.device().synchronize()?;
     Ok(Scored { kl, time_clean, time_blind: clock.elapsed().as_secs_f64() })
 }

@@ -1,0 +1,84 @@
+//! `policy_loss` fused with the LM head: from the final hidden states [N, H] and the head
+//! [V, H], over row chunks, the loss, its per-token outputs and the gradients of both inputs,
+//! without ever holding [N, V] logits. Each chunk's logits h_c · Wᵀ go through the
+//! `policy_loss` kernel, which writes their gradient; dh_c = dlogits_c · W and
+//! dW += dlogits_cᵀ · h_c follow at once, and both [chunk, V] blocks are freed. This is the
+//! chunked-loss scheme of Liger-Kernel's `chunked_loss/`, with token-level advantages (PGPO's
+//! point: Liger's GRPO loss takes one per sequence). It composes the `matmul` and
+//! `policy_loss` kernels on every backend, so it has no shader of its own.
+
+use super::policy_loss::{policy_loss_rows, summarize, TokenOutputs};
+use super::row_chunks::{spans, Chunking};
+use super::{add_into, matmul, same_device, slice, write_slice, LossConfig, TokenInputs, Transpose};
+use crate::backend::cpu::policy_loss::TOKEN_OUT;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Which gradients to form (a frozen LM head needs no dW, a scoring pass neither).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinearGrads {
+    pub hidden: bool,
+    pub head: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PolicyLossLinear {
+    pub out: TokenOutputs,
+    /// d loss / d hidden [N, H], when asked for.
+    pub dhidden: Option<Tensor>,
+    /// d loss / d head [V, H], when asked for.
+    pub dhead: Option<Tensor>,
+    /// The rows per chunk used.
+    pub chunk: usize,
+}
+
+/// Checks hidden [N, H] against head [V, H] and N tokens; returns (N, V).
+pub(crate) fn check_linear(op: &'static str, hidden: &Tensor, head: &Tensor, tokens: usize) -> Result<(usize, usize)> {
+    same_device(op, hidden, head)?;
+    let (hs, ws) = (hidden.shape(), head.shape());
+    if hs.len() != 2 || ws.len() != 2 || hs[1] != ws[1] || hs[0] != tokens || ws[0] == 0 {
+        return Err(Error::shape(op, format!("hidden {hs:?} must be [N, H] with N = {tokens} tokens and head {ws:?} [V, H] with V > 0")));
+    }
+    Ok((hs[0], ws[0]))
+}
+
+pub fn policy_loss_linear(hidden: &Tensor, head: &Tensor, x: &TokenInputs, c: &LossConfig, grads: LinearGrads, chunking: Chunking) -> Result<PolicyLossLinear> {
+    const OP: &str = "policy_loss_linear";
+    let (n, v) = check_linear(OP, hidden, head, x.tokens.len())?;
+    let h = hidden.shape()[1];
+    let dev = hidden.device();
+    let chunk = chunking.rows(OP, dev, n, v, 2)?;
+    let mut dhidden = if grads.hidden { Some(Tensor::empty(&[n, h], dev)?) } else { None };
+    let mut dhead: Option<Tensor> = None;
+    let mut tok_out = Vec::with_capacity(n * TOKEN_OUT);
+    for (start, len) in spans(n, chunk) {
+        let hc = if len == n { hidden.clone() } else { slice(hidden, 0, start, len)? };
+        let logits = matmul(&hc, head, Transpose::NT)?;
+        let (dlogits, out) = policy_loss_rows(&logits, &x.rows(start, len), c)?;
+        drop(logits);
+        tok_out.extend(out);
+        if let Some(dh) = dhidden.as_mut() {
+            write_slice(dh, 0, start, &matmul(&dlogits, head, Transpose::NN)?)?;
+        }
+        if grads.head {
+            let part = matmul(&dlogits, &hc, Transpose::TN)?;
+            dhead = Some(match dhead {
+                None => part,
+                Some(acc) => add_into(acc, &part)?,
+            });
+        }
+    }
+    if grads.head && dhead.is_none() {
+        dhead = Some(Tensor::zeros(head.shape(), dev)?);
+    }
+    Ok(PolicyLossLinear { out: summarize(x, &tok_out), dhidden, dhead, chunk })
+}
+
+/// The log-prob of each token at `temperature` from hidden [N, H] and head [V, H] (no
+/// gradients): the reference policy's and GSPO's sequence ratio need nothing else.
+pub fn logp_linear(hidden: &Tensor, head: &Tensor, tokens: &[u32], temperature: f32, chunking: Chunking) -> Result<Vec<f32>> {
+    let zeros = vec![0f32; tokens.len()];
+    let x = TokenInputs { tokens, old_logp: &zeros, adv: &zeros, weight: &zeros, ref_logp: None };
+    let c = LossConfig { temperature, ..LossConfig::default() };
+    Ok(policy_loss_linear(hidden, head, &x, &c, LinearGrads::default(), chunking)?.out.logp)
+}

@@ -1,0 +1,43 @@
+//! How many rows the fused-linear ops (`policy_loss_linear`, `kl_dual_linear`) turn into
+//! logits at once: their only temporaries are `buffers` [rows, V] f32 blocks, so the chunk
+//! sets their memory, O(rows x V) and never O(N x V).
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+/// The row chunk of a fused-linear op.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chunking {
+    /// From the device's budget: a sixteenth of its free memory, at most 256 MiB of logits
+    /// on the CPU (larger blocks do not make its GEMM faster) and 1 GiB on a GPU, and within
+    /// the largest buffer a kernel may bind.
+    #[default]
+    Auto,
+    /// Exactly this many rows (tests use small chunks to cross chunk edges).
+    Rows(usize),
+}
+
+impl Chunking {
+    /// Rows per chunk for `n` rows of `v` logits, with `buffers` [rows, V] temporaries alive at once.
+    pub fn rows(self, op: &'static str, dev: &Device, n: usize, v: usize, buffers: usize) -> Result<usize> {
+        match self {
+            Chunking::Rows(0) => Err(Error::shape(op, "a chunk of 0 rows")),
+            Chunking::Rows(r) => Ok(r.min(n.max(1))),
+            Chunking::Auto => {
+                let row = (v.max(1) * 4) as u64;
+                let cap: u64 = if matches!(dev, Device::Cpu) { 256 << 20 } else { 1 << 30 };
+                let total = cap.min(dev.memory_budget().map_or(cap, |(b, _)| b / 16));
+                let mut rows = total / (row * buffers.max(1) as u64);
+                if let Some((bind, _)) = dev.max_binding() {
+                    rows = rows.min(bind / row);
+                }
+                Ok((rows as usize).clamp(1, n.max(1)))
+            }
+        }
+    }
+}
+
+/// [start, start + len) of each chunk of `n` rows.
+pub(crate) fn spans(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).step_by(chunk.max(1)).map(move |s| (s, chunk.min(n - s)))
+}
