@@ -2,13 +2,14 @@
 // Launch: grid (ceil(N/64), ceil(M/64), batch), 256 threads. Each block stages a 64x16 tile
 // of A and a 16x64 tile of B in shared memory (8 KiB) per step of 16 along K; each thread
 // accumulates a 4x4 block of C (rows ty + 16i, cols tx + 16j) in registers. Tile loads follow
-// each operand's memory order to coalesce. Params: m, n, k, a_stride, b_stride, trans_a, trans_b.
+// each operand's memory order to coalesce. Params: m, n, k, a_stride, b_stride, trans_a, trans_b,
+// accumulate (C += the product instead of C = it).
 
 extern "C" __global__ void matmul(const float* a, const float* b, float* c, const Params p) {
     __shared__ float As[16 * 64];
     __shared__ float Bs[16 * 64];
     const unsigned int M = p.w[0], N = p.w[1], K = p.w[2];
-    const bool ta = p.w[5] != 0, tb = p.w[6] != 0;
+    const bool ta = p.w[5] != 0, tb = p.w[6] != 0, acc_c = p.w[7] != 0;
     const unsigned int row0 = blockIdx.y * 64, col0 = blockIdx.x * 64;
     const float* A = a + (size_t)blockIdx.z * p.w[3];
     const float* B = b + (size_t)blockIdx.z * p.w[4];
@@ -54,7 +55,7 @@ extern "C" __global__ void matmul(const float* a, const float* b, float* c, cons
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             unsigned int col = col0 + tx + 16 * j;
-            if (r < M && col < N) C[(size_t)r * N + col] = acc[i * 4 + j];
+            if (r < M && col < N) C[(size_t)r * N + col] = (acc_c ? C[(size_t)r * N + col] : 0.0f) + acc[i * 4 + j];
         }
     }
 }

@@ -7,11 +7,13 @@
 // so each A and B element is read from global memory N/64 and M/64 times instead of N and M.
 // Tile loads follow the memory order of each operand (K-fastest or M/N-fastest) to coalesce.
 // The transpose flags are specialization constants: one pipeline per (TRANS_A, TRANS_B).
+// With p.accumulate != 0 the product is added to C (C += op(A) · op(B)): the fused-linear
+// loss sums the LM head's gradient over row chunks without a second [V, H] buffer.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 
-struct Params { m: u32, n: u32, k: u32, a_stride: u32, b_stride: u32, pad0: u32, pad1: u32, pad2: u32 }
+struct Params { m: u32, n: u32, k: u32, a_stride: u32, b_stride: u32, pad0: u32, pad1: u32, accumulate: u32 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -74,7 +76,10 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         let r = row0 + ty + 16u * i;
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + tx + 16u * j;
-            if (r < p.m && col < p.n) { c[c_off + r * p.n + col] = acc[i * 4u + j]; }
+            if (r < p.m && col < p.n) {
+                let at = c_off + r * p.n + col;
+                if (p.accumulate != 0u) { c[at] = c[at] + acc[i * 4u + j]; } else { c[at] = acc[i * 4u + j]; }
+            }
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Row {
     pub tokens_per_s: Option<f64>,
     /// Percent of the backend's measured peak (bandwidth or FLOP rate).
     pub pct_peak: Option<f64>,
+    /// The most bytes the row's own tensors held at once (its inputs, made before, excluded).
+    pub peak_bytes: Option<u64>,
 }
 
 fn rand(dev: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
@@ -214,6 +216,52 @@ pub fn cases(dev: &Device, quick: bool, want: &dyn Fn(&str) -> bool) -> Result<V
         });
     }
 
+    if want("policy_loss_linear fwd+bwd") || want("policy_loss unfused fwd+bwd") {
+        // The LM head and the loss of one mini-batch at Qwen2.5-VL-3B's width and vocabulary:
+        // N = 16,384 on a GPU (the shape), 2,048 on the CPU (PyTorch eager needs
+        // about 5 GB there, and several times 10 GB at 16,384).
+        let nh = if matches!(dev, Device::Cpu) { if quick { 256 } else { 2048 } } else { size(dev, quick, 16_384, 4096, 64) };
+        let (hd, v) = if software(dev) { (256, 8192) } else { (2048, 151_936) };
+        let hidden = rand(dev, &[nh, hd], 15)?;
+        let head = Tensor::from_vec(Rng::new(16).vec(v * hd, -0.02, 0.02), &[v, hd], dev)?;
+        let toks: Vec<u32> = (0..nh).map(|i| (i * 7919 % v) as u32).collect();
+        let old = vec![-(v as f32).ln(); nh];
+        let adv: Vec<f32> = (0..nh).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let weight = vec![1.0 / nh as f32; nh];
+        // h · Wᵀ, then dh = dlogits · W and dW = dlogitsᵀ · h.
+        let flops = 6.0 * (nh * hd * v) as f64;
+        let shape = format!("N{nh} H{hd} V{v}");
+        let grads = ops::LinearGrads { hidden: true, head: true };
+        for fused in [true, false] {
+            let (hidden, head, toks, old, adv, weight, d) = (hidden.clone(), head.clone(), toks.clone(), old.clone(), adv.clone(), weight.clone(), d.clone());
+            out.push(Case {
+                kernel: if fused { "policy_loss_linear fwd+bwd" } else { "policy_loss unfused fwd+bwd" },
+                shape: shape.clone(),
+                work: Work::Flops(flops),
+                run: Box::new(move || {
+                    let x = ops::TokenInputs { tokens: &toks, old_logp: &old, adv: &adv, weight: &weight, ref_logp: None };
+                    let c = ops::LossConfig::default();
+                    if fused {
+                        let o = ops::policy_loss_linear(&hidden, &head, &x, &c, grads, ops::Chunking::Auto)?;
+                        d.synchronize()?;
+                        drop(o);
+                    } else {
+                        // What a framework without the fused op runs: the whole [N, V] logits
+                        // and their gradient.
+                        let logits = ops::matmul(&hidden, &head, Transpose::NT)?;
+                        let o = ops::policy_loss(&logits, &x, &c)?;
+                        drop(logits);
+                        let dh = ops::matmul(&o.dlogits, &head, Transpose::NN)?;
+                        let dw = ops::matmul(&o.dlogits, &hidden, Transpose::TN)?;
+                        d.synchronize()?;
+                        drop((o, dh, dw));
+                    }
+                    Ok(())
+                }),
+            });
+        }
+    }
+
     if want("attention fwd") || want("attention fwd+bwd") {
         let (h, t, hd) = (16, size(dev, quick, 2048, 1024, 256), 128);
         let q = rand(dev, &[1, h, t, hd], 7)?;
@@ -276,14 +324,16 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
     let kernels = cases(dev, quick, &|k: &str| filter.is_none_or(|f| k.contains(f)))?;
     let all = kernels.into_iter().filter(wanted).chain(models.into_iter().filter(wanted));
     for mut c in all {
+        let base = crate::tensor::memory::reset_peak();
         let ms = time(&mut c.run, quick)?;
+        let peak_bytes = Some((crate::tensor::memory::peak() - base) as u64);
         let (mut gflops, mut gbps, mut tokens_per_s) = (None, None, None);
         match c.work {
             Work::Flops(f) => gflops = Some(f / ms / 1e6),
             Work::Bytes(b) => gbps = Some(b / ms / 1e6),
             Work::Tokens(t) => tokens_per_s = Some(t / ms * 1e3),
         }
-        rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, tokens_per_s, pct_peak: None });
+        rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, tokens_per_s, pct_peak: None, peak_bytes });
     }
     // The RL step: asked for by name, or in a full run on any but a software adapter (where
     // one step takes minutes).

@@ -213,6 +213,27 @@ macro_rules! unary {
     };
 }
 
+/// `matmul_acc`: C (a third random input, [batch, m, n]) += op(A) · op(B). A kernel that
+/// overwrites C instead of adding to it, or adds twice, fails.
+fn mm_acc_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+    let mut x = mm_inputs(s, rng);
+    x.f.push(rng.vec(s[0].max(s[1]) * s[2] * s[4], -1.0, 1.0));
+    x
+}
+
+fn mm_acc_run(dev: &Device, s: &[usize], x: &Inputs, t: Transpose) -> Result<Vec<Tensor>> {
+    let (sa, sb) = mm_shapes(s, t);
+    let mut c = up(dev, &x.f[2], &[s[0].max(s[1]), s[2], s[4]])?;
+    ops::matmul_acc(&mut c, &up(dev, &x.f[0], &sa)?, &up(dev, &x.f[1], &sb)?, t)?;
+    Ok(vec![c])
+}
+
+fn mm_acc_ref(s: &[usize], x: &Inputs, t: Transpose) -> Vec<Vec<f64>> {
+    let mut out = mm_ref(s, x, t);
+    out[0].iter_mut().zip(&x.f[2]).for_each(|(o, &c)| *o += f64::from(c));
+    out
+}
+
 macro_rules! matmul_check {
     ($name:literal, $t:expr) => {
         KernelCheck {
@@ -330,6 +351,8 @@ pub fn all() -> Vec<KernelCheck> {
         matmul_check!("matmul_tn", Transpose::TN),
         matmul_check!("matmul_tt", Transpose::TT),
         KernelCheck { name: "matmul_nt_bf16", inputs: mm_inputs_bf16, ..matmul_check!("matmul_nt", Transpose::NT) },
+        KernelCheck { name: "matmul_acc_nn", inputs: mm_acc_inputs, run: |d, s, x| mm_acc_run(d, s, x, Transpose::NN), reference: |s, x| mm_acc_ref(s, x, Transpose::NN), ..matmul_check!("matmul_acc_nn", Transpose::NN) },
+        KernelCheck { name: "matmul_acc_tn", inputs: mm_acc_inputs, run: |d, s, x| mm_acc_run(d, s, x, Transpose::TN), reference: |s, x| mm_acc_ref(s, x, Transpose::TN), ..matmul_check!("matmul_acc_tn", Transpose::TN) },
         KernelCheck {
             name: "gather",
             tols: &[(0.0, 0.0)],

@@ -40,10 +40,37 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
         return Ok(Tensor::from_cpu(out, &out_shape));
     }
     let out = Tensor::empty(&out_shape, a.device())?;
+    launch(a, b, t, &d, &out, false)?;
+    Ok(out)
+}
+
+/// c += op(A) · op(B), in place: sums products (a gradient over row chunks) without a second
+/// buffer of c's size. `c` must have the product's shape and be held by nothing else.
+pub fn matmul_acc(c: &mut Tensor, a: &Tensor, b: &Tensor, t: Transpose) -> Result<()> {
+    same_device("matmul_acc", a, b)?;
+    same_device("matmul_acc", a, c)?;
+    let d = dims(a.shape(), b.shape(), t)?;
+    if c.numel() != d.batch * d.m * d.n || c.shape().last() != Some(&d.n) {
+        return Err(Error::shape("matmul_acc", format!("the sum {:?} does not have the product's shape ({} x [{}, {}])", c.shape(), d.batch, d.m, d.n)));
+    }
+    if c.is_shared() {
+        return Err(Error::shape("matmul_acc", "the sum is shared with another tensor and cannot change in place"));
+    }
+    fits_u32("matmul_acc", a.numel().max(b.numel()).max(c.numel()))?;
+    if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {
+        let o = c.cpu_mut().ok_or_else(|| Error::shape("matmul_acc", "the sum is not writable"))?;
+        // SAFETY: dims checked x and y against d, and o holds batch * m * n values.
+        unsafe { cpu::matmul::matmul_acc(x, y, d, o.as_mut_ptr()) };
+        return Ok(());
+    }
+    launch(a, b, t, &d, c, true)
+}
+
+fn launch(a: &Tensor, b: &Tensor, t: Transpose, d: &MatmulDims, out: &Tensor, accumulate: bool) -> Result<()> {
     a.device().launch(&Launch {
         family: "matmul",
         kernel: "matmul",
-        bindings: &[(0, Buf::F32(a)), (1, Buf::F32(b)), (2, Buf::F32(&out))],
+        bindings: &[(0, Buf::F32(a)), (1, Buf::F32(b)), (2, Buf::F32(out))],
         params: Params::new(&[
             word(d.m),
             word(d.n),
@@ -52,12 +79,12 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
             word(d.b_stride),
             u32::from(t.a),
             u32::from(t.b),
+            u32::from(accumulate),
         ]),
         grid: Grid::Xyz(word(d.n.div_ceil(64)), word(d.m.div_ceil(64)), word(d.batch)),
         constants: &[("TRANS_A", f64::from(u8::from(t.a))), ("TRANS_B", f64::from(u8::from(t.b)))],
         threads: 256,
-    })?;
-    Ok(out)
+    })
 }
 
 /// Checks the operand shapes and derives the product's sizes and batch strides.

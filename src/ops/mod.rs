@@ -31,7 +31,7 @@ pub use rms_norm::{rms_norm, rms_norm_backward};
 pub use rope::{rope, rope_backward, RopeTables};
 pub use embedding::{gather, scatter_add};
 pub use kl_dual::{kl_dual, KlDual, KlOptions};
-pub use matmul::{matmul, Transpose};
+pub use matmul::{matmul, matmul_acc, Transpose};
 pub use permute::{permute, transpose};
 pub use pgpo_weights::{pgpo_weights, Variant, WeightConfig};
 pub use policy_loss::{policy_loss, LossConfig, PolicyLoss, TokenInputs, TokenOutputs};

@@ -2,14 +2,14 @@
 //! [V, H], over row chunks, the loss, its per-token outputs and the gradients of both inputs,
 //! without ever holding [N, V] logits. Each chunk's logits h_c · Wᵀ go through the
 //! `policy_loss` kernel, which writes their gradient; dh_c = dlogits_c · W and
-//! dW += dlogits_cᵀ · h_c follow at once, and both [chunk, V] blocks are freed. This is the
+//! dW += dlogits_cᵀ · h_c (`matmul_acc`, in place) follow at once, and both [chunk, V] blocks are freed. This is the
 //! chunked-loss scheme of Liger-Kernel's `chunked_loss/`, with token-level advantages (PGPO's
 //! point: Liger's GRPO loss takes one per sequence). It composes the `matmul` and
 //! `policy_loss` kernels on every backend, so it has no shader of its own.
 
 use super::policy_loss::{policy_loss_rows, summarize, TokenOutputs};
 use super::row_chunks::{spans, Chunking};
-use super::{add_into, matmul, same_device, slice, write_slice, LossConfig, TokenInputs, Transpose};
+use super::{matmul, matmul_acc, same_device, slice, write_slice, LossConfig, TokenInputs, Transpose};
 use crate::backend::cpu::policy_loss::TOKEN_OUT;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -49,7 +49,7 @@ pub fn policy_loss_linear(hidden: &Tensor, head: &Tensor, x: &TokenInputs, c: &L
     let dev = hidden.device();
     let chunk = chunking.rows(OP, dev, n, v, 2)?;
     let mut dhidden = if grads.hidden { Some(Tensor::empty(&[n, h], dev)?) } else { None };
-    let mut dhead: Option<Tensor> = None;
+    let mut dhead = if grads.head { Some(Tensor::zeros(head.shape(), dev)?) } else { None };
     let mut tok_out = Vec::with_capacity(n * TOKEN_OUT);
     for (start, len) in spans(n, chunk) {
         let hc = if len == n { hidden.clone() } else { slice(hidden, 0, start, len)? };
@@ -60,16 +60,9 @@ pub fn policy_loss_linear(hidden: &Tensor, head: &Tensor, x: &TokenInputs, c: &L
         if let Some(dh) = dhidden.as_mut() {
             write_slice(dh, 0, start, &matmul(&dlogits, head, Transpose::NN)?)?;
         }
-        if grads.head {
-            let part = matmul(&dlogits, &hc, Transpose::TN)?;
-            dhead = Some(match dhead {
-                None => part,
-                Some(acc) => add_into(acc, &part)?,
-            });
+        if let Some(dw) = dhead.as_mut() {
+            matmul_acc(dw, &dlogits, &hc, Transpose::TN)?;
         }
-    }
-    if grads.head && dhead.is_none() {
-        dhead = Some(Tensor::zeros(head.shape(), dev)?);
     }
     Ok(PolicyLossLinear { out: summarize(x, &tok_out), dhidden, dhead, chunk })
 }

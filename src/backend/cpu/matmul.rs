@@ -30,8 +30,20 @@ pub fn matmul(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: 
 /// `out` is valid for writes of batch * m * n elements; a and b hold the batches under
 /// the strides of `d` (the op layer checks both).
 pub unsafe fn matmul_into(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: *mut f32) {
+    unsafe { matmul_maybe_acc(a, b, b_bf16, d, out, false) }
+}
+
+/// out += op(A) · op(B).
+///
+/// # Safety
+/// As [`matmul_into`], and `out` also readable (it holds the values added to).
+pub unsafe fn matmul_acc(a: &[f32], b: &[f32], d: MatmulDims, out: *mut f32) {
+    unsafe { matmul_maybe_acc(a, b, None, d, out, true) }
+}
+
+unsafe fn matmul_maybe_acc(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: MatmulDims, out: *mut f32, accumulate: bool) {
     let MatmulDims { batch, m, n, k, trans_a, trans_b, a_stride, b_stride } = d;
-    if !trans_a && few_rows(a, b, b_bf16, d, out) {
+    if !accumulate && !trans_a && few_rows(a, b, b_bf16, d, out) {
         return;
     }
     // (column stride, row stride) of op(A) [m, k] and op(B) [k, n].
@@ -41,6 +53,9 @@ pub unsafe fn matmul_into(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: Matmu
     for z in 0..batch {
         // SAFETY: matrix z of the output lies inside the caller's batch * m * n.
         let c = unsafe { out.add(z * m * n) };
+        if k == 0 && accumulate {
+            continue;
+        }
         if k == 0 {
             // SAFETY: as above; all-zero bits are 0.0.
             unsafe { std::ptr::write_bytes(c, 0, m * n) };
@@ -48,7 +63,7 @@ pub unsafe fn matmul_into(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: Matmu
         }
         // SAFETY: the op layer checked that a holds batch strides of a_stride plus one m*k
         // matrix, b likewise; the strides above stay inside them. With read_dst false gemm
-        // writes every element of c and reads none.
+        // writes every element of c and reads none; with it (accumulating) c = 1 c + 1 AB.
         unsafe {
             gemm::gemm(
                 m,
@@ -57,14 +72,14 @@ pub unsafe fn matmul_into(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: Matmu
                 c,
                 1,
                 n as isize,
-                false,
+                accumulate,
                 a.as_ptr().add(z * a_stride),
                 a_cs,
                 a_rs,
                 b.as_ptr().add(z * b_stride),
                 b_cs,
                 b_rs,
-                0.0,
+                if accumulate { 1.0 } else { 0.0 },
                 1.0,
                 false,
                 false,

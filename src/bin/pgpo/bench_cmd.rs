@@ -11,8 +11,8 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
     let mut all = Vec::new();
     if !json {
         println!(
-            "{:<22} {:<10} {:<34} {:>10} {:>10} {:>10} {:>10} {:>7}",
-            "kernel", "backend", "shape", "ms", "GFLOP/s", "GB/s", "tokens/s", "% peak"
+            "{:<22} {:<10} {:<34} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10}",
+            "kernel", "backend", "shape", "ms", "GFLOP/s", "GB/s", "tokens/s", "% peak", "peak MB"
         );
     }
     for d in &devices {
@@ -20,7 +20,7 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
             if !json {
                 let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}"));
                 println!(
-                    "{:<22} {:<10} {:<34} {:>10.3} {:>10} {:>10} {:>10} {:>7}",
+                    "{:<22} {:<10} {:<34} {:>10.3} {:>10} {:>10} {:>10} {:>7} {:>10}",
                     r.kernel,
                     d.kind(),
                     r.shape,
@@ -28,7 +28,8 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
                     opt(r.gflops),
                     opt(r.gbps),
                     opt(r.tokens_per_s),
-                    opt(r.pct_peak)
+                    opt(r.pct_peak),
+                    opt(r.peak_bytes.map(|b| b as f64 / 1e6))
                 );
             }
             all.push(r);
@@ -48,6 +49,7 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
                 f.extend(r.gbps.map(|g| format!("\"gbps\":{g:.3}")));
                 f.extend(r.tokens_per_s.map(|t| format!("\"tokens_per_s\":{t:.1}")));
                 f.extend(r.pct_peak.map(|p| format!("\"pct_peak\":{p:.2}")));
+                f.extend(r.peak_bytes.map(|b| format!("\"peak_bytes\":{b}")));
                 format!("{{{}}}", f.join(","))
             })
             .collect();
