@@ -87,6 +87,27 @@ def workload(name, quick):
             pg.mean().backward()
 
         return "policy_loss fwd+bwd", f"[{n}, {V}]", run
+    if name == "policy_loss_linear":
+        # The LM head and the clipped loss as PyTorch users run them: logits, log_softmax,
+        # gather, backward into the hidden states and the head. pgpo's rows at this shape:
+        # policy_loss_linear (fused, row chunks) and policy_loss unfused.
+        n, hd = (256, 2048) if quick else (2048, 2048)
+        h = rand(n, hd).requires_grad_(True)
+        w = (rand(V, hd) * 0.02).requires_grad_(True)
+        tok = (torch.arange(n) * 7919 % V)[:, None]
+        old = torch.full((n,), -float(torch.log(torch.tensor(float(V)))))
+        adv = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
+
+        def run():
+            h.grad, w.grad = None, None
+            logits = h @ w.T
+            logp = torch.log_softmax(logits, -1).gather(1, tok)[:, 0]
+            ratio = torch.exp(logp - old)
+            c1 = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.28))
+            pg = torch.where(adv < 0, torch.minimum(-adv * 3.0, c1), c1)
+            pg.mean().backward()
+
+        return "policy_loss_linear fwd+bwd", f"N{n} H{hd} V{V}", run
     if name.startswith("attention"):
         t = s["t"]
         q, k, v = (rand(1, 16, t, 128) for _ in range(3))
@@ -283,7 +304,7 @@ def model_workload(name):
     return "model fwd+bwd", label, run
 
 
-NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "attention_fwd", "attention_fwdbwd",
+NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual", "policy_loss", "policy_loss_linear", "attention_fwd", "attention_fwdbwd",
          "model_fwd_tiny", "model_fwdbwd_tiny", "model_fwd_small", "model_fwdbwd_small",
          "model_generate_tiny", "model_generate_small", "model_generate_tiny_bf16", "model_generate_small_bf16",
          "model_generate_small_bf16c", "rl_step"]
@@ -294,6 +315,8 @@ def child(name, quick, threads):
 
     torch.set_num_threads(threads)
     kernel, shape, run = workload(name, quick)
+    # Resident memory once the inputs exist: the peak beyond it is the workload's own.
+    base_mb = rss_mb()
     run()
     times, start = [], time.perf_counter()
     while len(times) < 3 or (len(times) < 20 and time.perf_counter() - start < 1.0):
@@ -301,7 +324,15 @@ def child(name, quick, threads):
         run()
         times.append((time.perf_counter() - t0) * 1e3)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"kernel": kernel, "shape": shape, "ms": statistics.median(times), "peak_mb": peak_mb, "torch": torch.__version__}))
+    print(json.dumps({"kernel": kernel, "shape": shape, "ms": statistics.median(times), "peak_mb": peak_mb, "own_peak_mb": peak_mb - base_mb, "torch": torch.__version__}))
+
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main():
@@ -335,16 +366,17 @@ def main():
     by_key = {}
     for run in pgpo_runs:
         for r in run:
-            by_key.setdefault((r["kernel"], r["shape"]), []).append(r["ms"])
-    by_key = {k: {"ms": statistics.median(v)} for k, v in by_key.items()}
+            by_key.setdefault((r["kernel"], r["shape"]), []).append((r["ms"], r.get("peak_bytes")))
+    by_key = {k: {"ms": statistics.median(m for m, _ in v), "peak_mb": (v[0][1] or 0) / 1e6} for k, v in by_key.items()}
     print(f"PyTorch {torch_rows[0]['torch']} eager, {threads} threads; pgpo CPU backend; medians of {a.runs} runs\n")
-    print("| kernel | shape | PyTorch ms | pgpo ms | speed-up (PyTorch / pgpo) | PyTorch peak RSS MB |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| kernel | shape | PyTorch ms | pgpo ms | speed-up (PyTorch / pgpo) | PyTorch peak RSS MB | PyTorch own peak MB | pgpo peak_bytes MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for t in torch_rows:
         p = by_key.get((t["kernel"].split(" (")[0], t["shape"]))
         pm = f"{p['ms']:.2f}" if p else "-"
         ratio = f"{t['ms'] / p['ms']:.2f}x" if p else "-"
-        print(f"| {t['kernel']} | {t['shape']} | {t['ms']:.2f} | {pm} | {ratio} | {t['peak_mb']:.0f} |")
+        pk = f"{p['peak_mb']:.0f}" if p else "-"
+        print(f"| {t['kernel']} | {t['shape']} | {t['ms']:.2f} | {pm} | {ratio} | {t['peak_mb']:.0f} | {t['own_peak_mb']:.0f} | {pk} |")
 
 
 if __name__ == "__main__":
