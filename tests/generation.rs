@@ -114,7 +114,7 @@ fn cached_logits_equal_a_full_recompute() {
         let full = ModelInputs::new(&fx.weights.config, b, width, seqs, Some(mask), fx.inputs.pixels.clone(), fx.inputs.grids.clone()).unwrap();
         let tape = Tape::new();
         let pv = ParamVars::frozen(&tape, &fx.weights);
-        let logits = forward(&pv, &fx.weights.config, &full, &ForwardOptions { keep: Keep::All, blind: None }).unwrap().value().to_vec().unwrap();
+        let logits = forward(&pv, &fx.weights.config, &full, &ForwardOptions { keep: Keep::All, ..Default::default() }).unwrap().value().to_vec().unwrap();
         let v = fx.weights.config.text.vocab_size;
         let mut worst = 0f32;
         for (row, c) in g.completions.iter().enumerate() {

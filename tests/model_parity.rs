@@ -57,7 +57,7 @@ fn logits_match(dev: &Device, tol: f32) {
             let (inputs, _) = read_inputs(&path, &w.config, dev, blind.is_some()).unwrap();
             let tape = Tape::new();
             let pv = ParamVars::frozen(&tape, &w);
-            let logits = forward(&pv, &w.config, &inputs, &ForwardOptions { blind, keep: Keep::All }).unwrap();
+            let logits = forward(&pv, &w.config, &inputs, &ForwardOptions { blind, keep: Keep::All, ..Default::default() }).unwrap();
             assert_eq!(tape.len(), 0, "a frozen forward records nothing");
             let got = logits.value().to_vec().unwrap();
             let (_, want) = f.f32(key, 3).unwrap();
@@ -160,7 +160,7 @@ fn logits_at_kept_rows_equal_those_rows_of_the_full_forward() {
     let v = w.config.text.vocab_size;
     let rows = vec![inputs.seq + 3, 5, 2 * inputs.seq - 1];
     let keep = Keep::Rows(rows.iter().map(|&r| r as u32).collect());
-    let some = forward(&pv, &w.config, &inputs, &ForwardOptions { keep, blind: None }).unwrap();
+    let some = forward(&pv, &w.config, &inputs, &ForwardOptions { keep, ..Default::default() }).unwrap();
     assert_eq!(some.shape(), [3, v]);
     let some = some.value().to_vec().unwrap();
     for (i, &r) in rows.iter().enumerate() {
@@ -168,7 +168,7 @@ fn logits_at_kept_rows_equal_those_rows_of_the_full_forward() {
             assert!((some[i * v + j] - full[r * v + j]).abs() <= 1e-5, "row {r}, column {j}");
         }
     }
-    let last = forward(&pv, &w.config, &inputs, &ForwardOptions { keep: Keep::Last, blind: None }).unwrap();
+    let last = forward(&pv, &w.config, &inputs, &ForwardOptions { keep: Keep::Last, ..Default::default() }).unwrap();
     assert_eq!(last.shape(), [inputs.batch, v]);
 }
 

@@ -270,7 +270,7 @@ fn shared_prefix_scoring_equals_full_clean_and_blind_passes() {
         let seqs = batch::pack(&t.weights.config, &prompts, &tail_refs, t.processor.pad_id, &t.device).unwrap();
         let rows = batch::predicting_rows(&seqs.tail_positions);
         let tokens: Vec<u32> = tail_refs.concat();
-        let full = |blind| forward(&pv, &t.weights.config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows.clone()), blind }).unwrap();
+        let full = |blind| forward(&pv, &t.weights.config, &seqs.inputs, &ForwardOptions { keep: Keep::Rows(rows.clone()), blind, ..Default::default() }).unwrap();
         let (clean, blind) = (full(None), full(Some(Blind { hide_markers: cfg.rl.hide_markers })));
         let want = pgpo::ops::kl_dual(clean.value(), blind.value(), &tokens, pgpo::ops::KlOptions { temperature: 1.0, d_clamp: cfg.rl.d_clamp }).unwrap();
         // The signal: the two images give the same tokens different clean log-probs.

@@ -109,9 +109,19 @@ impl Tape {
         if loss.value.numel() != 1 {
             return Err(Error::shape("backward", format!("loss must be a scalar, got {:?}", loss.value.shape())));
         }
+        self.backward_seeded(loss, Tensor::full(1.0, loss.value.shape(), loss.value.device())?)
+    }
+
+    /// Gradients of sum(out * seed) with respect to every tracked variable (`seed` has out's
+    /// shape): the backward of a recomputed block, seeded with the gradient of its output.
+    /// Consumes the recorded nodes.
+    pub fn backward_seeded(&self, out: &Var, seed: Tensor) -> Result<Grads> {
+        if seed.shape() != out.value.shape() {
+            return Err(Error::shape("backward", format!("seed {:?} for an output {:?}", seed.shape(), out.value.shape())));
+        }
         let nodes = std::mem::take(&mut self.lock().nodes);
         let mut grads = Grads::default();
-        grads.add(loss.id, Tensor::full(1.0, loss.value.shape(), loss.value.device())?)?;
+        grads.add(out.id, seed)?;
         for node in nodes.iter().rev() {
             let Some(dout) = grads.map.get(&node.output).cloned() else { continue };
             let input_grads = (node.backward)(&dout)?;

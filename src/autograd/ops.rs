@@ -273,3 +273,31 @@ pub fn policy_loss_linear(hidden: &Var, head: &Var, x: &k::TokenInputs, c: &k::L
     );
     Ok((v, out))
 }
+
+/// A block whose activations are recomputed in the backward rather than kept: `f` runs once
+/// without recording, and the tape keeps only the block's inputs. The backward runs `f` again
+/// on a private tape from the same input values, and back through it from the incoming
+/// gradient. `f` must be deterministic (every CPU kernel is, so the gradients equal a kept
+/// block's bit for bit there). Inputs are the block's input and its parameters.
+pub fn checkpoint(inputs: &[&Var], f: impl Fn(&[Var]) -> Result<Var> + Send + Sync + 'static) -> Result<Var> {
+    let tape = inputs.first().ok_or_else(|| Error::shape("checkpoint", "no inputs"))?.tape.clone();
+    let out = {
+        let _pause = tape.no_grad();
+        f(&inputs.iter().map(|&v| v.clone()).collect::<Vec<_>>())?
+    };
+    let saved: Vec<(Tensor, bool)> = inputs.iter().map(|v| (v.value.clone(), v.tracked)).collect();
+    Ok(tape.record(
+        out.value,
+        inputs,
+        Box::new(move |g| {
+            let inner = super::Tape::new();
+            let vars: Vec<Var> = saved.iter().map(|(t, tracked)| if *tracked { inner.var(t.clone()) } else { inner.constant(t.clone()) }).collect();
+            let y = f(&vars)?;
+            if !y.tracked {
+                return Ok(vec![None; vars.len()]);
+            }
+            let grads = inner.backward_seeded(&y, g.clone())?;
+            Ok(vars.iter().map(|v| grads.get(v).cloned()).collect())
+        }),
+    ))
+}

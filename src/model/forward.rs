@@ -8,6 +8,7 @@ use super::kv_cache::KvCache;
 use super::decoder::{self, Context};
 use super::inputs::ModelInputs;
 use super::params::ParamVars;
+use super::recompute::{recomputed, Recompute};
 use super::rope_index::rope_index;
 use super::vision::{self, VisionPlan};
 use crate::autograd::{ops as ag, Var};
@@ -39,6 +40,8 @@ pub struct ForwardOptions {
     pub keep: Keep,
     /// Some: the blind pass; the vision tower does not run and pixels are not needed.
     pub blind: Option<Blind>,
+    /// Whether a recorded forward keeps each block's activations or recomputes them.
+    pub recompute: Recompute,
 }
 
 /// Logits [rows, V] of the positions `opts.keep` selects.
@@ -85,7 +88,7 @@ pub fn forward_cached_hidden(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o
     if opts.blind.is_none() && !x.grids.is_empty() {
         let pixels = x.pixels.as_ref().ok_or_else(|| Error::input("pixel_values", "is required for a forward with images (only the blind pass runs without it)"))?;
         let plan = VisionPlan::new(&c.vision, &x.grids);
-        let features = vision::encode(pv, &c.vision, &plan, pixels)?;
+        let features = vision::encode(pv, &c.vision, &plan, pixels, opts.recompute)?;
         // Row of every position in [text embeddings; image features in window order].
         let mut k = 0;
         let rows: Vec<u32> = (0..b * t)
@@ -101,7 +104,7 @@ pub fn forward_cached_hidden(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o
         h = ag::embedding(&ag::concat(&[&h, &features], 0)?, &rows)?;
     }
     let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
-    let h = layers(h, pv, tc, &cx, cache)?;
+    let h = layers(h, pv, tc, &cx, cache, opts.recompute)?;
     let rows = match &opts.keep {
         Keep::All => None,
         Keep::Rows(rows) => {
@@ -144,13 +147,22 @@ pub fn extend_hidden(pv: &ParamVars, c: &ModelConfig, ids: &[u32], mask: &[bool]
     let tables = RopeTables::multimodal(positions, b, t, tc.head_dim(), &tc.mrope_section, tc.rope_theta, embed.value().device())?;
     let attention = cache.begin(t, mask)?;
     let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
-    let h = layers(ag::embedding(embed, ids)?, pv, tc, &cx, Some(cache))?;
+    let h = layers(ag::embedding(embed, ids)?, pv, tc, &cx, Some(cache), Recompute::None)?;
     final_hidden(&h, pv, c, rows)
 }
 
-fn layers(mut h: Var, pv: &ParamVars, tc: &TextConfig, cx: &Context, mut cache: Option<&mut KvCache>) -> Result<Var> {
+fn layers(mut h: Var, pv: &ParamVars, tc: &TextConfig, cx: &Context, mut cache: Option<&mut KvCache>, recompute: Recompute) -> Result<Var> {
+    // Recomputation only pays where a backward will run (a recorded pass without a cache).
+    let recompute = recompute == Recompute::Layer && cache.is_none() && h.tape().is_recording();
     for i in 0..tc.num_hidden_layers {
-        h = decoder::layer(&h, pv, i, tc, cx, cache.as_deref_mut())?;
+        h = if recompute {
+            let (tc, tables, attention, (batch, seq)) = (tc.clone(), cx.tables.clone(), cx.attention.clone(), (cx.batch, cx.seq));
+            recomputed(&h, pv, &format!("model.layers.{i}."), move |x, p| {
+                decoder::layer(x, p, i, &tc, &Context { batch, seq, tables: &tables, attention: &attention }, None)
+            })?
+        } else {
+            decoder::layer(&h, pv, i, tc, cx, cache.as_deref_mut())?
+        };
     }
     if let Some(kv) = cache {
         kv.commit(cx.seq);

@@ -115,7 +115,7 @@ pub fn generate(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o: &GenerateOp
     let mut rng = Rng::new(o.seed);
     // Sequences still running, as indices into `completions`, in cache order.
     let mut active: Vec<usize> = (0..x.batch).collect();
-    let mut logits = forward_cached(pv, c, x, &ForwardOptions { keep: Keep::Last, blind: None }, Some(&mut cache))?;
+    let mut logits = forward_cached(pv, c, x, &ForwardOptions { keep: Keep::Last, ..Default::default() }, Some(&mut cache))?;
     for step in 0..o.max_new_tokens {
         let chosen = choose(&logits, &active, &mut completions, o, &mut rng)?;
         let mut keep = Vec::with_capacity(active.len());

@@ -33,6 +33,21 @@ impl ParamVars {
         ParamVars::new(tape, weights, |_| false)
     }
 
+    /// The parameters whose names start with `prefix`, in the model's order.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, Var)> {
+        self.order.iter().filter(|n| n.starts_with(prefix)).map(|n| (n.clone(), self.vars[n].clone())).collect()
+    }
+
+    /// Named variables (a recomputed block's parameters on its private tape).
+    pub fn from_vars(named: impl IntoIterator<Item = (String, Var)>) -> ParamVars {
+        let (mut vars, mut order) = (HashMap::new(), Vec::new());
+        for (n, v) in named {
+            order.push(n.clone());
+            vars.insert(n, v);
+        }
+        ParamVars { vars, order }
+    }
+
     pub fn get(&self, name: &str) -> Result<&Var> {
         self.vars.get(name).ok_or_else(|| Error::shape("model", format!("no parameter named `{name}`")))
     }

@@ -11,6 +11,7 @@
 
 use super::config::VisionConfig;
 use super::params::ParamVars;
+use super::recompute::{recomputed, Recompute};
 use crate::autograd::{ops as ag, Var};
 use crate::error::Result;
 use crate::ops::{AttnOptions, RopeTables, Transpose};
@@ -106,7 +107,7 @@ fn block(x: &Var, pv: &ParamVars, i: usize, c: &VisionConfig, tables: &RopeTable
 /// Image features [units, out_hidden] in window order (see `VisionPlan::unit_row`), from
 /// `pixels` [N_patches, patch_dim] in the images' own order, on any device: they are
 /// reordered on the host and uploaded once, to the weights' device.
-pub fn encode(pv: &ParamVars, c: &VisionConfig, plan: &VisionPlan, pixels: &Tensor) -> Result<Var> {
+pub fn encode(pv: &ParamVars, c: &VisionConfig, plan: &VisionPlan, pixels: &Tensor, recompute: Recompute) -> Result<Var> {
     let patch = pv.get("visual.patch_embed.proj.weight")?;
     let dev = patch.value().device();
     let (n, pd) = (pixels.shape()[0], c.patch_dim());
@@ -123,7 +124,12 @@ pub fn encode(pv: &ParamVars, c: &VisionConfig, plan: &VisionPlan, pixels: &Tens
     for i in 0..c.depth {
         let full = c.fullatt_block_indexes.contains(&i);
         let segments = if full { &plan.frame_segments } else { &plan.window_segments };
-        x = block(&x, pv, i, c, &tables, segments)?;
+        x = if recompute == Recompute::Layer && x.tape().is_recording() {
+            let (c, tables, segments) = (c.clone(), tables.clone(), segments.clone());
+            recomputed(&x, pv, &format!("visual.blocks.{i}."), move |x, p| block(x, p, i, &c, &tables, &segments))?
+        } else {
+            block(&x, pv, i, c, &tables, segments)?
+        };
     }
     let m = c.hidden_size * c.spatial_merge_size * c.spatial_merge_size;
     let x = ag::rms_norm(&x, pv.get("visual.merger.ln_q.weight")?, EPS)?;

@@ -5,6 +5,7 @@
 
 use super::rl_options::{Algo, Degenerate, FilterKey, Importance, LossAgg, TvdEstimate, TvdPolicy, Variant};
 use crate::error::{Error, Result};
+use crate::model::Recompute;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,11 @@ pub struct TrainConfig {
     /// the system's available memory for the CPU and software adapters). The trainer
     /// estimates its peak before the first step and refuses a config that cannot fit.
     pub memory_gb: f64,
+    /// "layer": keep only each decoder layer's and vision block's input for the backward and
+    /// recompute the block there (about a third more compute, a fraction of the activation
+    /// memory); "none": keep every activation. Absent: "layer" for models of more than 50 M
+    /// parameters, "none" for smaller ones (the default tiny model).
+    pub recompute: Option<Recompute>,
     /// Write the wall-clock fields (`time_*`) into the metrics rows. Off, two runs with the
     /// same seed on the same backend write byte-identical metrics (checkpoints always are).
     pub log_timings: bool,
@@ -172,6 +178,7 @@ impl Default for TrainConfig {
             model: None,
             resume: false,
             memory_gb: 0.0,
+            recompute: None,
             log_timings: true,
             tiny: TinyConfig::default(),
             data: DataConfig::default(),

@@ -112,9 +112,13 @@ pub enum Degenerate {
 /// The `[rl]` choices of `table`, each checked against its enum: a bad one is an error that
 /// names the field and lists the allowed values (serde's own error would name neither here).
 pub(crate) fn check_choices(table: &toml::Table, file: &str) -> crate::error::Result<()> {
+    use serde::Deserialize;
     fn one<T: serde::de::DeserializeOwned>(rl: &toml::Table, key: &str, file: &str) -> crate::error::Result<()> {
         let Some(v) = rl.get(key) else { return Ok(()) };
         T::deserialize(v.clone()).map(|_| ()).map_err(|e| super::config::bad(file, &format!("rl.{key}"), format!("is {v}: {}", e.to_string().trim())))
+    }
+    if let Some(v) = table.get("recompute") {
+        crate::model::Recompute::deserialize(v.clone()).map_err(|e| super::config::bad(file, "recompute", format!("is {v}: {}", e.to_string().trim())))?;
     }
     let Some(toml::Value::Table(rl)) = table.get("rl") else { return Ok(()) };
     one::<Algo>(rl, "algo", file)?;

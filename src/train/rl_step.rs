@@ -177,7 +177,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             let pv = ParamVars::new(&tape, &t.weights, |n| c.train_vision || !n.starts_with("visual."));
             // The final hidden states only: the fused loss applies the LM head chunk by
             // chunk, so no [N, V] logits are ever held.
-            let hidden = forward_hidden(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
+            let hidden = forward_hidden(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: t.recompute() })?;
             let hidden = t.inject_fault(hidden)?;
             let head = lm_head(&pv, &config)?;
             if c.importance == Importance::Sequence {
@@ -278,7 +278,7 @@ pub fn token_weights(c: &RlConfig, tvd: &[f32], tails: &[&[u32]], dev: &crate::d
 fn reference_logp(reference: &crate::model::Weights, config: &crate::model::ModelConfig, inputs: &crate::model::ModelInputs, rows: &[u32], tokens: &[u32], c: &RlConfig) -> Result<Vec<f32>> {
     let tape = Tape::new();
     let pv = ParamVars::frozen(&tape, reference);
-    let hidden = forward_hidden(&pv, config, inputs, &ForwardOptions { keep: Keep::Rows(rows.to_vec()), blind: None })?;
+    let hidden = forward_hidden(&pv, config, inputs, &ForwardOptions { keep: Keep::Rows(rows.to_vec()), ..Default::default() })?;
     ops::logp_linear(hidden.value(), lm_head(&pv, config)?.value(), tokens, c.temperature, Chunking::Auto)
 }
 

@@ -280,6 +280,14 @@ impl Trainer {
         Ok(())
     }
 
+    /// `recompute` from the config, or by the model's size where it is absent.
+    pub fn recompute(&self) -> crate::model::Recompute {
+        self.cfg.recompute.unwrap_or_else(|| {
+            let params: usize = self.weights.tensors().iter().map(|t| t.numel()).sum();
+            if params > 50_000_000 { crate::model::Recompute::Layer } else { crate::model::Recompute::None }
+        })
+    }
+
     /// The training forward's output, with a NaN in it when `Fault::Output` is set.
     pub fn inject_fault(&self, out: crate::autograd::Var) -> Result<crate::autograd::Var> {
         if self.fault != Some(Fault::Output) {
@@ -316,7 +324,7 @@ impl Trainer {
         let tape = Tape::new();
         let vision = self.cfg.sft.train_vision;
         let pv = ParamVars::new(&tape, &self.weights, |n| vision || !n.starts_with("visual."));
-        let logits = forward(&pv, &self.weights.config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None })?;
+        let logits = forward(&pv, &self.weights.config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: self.recompute() })?;
         let logits = self.inject_fault(logits)?;
         let loss = ag::cross_entropy_mean(&logits, &targets)?;
         let value = f64::from(loss.value().to_vec()?[0]);

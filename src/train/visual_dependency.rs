@@ -88,7 +88,7 @@ pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails
     }
     let pass = |blind: Option<Blind>| -> Result<Tensor> {
         let mut cache = KvCache::new(&config.text, unique.len(), x.seq + l, dev)?;
-        let first = forward_cached_hidden(pv, config, x, &ForwardOptions { keep: Keep::Last, blind }, Some(&mut cache))?;
+        let first = forward_cached_hidden(pv, config, x, &ForwardOptions { keep: Keep::Last, blind, ..Default::default() }, Some(&mut cache))?;
         cache.retain(&of)?;
         let first = first.value().clone();
         let all = if rows.is_empty() {
