@@ -1,6 +1,7 @@
 //! The fused-linear losses against the unfused ops they replace, on every backend present:
-//! `policy_loss_linear` on the tape against `linear` (the LM head) then `policy_loss`, and
-//! `kl_dual_linear` against the head's logits then `kl_dual`. Odd sizes and chunks that do
+//! `policy_loss_linear` on the tape against `linear` (the LM head) then `policy_loss`,
+//! `cross_entropy_linear` against `linear` then `cross_entropy_mean`, and `kl_dual_linear`
+//! against the head's logits then `kl_dual`. Odd sizes and chunks that do
 //! not divide N. Catches a chunk written to the wrong rows, a head gradient accumulated over
 //! one chunk only, and a loss that does not scale its gradients by the incoming one.
 
@@ -89,6 +90,36 @@ fn policy_matches_unfused(kind: &str) {
     }
 }
 
+/// SFT's loss: `cross_entropy_linear` on the tape against `linear` then `cross_entropy_mean`,
+/// with ignored targets.
+fn cross_entropy_matches_unfused(kind: &str) {
+    let Some(dev) = common::backend(kind) else { return };
+    let d = data();
+    let targets: Vec<u32> = d.tokens.iter().enumerate().map(|(i, &t)| if i % 4 == 1 { ops::IGNORE } else { t }).collect();
+    let up = |v: &[f32], s: &[usize]| Tensor::from_slice(v, s, &dev).unwrap();
+    let run = |fused: Option<Chunking>| {
+        let tape = Tape::new();
+        let (h, w) = (tape.var(up(&d.hidden, &[N, H])), tape.var(up(&d.head, &[V, H])));
+        let loss = match fused {
+            Some(chunking) => ag::cross_entropy_linear(&h, &w, &targets, chunking).unwrap(),
+            None => ag::cross_entropy_mean(&ag::linear(&h, &w, None).unwrap(), &targets).unwrap(),
+        };
+        let value = loss.value().to_vec().unwrap()[0];
+        let grads = tape.backward(&ag::scale(&loss, 0.5).unwrap()).unwrap();
+        let g = |v| grads.get(v).expect("a gradient").to_vec().unwrap();
+        (value, g(&h), g(&w))
+    };
+    let want = run(None);
+    assert!(want.1.iter().any(|&g| g.abs() > 1e-4) && want.2.iter().any(|&g| g.abs() > 1e-4), "{kind}: zero gradients");
+    for chunk in [Chunking::Rows(1), Chunking::Rows(5), Chunking::Auto] {
+        let got = run(Some(chunk));
+        let what = format!("{kind}, {chunk:?}");
+        close(&[got.0], &[want.0], 1e-5, 1e-5, &format!("{what} loss"));
+        close(&got.1, &want.1, 1e-6, 1e-4, &format!("{what} dhidden"));
+        close(&got.2, &want.2, 1e-6, 1e-4, &format!("{what} dhead"));
+    }
+}
+
 /// A frozen head (a constant on the tape) gets no gradient and none is formed for it.
 #[test]
 fn frozen_head_gets_no_gradient() {
@@ -124,10 +155,14 @@ fn kl_matches_unfused(kind: &str) {
 }
 
 macro_rules! on_every_backend {
-    ($($kind:literal => $policy:ident, $kl:ident;)*) => {$(
+    ($($kind:literal => $policy:ident, $kl:ident, $ce:ident;)*) => {$(
         #[test]
         fn $policy() {
             policy_matches_unfused($kind);
+        }
+        #[test]
+        fn $ce() {
+            cross_entropy_matches_unfused($kind);
         }
         #[test]
         fn $kl() {
@@ -137,8 +172,8 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend! {
-    "cpu" => policy_loss_linear_matches_unfused_on_cpu, kl_dual_linear_matches_unfused_on_cpu;
-    "wgpu" => policy_loss_linear_matches_unfused_on_wgpu, kl_dual_linear_matches_unfused_on_wgpu;
-    "cuda" => policy_loss_linear_matches_unfused_on_cuda, kl_dual_linear_matches_unfused_on_cuda;
-    "cuda-emu" => policy_loss_linear_matches_unfused_on_cuda_emu, kl_dual_linear_matches_unfused_on_cuda_emu;
+    "cpu" => policy_loss_linear_matches_unfused_on_cpu, kl_dual_linear_matches_unfused_on_cpu, cross_entropy_linear_matches_unfused_on_cpu;
+    "wgpu" => policy_loss_linear_matches_unfused_on_wgpu, kl_dual_linear_matches_unfused_on_wgpu, cross_entropy_linear_matches_unfused_on_wgpu;
+    "cuda" => policy_loss_linear_matches_unfused_on_cuda, kl_dual_linear_matches_unfused_on_cuda, cross_entropy_linear_matches_unfused_on_cuda;
+    "cuda-emu" => policy_loss_linear_matches_unfused_on_cuda_emu, kl_dual_linear_matches_unfused_on_cuda_emu, cross_entropy_linear_matches_unfused_on_cuda_emu;
 }

@@ -52,7 +52,7 @@ kernel_tests!(
     attention_segments_causal, attention_key_mask, attention_backward_segments_causal, attention_backward_key_mask,
     attention_backward, attention_backward_causal, attention_backward_padded, attention_backward_blind,
     attention_backward_segments, cross_entropy, cross_entropy_backward, adamw, sum_squares, kl_dual, pgpo_weights,
-    pgpo_weights_quantile, pgpo_weights_floor, pgpo_weights_no_norm, policy_loss, policy_loss_ref_kl, policy_loss_linear, kl_dual_linear,
+    pgpo_weights_quantile, pgpo_weights_floor, pgpo_weights_no_norm, policy_loss, policy_loss_ref_kl, policy_loss_linear, kl_dual_linear, cross_entropy_linear,
     row_max_nonfinite, softmax_nonfinite, log_softmax_nonfinite, rms_norm_nonfinite, cross_entropy_nonfinite,
     attention_nonfinite, attention_key_mask_nonfinite, kl_dual_nonfinite, policy_loss_nonfinite,
 );

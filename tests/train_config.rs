@@ -80,11 +80,16 @@ fn a_buffer_over_the_adapter_binding_limit_is_refused_up_front_on_wgpu() {
     (cfg.tiny.hidden, cfg.tiny.layers, cfg.data.eval_size) = (64, 1, 2);
     let mut t = Trainer::new(cfg.clone()).unwrap();
     t.cfg.memory_gb = 1000.0; // only the binding limit is under test
-    // Response tokens whose clean logits need one buffer just over the limit.
+    // Response tokens whose clean logits would be one buffer just over the limit: fine now,
+    // the fused losses hold one chunk of them at a time, within the limit.
     let rows = (t.cfg.rl.prompts * t.cfg.rl.group) as u64;
     t.cfg.rl.max_new_tokens = (limit / (4 * rows * t.weights.config.text.vocab_size as u64) + 1) as usize;
+    t.memory_estimate().unwrap().check(&t.device, t.cfg.memory_gb).unwrap();
+    // Sequences whose one layer of KV cache is one buffer just over the limit: refused.
+    let kv = (t.weights.config.text.num_key_value_heads * t.weights.config.text.head_dim()) as u64;
+    t.cfg.rl.max_new_tokens = (limit / (4 * rows * kv) + 1) as usize;
     let e = t.memory_estimate().unwrap().check(&t.device, t.cfg.memory_gb).unwrap_err().to_string();
-    assert!(e.contains(name) && e.contains("rl.max_new_tokens"), "{e}");
+    assert!(e.contains(name) && e.contains("KV cache") && e.contains("rl.max_new_tokens"), "{e}");
     let _ = std::fs::remove_dir_all(&cfg.out_dir);
 }
 

@@ -1,8 +1,8 @@
 //! Numerical faults in training. A step whose loss or gradient is not finite is skipped and
 //! logged, never applied (every parameter keeps its bits); after `checkpoint.max_bad_steps`
 //! such steps in a row the run stops with an error naming the step and the first non-finite
-//! tensor. Faults are injected into the forward's output (the logits in SFT, the final hidden
-//! states in RL), into one gradient, and into a weight.
+//! tensor. Faults are injected into the forward's output (the final hidden states the fused
+//! losses read), into one gradient, and into a weight.
 
 use pgpo::train::rl_step::rl_step;
 use pgpo::train::trainer::{Fault, StepStats, Trainer};
@@ -41,11 +41,11 @@ fn two_skips_then_stop(t: &mut Trainer, step: impl Fn(&mut Trainer, usize) -> pg
 }
 
 #[test]
-fn nan_logits_in_sft_are_skipped_and_the_third_in_a_row_stops_naming_the_logits() {
-    let mut t = trainer("sft-logits");
+fn nan_hidden_states_in_sft_are_skipped_and_the_third_in_a_row_stops_naming_them() {
+    let mut t = trainer("sft-hidden");
     t.fault = Some(Fault::Output);
     let err = two_skips_then_stop(&mut t, |t, k| t.sft_step(k));
-    assert!(err.contains("SFT loss is NaN") && err.contains("first non-finite tensor is the logits"), "{err}");
+    assert!(err.contains("SFT loss is NaN") && err.contains("first non-finite tensor is the final hidden states"), "{err}");
 }
 
 #[test]

@@ -157,7 +157,7 @@ def rl_step_workload():
 
     c = RL_TINY
     cfg = Qwen2_5_VLConfig(**c)
-    cfg._attn_implementation = "eager"
+    cfg._attn_implementation = ATTN["impl"]
     model = Qwen2_5_VLForConditionalGeneration(cfg).float()
     for n, p in model.named_parameters():
         p.requires_grad_(not n.startswith("model.visual"))
@@ -240,7 +240,7 @@ def model_workload(name):
         w = json.load(f)[size]
     c = w["config"]
     cfg = Qwen2_5_VLConfig(**c)
-    cfg._attn_implementation = "eager"
+    cfg._attn_implementation = ATTN["impl"]
     model = Qwen2_5_VLForConditionalGeneration(cfg).float()
     if bf16:
         # A bf16 checkpoint loaded with dtype=float32: every weight a bf16 value, computed in
@@ -310,6 +310,11 @@ NAMES = ["matmul0", "matmul1", "softmax", "rms_norm", "cross_entropy", "kl_dual"
          "model_generate_small_bf16c", "rl_step"]
 
 
+# transformers' attention for the model workloads: "sdpa" (its default, what its users run)
+# or "eager"; set by --attn, passed on to each child.
+ATTN = {"impl": "sdpa"}
+
+
 def child(name, quick, threads):
     import torch
 
@@ -340,6 +345,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     ap.add_argument("--child")
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="transformers' attention for the model and rl_step workloads")
     ap.add_argument("--pgpo", default="target/release/pgpo")
     ap.add_argument("--runs", type=int, default=3, help="whole comparisons to run; the table shows medians")
     ap.add_argument("--skip", default="", help="comma-separated workloads to leave out, e.g. kl_dual,policy_loss")
@@ -349,6 +355,7 @@ def main():
     import os
 
     threads = a.threads or os.cpu_count()
+    ATTN["impl"] = a.attn
     if a.child:
         return child(a.child, a.quick, threads)
     # Interleave the runs so a slow spell of the machine hits both sides alike.
@@ -357,7 +364,7 @@ def main():
         rows = []
         only = [n for n in a.only.split(",") if n]
         for name in [n for n in NAMES if n not in a.skip.split(",") and (not only or n in only)]:
-            cmd = [sys.executable, __file__, "--child", name] + (["--quick"] if a.quick else []) + ["--threads", str(threads)]
+            cmd = [sys.executable, __file__, "--child", name, "--attn", a.attn] + (["--quick"] if a.quick else []) + ["--threads", str(threads)]
             rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
         torch_runs.append(rows)
         cmd = [a.pgpo, "bench", "--json", "--backend", "cpu"] + (["--quick"] if a.quick else []) + (["--filter", a.filter] if a.filter else [])
@@ -368,7 +375,7 @@ def main():
         for r in run:
             by_key.setdefault((r["kernel"], r["shape"]), []).append((r["ms"], r.get("peak_bytes")))
     by_key = {k: {"ms": statistics.median(m for m, _ in v), "peak_mb": (v[0][1] or 0) / 1e6} for k, v in by_key.items()}
-    print(f"PyTorch {torch_rows[0]['torch']} eager, {threads} threads; pgpo CPU backend; medians of {a.runs} runs\n")
+    print(f"PyTorch {torch_rows[0]['torch']} eager mode, attention {a.attn}, {threads} threads; pgpo CPU backend; medians of {a.runs} runs\n")
     print("| kernel | shape | PyTorch ms | pgpo ms | speed-up (PyTorch / pgpo) | PyTorch peak RSS MB | PyTorch own peak MB | pgpo peak_bytes MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for t in torch_rows:

@@ -253,25 +253,38 @@ pub fn policy_loss(logits: &Var, x: &k::TokenInputs, c: &k::LossConfig) -> Resul
     Ok((v, out))
 }
 
-/// `policy_loss_linear` on the tape: the scalar loss from the final hidden states and the LM
-/// head; the gradients of whichever of the two is tracked are formed in the forward's chunks
-/// (the logits are gone by the backward) and scaled by the incoming gradient.
-pub fn policy_loss_linear(hidden: &Var, head: &Var, x: &k::TokenInputs, c: &k::LossConfig, chunking: k::Chunking) -> Result<(Var, k::PolicyLossLinear)> {
+/// Which gradients a fused-linear loss should form: those of the tracked inputs, while recording.
+fn linear_grads(hidden: &Var, head: &Var) -> k::LinearGrads {
     let recording = hidden.tape.is_recording();
-    let grads = k::LinearGrads { hidden: recording && hidden.tracked, head: recording && head.tracked };
-    let out = k::policy_loss_linear(&hidden.value, &head.value, x, c, grads, chunking)?;
-    let loss = Tensor::from_slice(&[out.out.loss as f32], &[1], hidden.value.device())?;
-    let (dh, dw) = (out.dhidden.clone(), out.dhead.clone());
-    let v = hidden.tape.record(
-        loss,
+    k::LinearGrads { hidden: recording && hidden.tracked, head: recording && head.tracked }
+}
+
+/// Records a fused-linear loss: its gradients were formed in the forward's chunks (the logits
+/// are gone by the backward) and are scaled by the incoming gradient.
+fn record_linear(hidden: &Var, head: &Var, loss: f64, dh: Option<Tensor>, dw: Option<Tensor>) -> Result<Var> {
+    let value = Tensor::from_slice(&[loss as f32], &[1], hidden.value.device())?;
+    Ok(hidden.tape.record(
+        value,
         &[hidden, head],
         Box::new(move |g| {
             let s = g.to_vec()?[0];
             let scaled = |d: &Option<Tensor>| d.as_ref().map(|d| if s == 1.0 { Ok(d.clone()) } else { k::scale(d, s) }).transpose();
             Ok(vec![scaled(&dh)?, scaled(&dw)?])
         }),
-    );
+    ))
+}
+
+/// `policy_loss_linear` on the tape: the scalar loss from the final hidden states and the LM head.
+pub fn policy_loss_linear(hidden: &Var, head: &Var, x: &k::TokenInputs, c: &k::LossConfig, chunking: k::Chunking) -> Result<(Var, k::PolicyLossLinear)> {
+    let out = k::policy_loss_linear(&hidden.value, &head.value, x, c, linear_grads(hidden, head), chunking)?;
+    let v = record_linear(hidden, head, out.out.loss, out.dhidden.clone(), out.dhead.clone())?;
     Ok((v, out))
+}
+
+/// `cross_entropy_linear` on the tape: the mean cross-entropy from the final hidden states and the LM head.
+pub fn cross_entropy_linear(hidden: &Var, head: &Var, targets: &[u32], chunking: k::Chunking) -> Result<Var> {
+    let out = k::cross_entropy_linear(&hidden.value, &head.value, targets, linear_grads(hidden, head), chunking)?;
+    record_linear(hidden, head, out.loss, out.dhidden, out.dhead)
 }
 
 /// A block whose activations are recomputed in the backward rather than kept: `f` runs once

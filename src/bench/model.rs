@@ -6,7 +6,7 @@ use super::{Case, Work};
 use crate::autograd::Tape;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::model::{forward, generate, lm_loss, ForwardOptions, GenerateOptions, ModelConfig, ModelInputs, ParamVars, Weights};
+use crate::model::{forward, generate, lm_loss, ForwardOptions, GenerateOptions, ModelConfig, ModelInputs, ParamVars, Recompute, Weights};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use std::rc::Rc;
@@ -140,22 +140,26 @@ pub fn cases(dev: &Device) -> Result<Vec<Case>> {
                 }),
             });
         }
-        let d = dev.clone();
-        out.push(Case {
-            kernel: "model fwd+bwd",
-            shape,
-            work: Work::Tokens(tokens),
-            run: Box::new(move || {
-                let tape = Tape::new();
-                let pv = ParamVars::trainable(&tape, &weights);
-                let logits = forward(&pv, &weights.config, &inputs, &ForwardOptions::default())?;
-                let loss = lm_loss(&logits, &labels, inputs.batch, inputs.seq)?;
-                let grads = tape.backward(&loss)?;
-                d.synchronize()?;
-                drop(grads);
-                Ok(())
-            }),
-        });
+        // Keeping every activation, and recomputing each block in the backward: the rows'
+        // peak_bytes are the memory recomputation saves, their times what it costs.
+        for recompute in [Recompute::None, Recompute::Layer] {
+            let (weights, inputs, labels, d) = (weights.clone(), inputs.clone(), labels.clone(), dev.clone());
+            out.push(Case {
+                kernel: "model fwd+bwd",
+                shape: if recompute == Recompute::None { shape.clone() } else { format!("{shape}, recompute layer") },
+                work: Work::Tokens(tokens),
+                run: Box::new(move || {
+                    let tape = Tape::new();
+                    let pv = ParamVars::trainable(&tape, &weights);
+                    let logits = forward(&pv, &weights.config, &inputs, &ForwardOptions { recompute, ..Default::default() })?;
+                    let loss = lm_loss(&logits, &labels, inputs.batch, inputs.seq)?;
+                    let grads = tape.backward(&loss)?;
+                    d.synchronize()?;
+                    drop(grads);
+                    Ok(())
+                }),
+            });
+        }
     }
     Ok(out)
 }

@@ -1,4 +1,5 @@
-//! Checks of the fused-linear ops (`policy_loss_linear`, `kl_dual_linear`): hidden states
+//! Checks of the fused-linear ops (`policy_loss_linear`, `kl_dual_linear`,
+//! `cross_entropy_linear`): hidden states
 //! [N, H] and an LM head [V, H] in, the reference in f64 from the exact product h · Wᵀ, and
 //! for the loss the gradients of both inputs by the chain rule through the f64 logits
 //! gradient (central differences, as the `policy_loss` check takes it). Each case is
@@ -11,7 +12,7 @@ use super::rl::{kl_inputs, policy_config, policy_ref_on, policy_token_inputs, D_
 use super::{Inputs, KernelCheck};
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::{self, Chunking, KlOptions, LinearGrads, TokenInputs};
+use crate::ops::{self, Chunking, KlOptions, LinearGrads, TokenInputs, IGNORE};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -80,7 +81,14 @@ fn policy_ref(s: &[usize], x: &Inputs) -> Vec<Vec<f64>> {
     let (n, hd, v) = (s[0], s[1], s[2]);
     let mut out = policy_ref_on(&logits_f64(&x.f[0], &x.f[1], n, hd, v), &x.f[2], &x.ids, v, true);
     let dlogits = out.remove(0);
-    let (h, w) = (f64s(&x.f[0]), f64s(&x.f[1]));
+    let mut all = chain(&dlogits, &x.f[0], &x.f[1], n, hd, v);
+    all.extend(out);
+    all
+}
+
+/// [dh, dW] from dlogits [N, V] in f64: dh = dlogits · W, dW = dlogitsᵀ · h.
+fn chain(dlogits: &[f64], h: &[f32], w: &[f32], n: usize, hd: usize, v: usize) -> Vec<Vec<f64>> {
+    let (h, w) = (f64s(h), f64s(w));
     let mut dh = vec![0.0; n * hd];
     let mut dw = vec![0.0; v * hd];
     for i in 0..n {
@@ -92,9 +100,43 @@ fn policy_ref(s: &[usize], x: &Inputs) -> Vec<Vec<f64>> {
             }
         }
     }
-    let mut all = vec![dh, dw];
-    all.extend(out);
-    all
+    vec![dh, dw]
+}
+
+// ---- cross_entropy_linear: f[0] hidden, f[1] head; every fifth target IGNORE ----
+
+fn ce_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
+    let (n, v) = (s[0], s[2]);
+    let f = hidden_and_head(s, rng, 1);
+    let ids = (0..n).map(|i| if i % 5 == 3 { IGNORE } else { rng.below(v) as u32 }).collect();
+    Inputs { f, ids }
+}
+
+/// Outputs: the mean loss, dhidden, dhead.
+fn ce_run(d: &Device, s: &[usize], x: &Inputs) -> Result<Vec<Tensor>> {
+    let (n, hd, v) = (s[0], s[1], s[2]);
+    let grads = LinearGrads { hidden: true, head: true };
+    let o = ops::cross_entropy_linear(&up(d, &x.f[0], &[n, hd])?, &up(d, &x.f[1], &[v, hd])?, &x.ids, grads, chunking(s))?;
+    let missing = || crate::error::Error::shape("cross_entropy_linear", "a gradient asked for was not formed");
+    Ok(vec![Tensor::from_vec(vec![o.loss as f32], &[1], &Device::Cpu)?, o.dhidden.ok_or_else(missing)?, o.dhead.ok_or_else(missing)?])
+}
+
+fn ce_ref(s: &[usize], x: &Inputs) -> Vec<Vec<f64>> {
+    let (n, hd, v) = (s[0], s[1], s[2]);
+    let logits = logits_f64(&x.f[0], &x.f[1], n, hd, v);
+    let valid = x.ids.iter().filter(|&&t| t != IGNORE).count() as f64;
+    let (mut loss, mut dlogits) = (0.0, vec![0.0; n * v]);
+    for (i, &t) in x.ids.iter().enumerate().filter(|(_, t)| **t != IGNORE) {
+        let row = &logits[i * v..(i + 1) * v];
+        let lse = r::logsumexp(row);
+        loss += (lse - row[t as usize]) / valid;
+        for j in 0..v {
+            dlogits[i * v + j] = ((row[j] - lse).exp() - if j == t as usize { 1.0 } else { 0.0 }) / valid;
+        }
+    }
+    let mut out = vec![vec![loss]];
+    out.extend(chain(&dlogits, &x.f[0], &x.f[1], n, hd, v));
+    out
 }
 
 // ---- kl_dual_linear: f[0] clean hidden, f[1] blind hidden, f[2] head ----
@@ -139,6 +181,16 @@ pub fn all() -> Vec<KernelCheck> {
             inputs: policy_inputs,
             run: policy_run,
             reference: policy_ref,
+        },
+        KernelCheck {
+            name: "cross_entropy_linear",
+            // The mean loss, dhidden, dhead.
+            tols: &[(1e-5, 1e-5), (1e-6, 1e-4), (1e-6, 1e-4)],
+            shapes: SHAPES,
+            extra_shapes: &[],
+            inputs: ce_inputs,
+            run: ce_run,
+            reference: ce_ref,
         },
         KernelCheck {
             name: "kl_dual_linear",

@@ -2,14 +2,15 @@
 //! [V, H], over row chunks, the loss, its per-token outputs and the gradients of both inputs,
 //! without ever holding [N, V] logits. Each chunk's logits h_c · Wᵀ go through the
 //! `policy_loss` kernel, which writes their gradient; dh_c = dlogits_c · W and
-//! dW += dlogits_cᵀ · h_c (`matmul_acc`, in place) follow at once, and both [chunk, V] blocks are freed. This is the
+//! dW += dlogits_cᵀ · h_c (`matmul_acc`, in place) follow at once (`row_chunks::over_chunks`),
+//! and both [chunk, V] blocks are freed. This is the
 //! chunked-loss scheme of Liger-Kernel's `chunked_loss/`, with token-level advantages (PGPO's
 //! point: Liger's GRPO loss takes one per sequence). It composes the `matmul` and
 //! `policy_loss` kernels on every backend, so it has no shader of its own.
 
 use super::policy_loss::{policy_loss_rows, summarize, TokenOutputs};
-use super::row_chunks::{spans, Chunking};
-use super::{matmul, matmul_acc, same_device, slice, write_slice, LossConfig, TokenInputs, Transpose};
+use super::row_chunks::{over_chunks, Chunking};
+use super::{same_device, LossConfig, TokenInputs};
 use crate::backend::cpu::policy_loss::TOKEN_OUT;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -45,33 +46,13 @@ pub(crate) fn check_linear(op: &'static str, hidden: &Tensor, head: &Tensor, tok
 pub fn policy_loss_linear(hidden: &Tensor, head: &Tensor, x: &TokenInputs, c: &LossConfig, grads: LinearGrads, chunking: Chunking) -> Result<PolicyLossLinear> {
     const OP: &str = "policy_loss_linear";
     let (n, v) = check_linear(OP, hidden, head, x.tokens.len())?;
-    let h = hidden.shape()[1];
-    let dev = hidden.device();
-    let chunk = chunking.rows(OP, dev, n, v, 2)?;
-    let mut dhidden = if grads.hidden { Some(Tensor::empty(&[n, h], dev)?) } else { None };
-    let mut dhead: Option<Tensor> = None;
+    let chunk = chunking.rows(OP, hidden.device(), n, v, 2)?;
     let mut tok_out = Vec::with_capacity(n * TOKEN_OUT);
-    for (start, len) in spans(n, chunk) {
-        let hc = if len == n { hidden.clone() } else { slice(hidden, 0, start, len)? };
-        let logits = matmul(&hc, head, Transpose::NT)?;
-        let (dlogits, out) = policy_loss_rows(&logits, &x.rows(start, len), c)?;
-        drop(logits);
+    let (dhidden, dhead) = over_chunks(hidden, head, chunk, grads, |start, len, logits| {
+        let (dlogits, out) = policy_loss_rows(logits, &x.rows(start, len), c)?;
         tok_out.extend(out);
-        if let Some(dh) = dhidden.as_mut() {
-            write_slice(dh, 0, start, &matmul(&dlogits, head, Transpose::NN)?)?;
-        }
-        if grads.head {
-            // The first chunk writes dW, the rest add to it: a zeroed [V, H] buffer that the
-            // first product reads back would fault each page in twice (2x the time on the CPU).
-            match dhead.as_mut() {
-                None => dhead = Some(matmul(&dlogits, &hc, Transpose::TN)?),
-                Some(dw) => matmul_acc(dw, &dlogits, &hc, Transpose::TN)?,
-            }
-        }
-    }
-    if grads.head && dhead.is_none() {
-        dhead = Some(Tensor::zeros(head.shape(), dev)?);
-    }
+        Ok(Some(dlogits))
+    })?;
     Ok(PolicyLossLinear { out: summarize(x, &tok_out), dhidden, dhead, chunk })
 }
 

@@ -1,9 +1,11 @@
-//! How many rows the fused-linear ops (`policy_loss_linear`, `kl_dual_linear`) turn into
+//! How many rows the fused-linear ops (`policy_loss_linear`, `kl_dual_linear`,
+//! `cross_entropy_linear`) turn into
 //! logits at once: their only temporaries are `buffers` [rows, V] f32 blocks, so the chunk
 //! sets their memory, O(rows x V) and never O(N x V).
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 
 /// The row chunk of a fused-linear op.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,4 +46,44 @@ impl Chunking {
 /// [start, start + len) of each chunk of `n` rows.
 pub(crate) fn spans(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n).step_by(chunk.max(1)).map(move |s| (s, chunk.min(n - s)))
+}
+
+/// The gradients a fused-linear op forms as it goes, and the loop that forms them: for each
+/// chunk of rows, `loss` gets the chunk's logits h_c · Wᵀ and returns their gradient (when a
+/// gradient is wanted); dh_c = dlogits_c · W goes into its rows of dhidden and
+/// dW += dlogits_cᵀ · h_c. Both [chunk, V] blocks are freed before the next chunk.
+pub(crate) fn over_chunks(
+    hidden: &Tensor,
+    head: &Tensor,
+    chunk: usize,
+    grads: super::LinearGrads,
+    mut loss: impl FnMut(usize, usize, &Tensor) -> Result<Option<Tensor>>,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    use super::{matmul, matmul_acc, slice, write_slice, Transpose};
+    let (n, h) = (hidden.shape()[0], hidden.shape()[1]);
+    let dev = hidden.device();
+    let mut dhidden = if grads.hidden { Some(Tensor::empty(&[n, h], dev)?) } else { None };
+    let mut dhead: Option<Tensor> = None;
+    for (start, len) in spans(n, chunk) {
+        let hc = if len == n { hidden.clone() } else { slice(hidden, 0, start, len)? };
+        let logits = matmul(&hc, head, Transpose::NT)?;
+        let dlogits = loss(start, len, &logits)?;
+        drop(logits);
+        let Some(dlogits) = dlogits.filter(|_| grads.hidden || grads.head) else { continue };
+        if let Some(dh) = dhidden.as_mut() {
+            write_slice(dh, 0, start, &matmul(&dlogits, head, Transpose::NN)?)?;
+        }
+        if grads.head {
+            // The first chunk writes dW, the rest add to it: a zeroed [V, H] buffer that the
+            // first product reads back would fault each page in twice (2x the time on the CPU).
+            match dhead.as_mut() {
+                None => dhead = Some(matmul(&dlogits, &hc, Transpose::TN)?),
+                Some(dw) => matmul_acc(dw, &dlogits, &hc, Transpose::TN)?,
+            }
+        }
+    }
+    if grads.head && dhead.is_none() {
+        dhead = Some(Tensor::zeros(head.shape(), dev)?);
+    }
+    Ok((dhidden, dhead))
 }

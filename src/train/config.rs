@@ -34,8 +34,9 @@ pub struct TrainConfig {
     /// memory); "none": keep every activation. Absent: "layer" for models of more than 50 M
     /// parameters, "none" for smaller ones (the default tiny model).
     pub recompute: Option<Recompute>,
-    /// Write the wall-clock fields (`time_*`) into the metrics rows. Off, two runs with the
-    /// same seed on the same backend write byte-identical metrics (checkpoints always are).
+    /// Write the wall-clock fields (`time_*`) and the memory high-water marks (`peak_bytes*`)
+    /// into the metrics rows. Off, two runs with the same seed on the same backend write
+    /// byte-identical metrics (checkpoints always are).
     pub log_timings: bool,
     pub tiny: TinyConfig,
     pub data: DataConfig,
@@ -186,6 +187,13 @@ impl Default for TrainConfig {
             rl: RlConfig::default(),
             checkpoint: CheckpointConfig::default(),
         }
+    }
+}
+
+impl TrainConfig {
+    /// `recompute`, or by the model's size where the config leaves it out.
+    pub fn recompute_for(&self, params: f64) -> Recompute {
+        self.recompute.unwrap_or(if params > 50e6 { Recompute::Layer } else { Recompute::None })
     }
 }
 

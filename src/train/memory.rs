@@ -7,13 +7,16 @@
 //! - during an update: one gradient and one new value per parameter;
 //! - SFT: the tape's activations for `sft.batch` prompt+answer sequences, and their logits;
 //! - rollouts: the KV cache of `rl.prompts * rl.group` sequences, and one layer's prefill;
-//! - RL scoring: clean and blind logits of every response token, held together for `kl_dual`;
-//! - RL update: the tape's activations for `rl.mini_batch` sequences, and their logits.
+//! - RL scoring: clean and blind final hidden states of every response token, and one row
+//!   chunk of both logits at a time (`kl_dual_linear`);
+//! - RL update: the tape's activations for `rl.mini_batch` sequences (only each block's input
+//!   with `recompute = "layer"`, plus one block's activations while it is recomputed), and
+//!   one row chunk of logits and their gradient (`policy_loss_linear`).
 
 use super::config::TrainConfig;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Recompute};
 
 /// Sequence sizes measured on the data.
 #[derive(Clone, Copy, Debug)]
@@ -63,10 +66,23 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, n: Lengths) -> 
     let (per_token, per_patch) = (decoder_values_per_token(c) as f64, vision_values_per_patch(c) as f64);
     let bytes = |values: f64| (F32 as f64 * values) as u64;
     // Activations of a batch on the tape: every decoder layer, plus the vision tower when
-    // it trains (else one block at a time, freed as it goes).
+    // it trains (else one block at a time, freed as it goes). Recomputed, each block keeps
+    // its input and one block's activations exist at a time.
+    let layered = cfg.recompute_for(params as f64) == Recompute::Layer;
+    let activations = |batch: f64, seq: f64, vision_trains: bool| -> f64 {
+        let depth = if vision_trains { f(c.vision.depth) } else { 1.0 };
+        let (text, vision) = if layered {
+            (layers * hidden + per_token, depth * f(c.vision.hidden_size) + per_patch)
+        } else {
+            (layers * per_token, depth * per_patch)
+        };
+        batch * seq * (text + 2.0 * hidden) + batch * patches * vision
+    };
+    // The fused-linear losses hold one chunk of [rows, V] logits and their gradient (or the
+    // clean and blind logits), at most 1 GiB (`ops::Chunking::Auto`).
+    let chunk = |rows: f64| (2.0 * rows * vocab).min(f64::from(1u32 << 30) / F32 as f64);
     let tape = |batch: f64, seq: f64, rows: f64, vision_trains: bool| -> u64 {
-        let vision = batch * patches * per_patch * if vision_trains { f(c.vision.depth) } else { 1.0 };
-        bytes(batch * seq * (layers * per_token + 2.0 * hidden) + vision + 3.0 * rows * vocab)
+        bytes(activations(batch, seq, vision_trains) + 3.0 * rows * vocab)
     };
     let params = params as f64;
     let (state, update) = (bytes(3.0 * params), bytes(2.0 * params));
@@ -74,22 +90,21 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, n: Lengths) -> 
     let sft = tape(sft_batch, prompt + target, sft_batch * target, cfg.sft.train_vision);
     let rollouts = f(cfg.rl.prompts) * f(cfg.rl.group);
     let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token);
-    let scoring = bytes(rollouts * new * vocab * 2.0);
-    let rl_update = tape(mini_batch.min(rollouts), prompt + new, mini_batch * new, cfg.rl.train_vision);
+    let scoring = bytes(rollouts * new * hidden * 2.0 + chunk(rollouts * new));
+    let rows = mini_batch.min(rollouts) * new;
+    let rl_update = bytes(activations(mini_batch.min(rollouts), prompt + new, cfg.rl.train_vision) + chunk(rows) + rows * hidden);
     let parts = vec![
         ("weights and AdamW moments", state, "the model size"),
         ("gradients and updated values", update, "the model size"),
         ("SFT activations and logits", sft, "sft.batch"),
         ("rollout KV cache and prefill", cache, "rl.prompts, rl.group or rl.max_new_tokens"),
-        ("clean and blind logits of every response token", scoring, "rl.prompts, rl.group or rl.max_new_tokens"),
-        ("RL update activations and logits", rl_update, "rl.mini_batch or rl.max_new_tokens"),
+        ("clean and blind hidden states of every response token, one chunk of logits", scoring, "rl.prompts, rl.group or rl.max_new_tokens"),
+        ("RL update activations and one chunk of logits", rl_update, "rl.mini_batch or rl.max_new_tokens (or recompute = \"layer\")"),
     ];
     // Phases do not overlap: the peak is the standing state plus the largest phase.
     let phase = [update.saturating_add(sft), cache, scoring, update.saturating_add(rl_update)].into_iter().max().unwrap_or(0);
     let peak = state.saturating_add(phase);
     let largest = [
-        (bytes(rollouts * new * vocab), "the clean (or blind) logits of every response token", "rl.prompts, rl.group or rl.max_new_tokens"),
-        (bytes(mini_batch * new * vocab), "one RL mini-batch's logits", "rl.mini_batch"),
         (bytes(sft_batch * target * vocab), "one SFT batch's logits", "sft.batch"),
         (bytes(vocab * hidden), "the embedding table", "the model size"),
         (bytes(rollouts * (prompt + new) * kv), "one layer's KV cache", "rl.prompts, rl.group or rl.max_new_tokens"),

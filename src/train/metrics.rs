@@ -10,7 +10,8 @@ pub struct Metrics {
     path: PathBuf,
     file: std::fs::File,
     lines: usize,
-    /// Keep the wall-clock `time_*` fields (see `TrainConfig::log_timings`).
+    /// Keep the wall-clock `time_*` fields and the process's memory high-water marks
+    /// `peak_bytes*` (see `TrainConfig::log_timings`): measurements of this run, not results.
     pub timings: bool,
 }
 
@@ -42,7 +43,7 @@ impl Metrics {
         let mut row = Map::new();
         row.insert("phase".into(), Value::from(phase));
         row.insert("step".into(), Value::from(step));
-        for (k, v) in fields.iter().filter(|(k, _)| self.timings || !k.starts_with("time_")) {
+        for (k, v) in fields.iter().filter(|(k, _)| self.timings || !(k.starts_with("time_") || k.starts_with("peak_bytes"))) {
             // JSON has no NaN: a non-finite value is written as null.
             row.insert((*k).into(), serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number));
         }

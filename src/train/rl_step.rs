@@ -16,7 +16,7 @@ use super::trainer::StepTrace;
 use crate::ops::{self, Chunking, LossConfig, TokenInputs, WeightConfig};
 use crate::rl::advantages::{dapo_keep, group_advantages};
 use crate::rl::policy::aggregation_weights;
-use crate::tensor::Tensor;
+use crate::tensor::{memory, Tensor};
 use std::time::Instant;
 
 /// A sampled response and everything computed about it.
@@ -54,8 +54,10 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     // 1. Draw prompts.
     let items: Vec<Item> = t.next_items(c.prompts)?;
 
-    // 2. Roll out G responses per prompt with the KV cache, no grad.
+    // 2. Roll out G responses per prompt with the KV cache, no grad. The peak_bytes_* fields
+    // are each phase's high-water mark of the bytes tensors hold (all of them, weights too).
     let clock = Instant::now();
+    memory::reset_peak();
     let prompts: Vec<_> = items.iter().flat_map(|i| std::iter::repeat_n(&i.prompt, c.group)).collect();
     let no_tail: Vec<&[u32]> = vec![&[]; prompts.len()];
     let packed = batch::pack(&config, &prompts, &no_tail, pad, &dev)?;
@@ -74,7 +76,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         }
         Err(e) => return Err(e),
     };
-    fields.push(("time_rollout", clock.elapsed().as_secs_f64()));
+    fields.extend([("time_rollout", clock.elapsed().as_secs_f64()), ("peak_bytes_rollout", memory::reset_peak() as f64)]);
 
     // 3. Rewards.
     let mut rollouts = Vec::with_capacity(prompts.len());
@@ -114,7 +116,9 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     // 6. Token visual dependency from both logit rows in one fused pass (`kl_dual`).
     let kept_prompts: Vec<_> = kept.iter().map(|&i| &items[rollouts[i].prompt].prompt).collect();
     let tails: Vec<&[u32]> = kept.iter().map(|&i| rollouts[i].tokens.as_slice()).collect();
+    memory::reset_peak();
     let scored = visual_dependency(&frozen, &t.scoring(), &kept_prompts, &tails, c.temperature)?;
+    fields.push(("peak_bytes_scoring", memory::peak() as f64));
     let tvd = tvd_values(&scored.kl, c.tvd)?;
     fields.extend([("time_logprobs", scored.time_clean), ("time_blind_tvd", scored.time_blind)]);
     tvd_fields(&mut fields, &tvd, &tails, kept.iter().map(|&i| rollouts[i].grounded.as_slice()));
@@ -128,6 +132,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     // 8. Mini-batches of the fused policy loss; 9. AdamW with gradient clipping. A non-finite
     // mini-batch is skipped; the step counts once as a bad step however many were.
     let clock = Instant::now();
+    memory::reset_peak();
     let loss_cfg = LossConfig { clip_low: c.clip_low, clip_high: c.clip_high, dual_clip: c.dual_clip, kl_coef: c.kl_coef, temperature: c.temperature };
     let starts: Vec<usize> = tails.iter().scan(0, |s, t| {
         let here = *s;
@@ -229,7 +234,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         Some(what) => t.skip_bad_step(step, format!("{skipped} of {} mini-batches skipped; {what}", applied + skipped))?,
         None => t.bad_steps = 0,
     }
-    fields.push(("time_update", clock.elapsed().as_secs_f64()));
+    fields.extend([("time_update", clock.elapsed().as_secs_f64()), ("peak_bytes_update", memory::peak() as f64)]);
     fields.push(("grad_variance", gradient_variance(&mb_grads)));
     fields.extend([("loss", loss_sum / updates), ("clip_fraction", clip / updates), ("entropy", entropy / updates), ("grad_norm", norm / updates)]);
     fields.extend([("minibatches_applied", applied as f64), ("minibatches_skipped", skipped as f64), ("skipped", if applied > 0 { 0.0 } else { 1.0 })]);

@@ -13,7 +13,7 @@ use crate::autograd::{ops as ag, Grads, Tape};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::processor::Processor;
-use crate::model::{forward, generate, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling, Weights};
+use crate::model::{forward_hidden, generate, lm_head, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling, Weights};
 use crate::rl::rewards::{reward, RewardConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -47,8 +47,8 @@ pub struct Trainer {
 /// A numerical fault to inject (see `Trainer::fault`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// One value of the training forward's output (the logits in SFT, the final hidden
-    /// states the fused RL loss reads) becomes NaN, so the loss does.
+    /// One value of the training forward's output (the final hidden states the fused
+    /// losses read) becomes NaN, so the loss does.
     Output,
     /// One element of the named parameter's gradient becomes NaN (the loss stays finite).
     Gradient(String),
@@ -282,10 +282,7 @@ impl Trainer {
 
     /// `recompute` from the config, or by the model's size where it is absent.
     pub fn recompute(&self) -> crate::model::Recompute {
-        self.cfg.recompute.unwrap_or_else(|| {
-            let params: usize = self.weights.tensors().iter().map(|t| t.numel()).sum();
-            if params > 50_000_000 { crate::model::Recompute::Layer } else { crate::model::Recompute::None }
-        })
+        self.cfg.recompute_for(self.weights.tensors().iter().map(|t| t.numel() as f64).sum())
     }
 
     /// The training forward's output, with a NaN in it when `Fault::Output` is set.
@@ -316,6 +313,7 @@ impl Trainer {
     /// One SFT step: mean cross-entropy of the target response tokens (stop token included).
     pub fn sft_step(&mut self, step: usize) -> Result<StepStats> {
         let items = self.next_items(self.cfg.sft.batch)?;
+        crate::tensor::memory::reset_peak();
         let prompts: Vec<_> = items.iter().map(|i| &i.prompt).collect();
         let tails: Vec<&[u32]> = items.iter().map(|i| i.target.as_slice()).collect();
         let packed = batch::pack(&self.weights.config, &prompts, &tails, self.processor.pad_id, &self.device)?;
@@ -324,20 +322,23 @@ impl Trainer {
         let tape = Tape::new();
         let vision = self.cfg.sft.train_vision;
         let pv = ParamVars::new(&tape, &self.weights, |n| vision || !n.starts_with("visual."));
-        let logits = forward(&pv, &self.weights.config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: self.recompute() })?;
-        let logits = self.inject_fault(logits)?;
-        let loss = ag::cross_entropy_mean(&logits, &targets)?;
+        // The final hidden states only: the fused loss applies the LM head chunk by chunk.
+        let config = &self.weights.config;
+        let hidden = forward_hidden(&pv, config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: self.recompute() })?;
+        let hidden = self.inject_fault(hidden)?;
+        let loss = ag::cross_entropy_linear(&hidden, lm_head(&pv, config)?, &targets, crate::ops::Chunking::Auto)?;
         let value = f64::from(loss.value().to_vec()?[0]);
         let grads = if value.is_finite() { Some(tape.backward(&loss)?) } else { None };
         let (norm, applied) = match grads {
             Some(g) => self.apply(&pv, &g, self.cfg.sft.lr, step)?,
             None => {
-                let what = format!("the SFT loss is {value}; {}", self.first_non_finite(Some(("the logits", logits.value()))));
+                let what = format!("the SFT loss is {value}; {}", self.first_non_finite(Some(("the final hidden states", hidden.value()))));
                 self.skip_bad_step(step, what)?;
                 (f64::NAN, false)
             }
         };
-        Ok(StepStats { fields: vec![("loss", value), ("grad_norm", norm), ("skipped", if applied { 0.0 } else { 1.0 })], applied, trace: None })
+        let peak = crate::tensor::memory::peak() as f64;
+        Ok(StepStats { fields: vec![("loss", value), ("grad_norm", norm), ("skipped", if applied { 0.0 } else { 1.0 }), ("peak_bytes", peak)], applied, trace: None })
     }
 
     /// Reward of a response to `answer`.
