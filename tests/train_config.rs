@@ -52,7 +52,8 @@ fn a_run_that_cannot_fit_is_refused_before_the_first_step_naming_the_knob() {
     let mut t2 = t;
     t2.cfg = huge.clone();
     let e = t2.memory_estimate().unwrap().check(&t2.device, 0.0).unwrap_err().to_string();
-    assert!(e.contains("rl.group") && e.contains("rollout KV cache"), "{e}");
+    // (Scoring holds the same KV cache as the rollout, and more: it is the part named.)
+    assert!(e.contains("rl.group") && e.contains("KV cache"), "{e}");
     // And through `pgpo train`, before any step runs.
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pgpo"));
     c.args(["train", "--backend", "cpu", "--set", "name=\"memory-cli\"", "--set", &format!("out_dir=\"{}\"", cfg.out_dir.display())]);

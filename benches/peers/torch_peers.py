@@ -374,7 +374,7 @@ def main():
     for run in pgpo_runs:
         for r in run:
             by_key.setdefault((r["kernel"], r["shape"]), []).append((r["ms"], r.get("peak_bytes")))
-    by_key = {k: {"ms": statistics.median(m for m, _ in v), "peak_mb": (v[0][1] or 0) / 1e6} for k, v in by_key.items()}
+    by_key = {k: {"ms": statistics.median(m for m, _ in v), "peak_mb": v[0][1] / 1e6 if v[0][1] is not None else None} for k, v in by_key.items()}
     print(f"PyTorch {torch_rows[0]['torch']} eager mode, attention {a.attn}, {threads} threads; pgpo CPU backend; medians of {a.runs} runs\n")
     print("| kernel | shape | PyTorch ms | pgpo ms | speed-up (PyTorch / pgpo) | PyTorch peak RSS MB | PyTorch own peak MB | pgpo peak_bytes MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -382,7 +382,7 @@ def main():
         p = by_key.get((t["kernel"].split(" (")[0], t["shape"]))
         pm = f"{p['ms']:.2f}" if p else "-"
         ratio = f"{t['ms'] / p['ms']:.2f}x" if p else "-"
-        pk = f"{p['peak_mb']:.0f}" if p else "-"
+        pk = f"{p['peak_mb']:.0f}" if p and p["peak_mb"] is not None else "-"
         print(f"| {t['kernel']} | {t['shape']} | {t['ms']:.2f} | {pm} | {ratio} | {t['peak_mb']:.0f} | {t['own_peak_mb']:.0f} | {pk} |")
 
 

@@ -3,12 +3,14 @@
 //! cannot fit is refused with the knob to turn, instead of dying hours in with an
 //! out-of-memory error. The arithmetic follows what the code holds at each phase's peak:
 //!
-//! - always: weights, and AdamW's two moments;
+//! - always: weights, AdamW's two moments, and the reference policy's copy when the loss
+//!   has a KL term;
 //! - during an update: one gradient and one new value per parameter;
-//! - SFT: the tape's activations for `sft.batch` prompt+answer sequences, and their logits;
+//! - SFT: the tape's activations for `sft.batch` prompt+answer sequences, and one row chunk
+//!   of their logits and its gradient (`cross_entropy_linear`);
 //! - rollouts: the KV cache of `rl.prompts * rl.group` sequences, and one layer's prefill;
-//! - RL scoring: clean and blind final hidden states of every response token, and one row
-//!   chunk of both logits at a time (`kl_dual_linear`);
+//! - RL scoring: the responses' KV cache, clean and blind final hidden states of every
+//!   response token, and one row chunk of both logits at a time (`kl_dual_linear`);
 //! - RL update: the tape's activations for `rl.mini_batch` sequences (only each block's input
 //!   with `recompute = "layer"`, plus one block's activations while it is recomputed), and
 //!   one row chunk of logits and their gradient (`policy_loss_linear`).
@@ -81,31 +83,31 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, n: Lengths) -> 
     // The fused-linear losses hold one chunk of [rows, V] logits and their gradient (or the
     // clean and blind logits), at most 1 GiB (`ops::Chunking::Auto`).
     let chunk = |rows: f64| (2.0 * rows * vocab).min(f64::from(1u32 << 30) / F32 as f64);
-    let tape = |batch: f64, seq: f64, rows: f64, vision_trains: bool| -> u64 {
-        bytes(activations(batch, seq, vision_trains) + 3.0 * rows * vocab)
-    };
     let params = params as f64;
-    let (state, update) = (bytes(3.0 * params), bytes(2.0 * params));
+    // The frozen reference policy of the KL term is a second copy of the weights.
+    let reference = if cfg.rl.kl_coef > 0.0 { 1.0 } else { 0.0 };
+    let (state, update) = (bytes((3.0 + reference) * params), bytes(2.0 * params));
     let (sft_batch, mini_batch) = (f(cfg.sft.batch), f(cfg.rl.mini_batch));
-    let sft = tape(sft_batch, prompt + target, sft_batch * target, cfg.sft.train_vision);
+    let sft_rows = sft_batch * target;
+    let sft = bytes(activations(sft_batch, prompt + target, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden);
     let rollouts = f(cfg.rl.prompts) * f(cfg.rl.group);
     let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token);
-    let scoring = bytes(rollouts * new * hidden * 2.0 + chunk(rollouts * new));
+    // Scoring extends each response from its prompt's KV cache, copied per response.
+    let scoring = cache.saturating_add(bytes(rollouts * new * hidden * 2.0 + chunk(rollouts * new)));
     let rows = mini_batch.min(rollouts) * new;
     let rl_update = bytes(activations(mini_batch.min(rollouts), prompt + new, cfg.rl.train_vision) + chunk(rows) + rows * hidden);
     let parts = vec![
-        ("weights and AdamW moments", state, "the model size"),
+        ("weights, AdamW moments (and the reference policy when rl.kl_coef > 0)", state, "the model size"),
         ("gradients and updated values", update, "the model size"),
-        ("SFT activations and logits", sft, "sft.batch"),
+        ("SFT activations and one chunk of logits", sft, "sft.batch"),
         ("rollout KV cache and prefill", cache, "rl.prompts, rl.group or rl.max_new_tokens"),
-        ("clean and blind hidden states of every response token, one chunk of logits", scoring, "rl.prompts, rl.group or rl.max_new_tokens"),
+        ("scoring: KV cache, clean and blind hidden states, one chunk of logits", scoring, "rl.prompts, rl.group or rl.max_new_tokens"),
         ("RL update activations and one chunk of logits", rl_update, "rl.mini_batch or rl.max_new_tokens (or recompute = \"layer\")"),
     ];
     // Phases do not overlap: the peak is the standing state plus the largest phase.
     let phase = [update.saturating_add(sft), cache, scoring, update.saturating_add(rl_update)].into_iter().max().unwrap_or(0);
     let peak = state.saturating_add(phase);
     let largest = [
-        (bytes(sft_batch * target * vocab), "one SFT batch's logits", "sft.batch"),
         (bytes(vocab * hidden), "the embedding table", "the model size"),
         (bytes(rollouts * (prompt + new) * kv), "one layer's KV cache", "rl.prompts, rl.group or rl.max_new_tokens"),
     ]
