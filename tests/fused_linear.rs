@@ -66,7 +66,7 @@ fn policy_matches_unfused(kind: &str) {
             None => {
                 let logits = ag::linear(&h, &w, None).unwrap();
                 let (loss, out) = ag::policy_loss(&logits, &x, &c).unwrap();
-                (loss, out.logp, out.token_clipped)
+                (loss, out.tokens.logp, out.tokens.token_clipped)
             }
         };
         let value = loss.value().to_vec().unwrap()[0];

@@ -140,7 +140,8 @@ fn policy_run(d: &Device, s: &[usize], x: &Inputs, kl: bool) -> Result<Vec<Tenso
     let out = ops::policy_loss(&up(d, &x.f[0], s)?, &inputs, &policy_config(kl))?;
     let host = |v: Vec<f32>| Tensor::from_vec(v.clone(), &[v.len()], &Device::Cpu);
     let aggregates = vec![out.loss as f32, out.clip_frac as f32, out.approx_kl as f32, out.entropy as f32];
-    Ok(vec![out.dlogits, host(out.logp)?, host(out.token_loss)?, host(out.token_entropy)?, host(out.token_clipped)?, host(aggregates)?])
+    let t = out.tokens;
+    Ok(vec![out.dlogits, host(t.logp)?, host(t.token_loss)?, host(t.token_entropy)?, host(t.token_clipped)?, host(aggregates)?])
 }
 
 /// Per token (loss, logp, entropy, clipped) in f64 from one row of logits.

@@ -42,22 +42,6 @@ impl<'a> TokenInputs<'a> {
 pub struct TokenOutputs {
     /// sum_t weight_t * loss_t.
     pub loss: f64,
-    pub logp: Vec<f32>,
-    pub token_loss: Vec<f32>,
-    pub token_entropy: Vec<f32>,
-    pub token_clipped: Vec<f32>,
-    pub clip_frac: f64,
-    pub approx_kl: f64,
-    pub entropy: f64,
-}
-
-/// Results of one fused pass.
-#[derive(Clone, Debug)]
-pub struct PolicyLoss {
-    /// sum_t weight_t * loss_t.
-    pub loss: f64,
-    /// d loss / d logits, [N, V].
-    pub dlogits: Tensor,
     /// Per-token log-prob of the sampled token under the current policy.
     pub logp: Vec<f32>,
     /// Per-token loss before the aggregation weight.
@@ -74,20 +58,25 @@ pub struct PolicyLoss {
     pub entropy: f64,
 }
 
+/// Results of one fused pass: the logits gradient, and what the loss reports per token
+/// (read through to `TokenOutputs`: `out.loss`, `out.logp`, ...).
+#[derive(Clone, Debug)]
+pub struct PolicyLoss {
+    /// d loss / d logits, [N, V].
+    pub dlogits: Tensor,
+    pub tokens: TokenOutputs,
+}
+
+impl std::ops::Deref for PolicyLoss {
+    type Target = TokenOutputs;
+    fn deref(&self) -> &TokenOutputs {
+        &self.tokens
+    }
+}
+
 pub fn policy_loss(logits: &Tensor, x: &TokenInputs, c: &LossConfig) -> Result<PolicyLoss> {
     let (dlogits, tok_out) = policy_loss_rows(logits, x, c)?;
-    let t = summarize(x, &tok_out);
-    Ok(PolicyLoss {
-        loss: t.loss,
-        dlogits,
-        logp: t.logp,
-        token_loss: t.token_loss,
-        token_entropy: t.token_entropy,
-        token_clipped: t.token_clipped,
-        clip_frac: t.clip_frac,
-        approx_kl: t.approx_kl,
-        entropy: t.entropy,
-    })
+    Ok(PolicyLoss { dlogits, tokens: summarize(x, &tok_out) })
 }
 
 /// The kernel's dlogits [N, V] and its packed per-token outputs [N, TOKEN_OUT] (host).
