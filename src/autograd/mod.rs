@@ -1,8 +1,9 @@
 //! A minimal, explicit autodiff tape. Every differentiable op (in `ops`) computes its forward
 //! and, when recording, pushes a node holding what its backward needs. `Tape::backward`
-//! walks the nodes in reverse, accumulating gradients by variable, and returns the gradients
-//! of every variable; the tape is then empty and ready for the next micro-batch. `no_grad`
-//! stops recording (rollouts, the blind pass). `Grads::accumulate` sums micro-batches.
+//! walks the nodes in reverse, accumulating gradients by variable and freeing each node once
+//! it has run, and returns the gradients of every leaf variable; the tape is then empty and
+//! ready for the next micro-batch. `no_grad` stops recording (rollouts, the blind pass).
+//! `Grads::accumulate` sums micro-batches.
 
 pub mod ops;
 
@@ -103,8 +104,8 @@ impl Tape {
         v
     }
 
-    /// Gradients of the scalar `loss` with respect to every tracked variable it depends on.
-    /// Consumes the recorded nodes.
+    /// Gradients of the scalar `loss` with respect to every tracked leaf (a variable made by
+    /// `var`, not by an op) it depends on. Consumes the recorded nodes.
     pub fn backward(&self, loss: &Var) -> Result<Grads> {
         if loss.value.numel() != 1 {
             return Err(Error::shape("backward", format!("loss must be a scalar, got {:?}", loss.value.shape())));
@@ -112,18 +113,22 @@ impl Tape {
         self.backward_seeded(loss, Tensor::full(1.0, loss.value.shape(), loss.value.device())?)
     }
 
-    /// Gradients of sum(out * seed) with respect to every tracked variable (`seed` has out's
+    /// Gradients of sum(out * seed) with respect to every tracked leaf (`seed` has out's
     /// shape): the backward of a recomputed block, seeded with the gradient of its output.
     /// Consumes the recorded nodes.
     pub fn backward_seeded(&self, out: &Var, seed: Tensor) -> Result<Grads> {
         if seed.shape() != out.value.shape() {
             return Err(Error::shape("backward", format!("seed {:?} for an output {:?}", seed.shape(), out.value.shape())));
         }
-        let nodes = std::mem::take(&mut self.lock().nodes);
+        let mut nodes = std::mem::take(&mut self.lock().nodes);
         let mut grads = Grads::default();
         grads.add(out.id, seed)?;
-        for node in nodes.iter().rev() {
-            let Some(dout) = grads.map.get(&node.output).cloned() else { continue };
+        // Nodes run in reverse order of recording, so a node's output has every contribution
+        // to its gradient when the node runs. That gradient, and the node with the
+        // activations it captured, are dropped right after: the backward's memory falls as
+        // it goes instead of holding the whole tape and every intermediate gradient to the end.
+        while let Some(node) = nodes.pop() {
+            let Some(dout) = grads.map.remove(&node.output) else { continue };
             let input_grads = (node.backward)(&dout)?;
             for (&id, g) in node.inputs.iter().zip(input_grads) {
                 if let (true, Some(g)) = (id != usize::MAX, g) {
