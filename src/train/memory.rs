@@ -92,8 +92,12 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, n: Lengths) -> 
     let sft = bytes(activations(sft_batch, prompt + target, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden);
     let rollouts = f(cfg.rl.prompts) * f(cfg.rl.group);
     let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token);
-    // Scoring extends each response from its prompt's KV cache, copied per response.
-    let scoring = cache.saturating_add(bytes(rollouts * new * hidden * 2.0 + chunk(rollouts * new)));
+    // Scoring runs each distinct prompt once into a KV cache, copies it to the prompt's
+    // responses and extends them all in one pass (no grad: one layer's values at a time);
+    // the clean and blind hidden states of every response token wait for `kl_dual_linear`.
+    let (distinct, per_seq_kv) = (f(cfg.rl.prompts), (prompt + new) * layers * 2.0 * kv);
+    let one_layer = (distinct * prompt).max(rollouts * new) * per_token;
+    let scoring = bytes((rollouts + distinct) * per_seq_kv + one_layer + rollouts * new * hidden * 2.0 + chunk(rollouts * new));
     let rows = mini_batch.min(rollouts) * new;
     let rl_update = bytes(activations(mini_batch.min(rollouts), prompt + new, cfg.rl.train_vision) + chunk(rows) + rows * hidden);
     let parts = vec![

@@ -76,7 +76,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         }
         Err(e) => return Err(e),
     };
-    fields.extend([("time_rollout", clock.elapsed().as_secs_f64()), ("peak_bytes_rollout", memory::reset_peak() as f64)]);
+    fields.extend([("time_rollout", clock.elapsed().as_secs_f64()), ("peak_bytes_rollout", memory::peak() as f64)]);
 
     // 3. Rewards.
     let mut rollouts = Vec::with_capacity(prompts.len());
