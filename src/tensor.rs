@@ -53,11 +53,6 @@ pub mod memory {
         LIVE.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Bytes of tensors alive now.
-    pub fn live() -> usize {
-        LIVE.load(Ordering::Relaxed)
-    }
-
     /// Starts a new high-water mark at the live bytes; returns them.
     pub fn reset_peak() -> usize {
         let now = LIVE.load(Ordering::Relaxed);

@@ -4,8 +4,7 @@
 //! `matmul` and `cross_entropy` kernels on every backend (`row_chunks::over_chunks`), so it
 //! has no shader of its own.
 
-use super::policy_loss_linear::check_linear;
-use super::row_chunks::{over_chunks, Chunking};
+use super::row_chunks::{check_linear, over_chunks, Chunking};
 use super::{cross_entropy, cross_entropy_backward, LinearGrads, IGNORE};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -16,7 +15,6 @@ pub struct CrossEntropyLinear {
     pub loss: f64,
     pub dhidden: Option<Tensor>,
     pub dhead: Option<Tensor>,
-    pub chunk: usize,
 }
 
 pub fn cross_entropy_linear(hidden: &Tensor, head: &Tensor, targets: &[u32], grads: LinearGrads, chunking: Chunking) -> Result<CrossEntropyLinear> {
@@ -35,5 +33,5 @@ pub fn cross_entropy_linear(hidden: &Tensor, head: &Tensor, targets: &[u32], gra
         sum += loss.to_vec()?.iter().map(|&x| f64::from(x)).sum::<f64>();
         if grads.hidden || grads.head { cross_entropy_backward(logits, t, &lse, &dloss, 1.0 / valid as f32).map(Some) } else { Ok(None) }
     })?;
-    Ok(CrossEntropyLinear { loss: sum / valid as f64, dhidden, dhead, chunk })
+    Ok(CrossEntropyLinear { loss: sum / valid as f64, dhidden, dhead })
 }

@@ -4,8 +4,7 @@
 //! `matmul` and `kl_dual` kernels on every backend, so it has no shader of its own. Scoring
 //! runs without gradients, so it has no backward.
 
-use super::policy_loss_linear::check_linear;
-use super::row_chunks::{spans, Chunking};
+use super::row_chunks::{check_linear, spans, Chunking};
 use super::{concat, kl_dual, matmul, slice, KlDual, KlOptions, Transpose};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

@@ -3,16 +3,16 @@
 //! without ever holding [N, V] logits. Each chunk's logits h_c · Wᵀ go through the
 //! `policy_loss` kernel, which writes their gradient; dh_c = dlogits_c · W and
 //! dW += dlogits_cᵀ · h_c (`matmul_acc`, in place) follow at once (`row_chunks::over_chunks`),
-//! and both [chunk, V] blocks are freed. This is the
-//! chunked-loss scheme of Liger-Kernel's `chunked_loss/`, with token-level advantages (PGPO's
-//! point: Liger's GRPO loss takes one per sequence). It composes the `matmul` and
-//! `policy_loss` kernels on every backend, so it has no shader of its own.
+//! and both [chunk, V] blocks are freed. This is the chunked-loss scheme of Liger-Kernel's
+//! `chunked_loss/`, with token-level advantages (PGPO's point: Liger's GRPO loss takes one
+//! per sequence). It composes the `matmul` and `policy_loss` kernels on every backend, so it
+//! has no shader of its own.
 
 use super::policy_loss::{policy_loss_rows, summarize, TokenOutputs};
-use super::row_chunks::{over_chunks, Chunking};
-use super::{same_device, LossConfig, TokenInputs};
+use super::row_chunks::{check_linear, over_chunks, Chunking};
+use super::{LossConfig, TokenInputs};
 use crate::backend::cpu::policy_loss::TOKEN_OUT;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Which gradients to form (a frozen LM head needs no dW, a scoring pass neither).
@@ -29,18 +29,6 @@ pub struct PolicyLossLinear {
     pub dhidden: Option<Tensor>,
     /// d loss / d head [V, H], when asked for.
     pub dhead: Option<Tensor>,
-    /// The rows per chunk used.
-    pub chunk: usize,
-}
-
-/// Checks hidden [N, H] against head [V, H] and N tokens; returns (N, V).
-pub(crate) fn check_linear(op: &'static str, hidden: &Tensor, head: &Tensor, tokens: usize) -> Result<(usize, usize)> {
-    same_device(op, hidden, head)?;
-    let (hs, ws) = (hidden.shape(), head.shape());
-    if hs.len() != 2 || ws.len() != 2 || hs[1] != ws[1] || hs[0] != tokens || ws[0] == 0 {
-        return Err(Error::shape(op, format!("hidden {hs:?} must be [N, H] with N = {tokens} tokens and head {ws:?} [V, H] with V > 0")));
-    }
-    Ok((hs[0], ws[0]))
 }
 
 pub fn policy_loss_linear(hidden: &Tensor, head: &Tensor, x: &TokenInputs, c: &LossConfig, grads: LinearGrads, chunking: Chunking) -> Result<PolicyLossLinear> {
@@ -53,7 +41,7 @@ pub fn policy_loss_linear(hidden: &Tensor, head: &Tensor, x: &TokenInputs, c: &L
         tok_out.extend(out);
         Ok(Some(dlogits))
     })?;
-    Ok(PolicyLossLinear { out: summarize(x, &tok_out), dhidden, dhead, chunk })
+    Ok(PolicyLossLinear { out: summarize(x, &tok_out), dhidden, dhead })
 }
 
 /// The log-prob of each token at `temperature` from hidden [N, H] and head [V, H] (no

@@ -1,7 +1,7 @@
-//! How many rows the fused-linear ops (`policy_loss_linear`, `kl_dual_linear`,
-//! `cross_entropy_linear`) turn into
-//! logits at once: their only temporaries are `buffers` [rows, V] f32 blocks, so the chunk
-//! sets their memory, O(rows x V) and never O(N x V).
+//! What the fused-linear ops (`policy_loss_linear`, `kl_dual_linear`, `cross_entropy_linear`)
+//! share: how many rows they turn into logits at once (their only temporaries are `buffers`
+//! [rows, V] f32 blocks, so the chunk sets their memory, O(rows x V) and never O(N x V)), the
+//! check of their hidden states against the head, and the chunk loop.
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -41,6 +41,16 @@ impl Chunking {
             }
         }
     }
+}
+
+/// Checks hidden [N, H] against head [V, H] and N tokens; returns (N, V).
+pub(crate) fn check_linear(op: &'static str, hidden: &Tensor, head: &Tensor, tokens: usize) -> Result<(usize, usize)> {
+    super::same_device(op, hidden, head)?;
+    let (hs, ws) = (hidden.shape(), head.shape());
+    if hs.len() != 2 || ws.len() != 2 || hs[1] != ws[1] || hs[0] != tokens || ws[0] == 0 {
+        return Err(Error::shape(op, format!("hidden {hs:?} must be [N, H] with N = {tokens} tokens and head {ws:?} [V, H] with V > 0")));
+    }
+    Ok((hs[0], ws[0]))
 }
 
 /// [start, start + len) of each chunk of `n` rows.

@@ -53,12 +53,12 @@ unsafe fn matmul_maybe_acc(a: &[f32], b: &[f32], b_bf16: Option<&[u16]>, d: Matm
     for z in 0..batch {
         // SAFETY: matrix z of the output lies inside the caller's batch * m * n.
         let c = unsafe { out.add(z * m * n) };
-        if k == 0 && accumulate {
-            continue;
-        }
         if k == 0 {
-            // SAFETY: as above; all-zero bits are 0.0.
-            unsafe { std::ptr::write_bytes(c, 0, m * n) };
+            // An empty product: c = 0, or c unchanged when accumulating.
+            if !accumulate {
+                // SAFETY: as above; all-zero bits are 0.0.
+                unsafe { std::ptr::write_bytes(c, 0, m * n) };
+            }
             continue;
         }
         // SAFETY: the op layer checked that a holds batch strides of a_stride plus one m*k
