@@ -61,3 +61,23 @@ __device__ float2 row_stats(const float* xr, unsigned int cols, unsigned int lid
     }
     return make_float2(pm[0], ps[0]);
 }
+
+// Half-precision storage (see tensor::Storage and shaders/include/half.wgsl): bf16 or f16
+// bit patterns, read through an unsigned short pointer and widened exactly. Written as bit
+// operations rather than __nv_bfloat16/__half so NVRTC needs no cuda_fp16.h/cuda_bf16.h and
+// the CPU emulation compiles the same code. dtype codes: 0 f32, 1 bf16, 2 f16.
+__device__ __forceinline__ float bf16_to_f32(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    unsigned int sign = ((unsigned int)h & 0x8000u) << 16, exp = ((unsigned int)h >> 10) & 0x1fu, man = (unsigned int)h & 0x3ffu;
+    if (exp == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (man << 13));  // inf, nan (payload kept)
+    if (exp != 0u) return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+    // zero or subnormal: man x 2^-24, exact in f32
+    float v = (float)man * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+}
+// Element i of a buffer holding f32 values (dtype 0) or half bit patterns.
+__device__ __forceinline__ float load_any(const float* buf, size_t i, unsigned int dtype) {
+    if (dtype == 0u) return buf[i];
+    unsigned short h = ((const unsigned short*)buf)[i];
+    return dtype == 1u ? bf16_to_f32(h) : f16_to_f32(h);
+}

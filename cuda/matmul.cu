@@ -3,7 +3,8 @@
 // of A and a 16x64 tile of B in shared memory (8 KiB) per step of 16 along K; each thread
 // accumulates a 4x4 block of C (rows ty + 16i, cols tx + 16j) in registers. Tile loads follow
 // each operand's memory order to coalesce. Params: m, n, k, a_stride, b_stride, trans_a, trans_b,
-// accumulate (C += the product instead of C = it).
+// accumulate (C += the product instead of C = it), a_dtype, b_dtype (0 f32; 1 bf16 and 2 f16,
+// read as bit patterns and widened exactly as the tile is staged, see common.cuh).
 
 extern "C" __global__ void matmul(const float* a, const float* b, float* c, const Params p) {
     __shared__ float As[16 * 64];
@@ -11,8 +12,8 @@ extern "C" __global__ void matmul(const float* a, const float* b, float* c, cons
     const unsigned int M = p.w[0], N = p.w[1], K = p.w[2];
     const bool ta = p.w[5] != 0, tb = p.w[6] != 0, acc_c = p.w[7] != 0;
     const unsigned int row0 = blockIdx.y * 64, col0 = blockIdx.x * 64;
-    const float* A = a + (size_t)blockIdx.z * p.w[3];
-    const float* B = b + (size_t)blockIdx.z * p.w[4];
+    const unsigned int a_dt = p.w[8], b_dt = p.w[9];
+    const size_t a_off = (size_t)blockIdx.z * p.w[3], b_off = (size_t)blockIdx.z * p.w[4];
     const unsigned int lid = threadIdx.x, tx = lid % 16, ty = lid / 16;
     float acc[16];
 #pragma unroll
@@ -25,12 +26,12 @@ extern "C" __global__ void matmul(const float* a, const float* b, float* c, cons
             unsigned int mm = ta ? e % 64 : e / 16, kk = ta ? e / 64 : e % 16;
             unsigned int gm = row0 + mm, gk = t + kk;
             float va = 0.0f;
-            if (gm < M && gk < K) va = ta ? A[(size_t)gk * M + gm] : A[(size_t)gm * K + gk];
+            if (gm < M && gk < K) va = load_any(a, a_off + (ta ? (size_t)gk * M + gm : (size_t)gm * K + gk), a_dt);
             As[kk * 64 + mm] = va;
             unsigned int nn = tb ? e / 16 : e % 64, kb = tb ? e % 16 : e / 64;
             unsigned int gn = col0 + nn, gkb = t + kb;
             float vb = 0.0f;
-            if (gn < N && gkb < K) vb = tb ? B[(size_t)gn * K + gkb] : B[(size_t)gkb * N + gn];
+            if (gn < N && gkb < K) vb = load_any(b, b_off + (tb ? (size_t)gn * K + gkb : (size_t)gkb * N + gn), b_dt);
             Bs[kb * 64 + nn] = vb;
         }
         __syncthreads();

@@ -9,16 +9,33 @@
 // The transpose flags are specialization constants: one pipeline per (TRANS_A, TRANS_B).
 // With p.accumulate != 0 the product is added to C (C += op(A) · op(B)): the fused-linear
 // loss sums the LM head's gradient over row chunks without a second [V, H] buffer.
+// A and B are bound as words and read in their dtype (A_DTYPE, B_DTYPE: f32, or bf16/f16 packed
+// two to a word, see include/half.wgsl), widened to f32 as the tile is staged: a bf16 weight
+// moves half the bytes, and the products and sums stay f32.
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+override A_DTYPE: u32 = 0u;
+override B_DTYPE: u32 = 0u;
 
 struct Params { m: u32, n: u32, k: u32, a_stride: u32, b_stride: u32, pad0: u32, pad1: u32, accumulate: u32 }
 
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(0) var<storage, read> a: array<u32>;
+@group(0) @binding(1) var<storage, read> b: array<u32>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
+
+// #include "half.wgsl"
+
+fn load_a(i: u32) -> f32 {
+    if (A_DTYPE == 0u) { return bitcast<f32>(a[i]); }
+    return widen_half(a[i >> 1u], (i & 1u) == 1u, A_DTYPE);
+}
+
+fn load_b(i: u32) -> f32 {
+    if (B_DTYPE == 0u) { return bitcast<f32>(b[i]); }
+    return widen_half(b[i >> 1u], (i & 1u) == 1u, B_DTYPE);
+}
 
 var<workgroup> As: array<f32, 1024>; // [16 k][64 m]
 var<workgroup> Bs: array<f32, 1024>; // [16 k][64 n]
@@ -44,7 +61,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             let gk = t + kk;
             var va = 0.0;
             if (gm < p.m && gk < p.k) {
-                if (TRANS_A) { va = a[a_off + gk * p.m + gm]; } else { va = a[a_off + gm * p.k + gk]; }
+                if (TRANS_A) { va = load_a(a_off + gk * p.m + gm); } else { va = load_a(a_off + gm * p.k + gk); }
             }
             As[kk * 64u + mm] = va;
             // B tile element (kb, nn).
@@ -54,7 +71,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             let gkb = t + kb;
             var vb = 0.0;
             if (gn < p.n && gkb < p.k) {
-                if (TRANS_B) { vb = b[b_off + gn * p.k + gkb]; } else { vb = b[b_off + gkb * p.n + gn]; }
+                if (TRANS_B) { vb = load_b(b_off + gn * p.k + gkb); } else { vb = load_b(b_off + gkb * p.n + gn); }
             }
             Bs[kb * 64u + nn] = vb;
         }

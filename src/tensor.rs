@@ -1,13 +1,77 @@
-//! Contiguous row-major f32 tensors with an explicit shape, on one device.
+//! Contiguous row-major tensors with an explicit shape and dtype, on one device. Activations
+//! and gradients are f32; weights may stay in their stored bf16 or f16 (half the bytes),
+//! which matmul and gather read directly and widen to f32 in registers.
 
 use crate::device::Device;
 use crate::error::{Error, Result};
 use half::{bf16, f16};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// The buffer behind a tensor. Immutable once built: ops allocate fresh outputs.
+/// The element type of a tensor's storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F32,
+    BF16,
+    F16,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::BF16 | Dtype::F16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::BF16 => "bf16",
+            Dtype::F16 => "f16",
+        }
+    }
+
+    /// The kernels' code for the dtype (a WGSL override constant, a CUDA parameter word).
+    pub fn code(self) -> u32 {
+        match self {
+            Dtype::F32 => 0,
+            Dtype::BF16 => 1,
+            Dtype::F16 => 2,
+        }
+    }
+
+    /// f32 value of one half-precision bit pattern (`self` is BF16 or F16).
+    pub fn widen(self, bits: u16) -> f32 {
+        match self {
+            Dtype::BF16 => bf16::from_bits(bits).to_f32(),
+            Dtype::F16 => f16::from_bits(bits).to_f32(),
+            Dtype::F32 => unreachable!("widen reads half-precision bits"),
+        }
+    }
+
+    /// The nearest half-precision value's bits (round to nearest even; `self` is BF16 or F16).
+    pub fn narrow(self, v: f32) -> u16 {
+        match self {
+            Dtype::BF16 => bf16::from_f32(v).to_bits(),
+            Dtype::F16 => f16::from_f32(v).to_bits(),
+            Dtype::F32 => unreachable!("narrow makes half-precision bits"),
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The buffer behind a tensor. Immutable once built: ops allocate fresh outputs. A GPU buffer
+/// of a half-precision tensor holds its values packed two to a 32-bit word (element 2i in the
+/// low half), so every backend binds it as words and widens with shifts.
 pub enum Storage {
     Cpu(Vec<f32>),
+    /// bf16 or f16 bit patterns on the host.
+    CpuHalf(Vec<u16>),
     #[cfg(feature = "wgpu")]
     Wgpu(crate::backend::wgpu::GpuBuffer),
     #[cfg(feature = "cuda")]
@@ -20,15 +84,31 @@ pub enum Storage {
 /// (see `memory`): what `pgpo bench` reports as a row's `peak_bytes`.
 pub(crate) struct Tracked {
     storage: Storage,
+    dtype: Dtype,
     bytes: usize,
 }
 
 impl Tracked {
     fn new(storage: Storage, elements: usize) -> Arc<Tracked> {
-        let bytes = elements * 4;
-        memory::allocated(bytes);
-        Arc::new(Tracked { storage, bytes })
+        Tracked::with_dtype(storage, elements, Dtype::F32)
     }
+
+    fn with_dtype(storage: Storage, elements: usize, dtype: Dtype) -> Arc<Tracked> {
+        let bytes = elements * dtype.size();
+        memory::allocated(bytes);
+        Arc::new(Tracked { storage, dtype, bytes })
+    }
+}
+
+/// Half-precision bits packed two to a word (element 2i in the low 16 bits), the last word
+/// padded with zero: the layout of a half tensor on a GPU.
+pub(crate) fn pack_words(bits: &[u16]) -> Vec<u32> {
+    bits.chunks(2).map(|c| u32::from(c[0]) | (u32::from(*c.get(1).unwrap_or(&0)) << 16)).collect()
+}
+
+/// The first `n` half-precision bit patterns of packed words.
+pub(crate) fn unpack_words(words: &[u32], n: usize) -> Vec<u16> {
+    words.iter().flat_map(|&w| [w as u16, (w >> 16) as u16]).take(n).collect()
 }
 
 impl Drop for Tracked {
@@ -71,14 +151,11 @@ pub struct Tensor {
     shape: Vec<usize>,
     device: Device,
     storage: Arc<Tracked>,
-    /// The CPU buffer as bf16 bit patterns when every value is exactly a bf16 (see
-    /// `bf16_exact`), made on first use and shared, like the buffer, by clones and reshapes.
-    bf16: Arc<OnceLock<Option<Box<[u16]>>>>,
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor{:?} on {}", self.shape, self.device.name())
+        write!(f, "Tensor{:?} {} on {}", self.shape, self.dtype(), self.device.name())
     }
 }
 
@@ -104,7 +181,7 @@ impl Tensor {
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu(d) => Storage::Emu(d.upload(&data)),
         };
-        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Tracked::new(storage, numel(shape)), bf16: Arc::default() })
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Tracked::new(storage, numel(shape)) })
     }
 
     pub fn from_slice(data: &[f32], shape: &[usize], device: &Device) -> Result<Tensor> {
@@ -119,13 +196,67 @@ impl Tensor {
         Tensor::full(0.0, shape, device)
     }
 
-    /// Widens half-precision weights to f32 on load.
+    /// An f16 tensor (two bytes a value on the device).
     pub fn from_f16(data: &[f16], shape: &[usize], device: &Device) -> Result<Tensor> {
-        Tensor::from_vec(data.iter().map(|x| x.to_f32()).collect(), shape, device)
+        Tensor::from_half_bits(data.iter().map(|x| x.to_bits()).collect(), Dtype::F16, shape, device)
     }
 
+    /// A bf16 tensor (two bytes a value on the device).
     pub fn from_bf16(data: &[bf16], shape: &[usize], device: &Device) -> Result<Tensor> {
-        Tensor::from_vec(data.iter().map(|x| x.to_f32()).collect(), shape, device)
+        Tensor::from_half_bits(data.iter().map(|x| x.to_bits()).collect(), Dtype::BF16, shape, device)
+    }
+
+    /// A half-precision tensor from its bit patterns (`dtype` BF16 or F16).
+    pub fn from_half_bits(bits: Vec<u16>, dtype: Dtype, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if dtype == Dtype::F32 {
+            return Err(Error::shape("from_half_bits", "the dtype must be bf16 or f16"));
+        }
+        if bits.len() != numel(shape) {
+            return Err(Error::shape(
+                "from_half_bits",
+                format!("{} values cannot fill shape {:?} ({} elements)", bits.len(), shape, numel(shape)),
+            ));
+        }
+        let storage = match device {
+            Device::Cpu => Storage::CpuHalf(bits),
+            #[cfg(feature = "wgpu")]
+            Device::Wgpu(d) => Storage::Wgpu(d.upload_u32(&pack_words(&bits))?),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(d) => Storage::Cuda(d.upload_words(&pack_words(&bits))?),
+            #[cfg(feature = "cuda-emu")]
+            Device::CudaEmu(d) => Storage::Emu(d.upload_words(&pack_words(&bits))),
+        };
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Tracked::with_dtype(storage, numel(shape), dtype) })
+    }
+
+    /// The element type of the storage.
+    pub fn dtype(&self) -> Dtype {
+        self.storage.dtype
+    }
+
+    /// The same values stored as `dtype` (rounded to nearest even when narrowing). A load-time
+    /// conversion through the host: kernels read half-precision weights directly instead.
+    pub fn to_dtype(&self, dtype: Dtype) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let v = self.to_vec()?;
+        match dtype {
+            Dtype::F32 => Tensor::from_vec(v, &self.shape, &self.device),
+            half => Tensor::from_half_bits(v.iter().map(|&x| half.narrow(x)).collect(), half, &self.shape, &self.device),
+        }
+    }
+
+    /// The bit patterns of a half-precision tensor (None for f32), from any device.
+    pub fn to_half_bits(&self) -> Result<Option<Vec<u16>>> {
+        if self.dtype() == Dtype::F32 {
+            return Ok(None);
+        }
+        let n = self.numel();
+        Ok(Some(match &self.storage.storage {
+            Storage::CpuHalf(v) => v.clone(),
+            _ => unpack_words(&self.raw_words()?, n),
+        }))
     }
 
     /// An output tensor for a kernel to fill: NaN when poisoning is on; otherwise its
@@ -141,22 +272,40 @@ impl Tensor {
             #[cfg(feature = "cuda-emu")]
             Device::CudaEmu(d) => Storage::Emu(d.alloc(n)),
         };
-        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Tracked::new(storage, numel(shape)), bf16: Arc::default() })
+        Ok(Tensor { shape: shape.to_vec(), device: device.clone(), storage: Tracked::new(storage, numel(shape)) })
     }
 
     /// Wraps a CPU result computed by a CPU kernel.
     pub(crate) fn from_cpu(data: Vec<f32>, shape: &[usize]) -> Tensor {
         debug_assert_eq!(data.len(), numel(shape));
-        Tensor { shape: shape.to_vec(), device: Device::Cpu, storage: Tracked::new(Storage::Cpu(data), numel(shape)), bf16: Arc::default() }
+        Tensor { shape: shape.to_vec(), device: Device::Cpu, storage: Tracked::new(Storage::Cpu(data), numel(shape)) }
     }
 
-    /// Downloads to host memory, waiting for pending work.
+    /// Downloads to host memory as f32 (half-precision values widen exactly), waiting for
+    /// pending work.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let dtype = self.dtype();
+        if let Some(bits) = self.to_half_bits()? {
+            return Ok(bits.into_iter().map(|b| dtype.widen(b)).collect());
+        }
+        self.raw_f32()
+    }
+
+    /// The storage's 32-bit words (half-precision values packed two to a word).
+    fn raw_words(&self) -> Result<Vec<u32>> {
+        Ok(self.raw_f32()?.into_iter().map(f32::to_bits).collect())
+    }
+
+    /// The device buffer's words as f32, `numel` of them for f32 and half as many (rounded up)
+    /// for half precision.
+    fn raw_f32(&self) -> Result<Vec<f32>> {
+        let words = if self.dtype() == Dtype::F32 { self.numel() } else { self.numel().div_ceil(2) };
         match &self.storage.storage {
             Storage::Cpu(v) => Ok(v.clone()),
+            Storage::CpuHalf(v) => Ok(pack_words(v).into_iter().map(f32::from_bits).collect()),
             #[cfg(feature = "wgpu")]
             Storage::Wgpu(b) => match &self.device {
-                Device::Wgpu(d) => d.download(b, self.numel()),
+                Device::Wgpu(d) => d.download(b, words),
                 _ => unreachable!("wgpu storage always lives on a wgpu device"),
             },
             #[cfg(feature = "cuda")]
@@ -165,7 +314,7 @@ impl Tensor {
                 _ => unreachable!("cuda storage always lives on a cuda device"),
             },
             #[cfg(feature = "cuda-emu")]
-            Storage::Emu(b) => Ok(b.read()),
+            Storage::Emu(b) => Ok(b.read().into_iter().take(words).collect()),
         }
     }
 
@@ -181,7 +330,10 @@ impl Tensor {
         if self.device.same(device) {
             return Ok(self.clone());
         }
-        Tensor::from_vec(self.to_vec()?, &self.shape, device)
+        match self.to_half_bits()? {
+            Some(bits) => Tensor::from_half_bits(bits, self.dtype(), &self.shape, device),
+            None => Tensor::from_vec(self.to_vec()?, &self.shape, device),
+        }
     }
 
     /// Same data, new shape with the same element count (no copy).
@@ -189,7 +341,7 @@ impl Tensor {
         if numel(shape) != self.numel() {
             return Err(Error::shape("reshape", format!("cannot view {:?} as {:?}", self.shape, shape)));
         }
-        Ok(Tensor { shape: shape.to_vec(), device: self.device.clone(), storage: self.storage.clone(), bf16: self.bf16.clone() })
+        Ok(Tensor { shape: shape.to_vec(), device: self.device.clone(), storage: self.storage.clone() })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -221,24 +373,18 @@ impl Tensor {
         }
     }
 
-    /// The values as bf16 bit patterns (the high 16 bits of each f32) when the tensor is on
-    /// the CPU and every value is exactly a bf16, as in a checkpoint published in bf16 (None
-    /// otherwise). The few-rows matmul streams these instead of the f32 values: the same
-    /// products from half the bytes, for a decode step that is bound by reading its weights.
-    /// Made once per buffer, on first call, and kept with it: a bf16 checkpoint's weights
-    /// take 1.5 times their f32 size on the CPU once generation has used them. A tensor whose
-    /// first values are not bf16 (any activation, any trained weight) is turned down after
-    /// reading a few of them.
-    pub fn bf16_exact(&self) -> Option<&[u16]> {
-        let x = self.as_cpu()?;
-        self.bf16.get_or_init(|| crate::backend::cpu::bf16_bits(x)).as_deref()
+    /// The host bit patterns and dtype of a half-precision tensor on the CPU.
+    pub fn as_cpu_half(&self) -> Option<(&[u16], Dtype)> {
+        match &self.storage.storage {
+            Storage::CpuHalf(v) => Some((v, self.dtype())),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
     }
 
     /// The host data to write in place, when the tensor lives on the CPU and nothing else
     /// holds it (tensors are shared by cloning; a shared one must not change under its owners).
     pub(crate) fn cpu_mut(&mut self) -> Option<&mut [f32]> {
-        // The values may change: a bf16 copy made of the old ones must go.
-        self.bf16 = Arc::default();
         match &mut Arc::get_mut(&mut self.storage)?.storage {
             Storage::Cpu(v) => Some(v),
             #[allow(unreachable_patterns)]

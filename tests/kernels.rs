@@ -46,13 +46,16 @@ macro_rules! kernel_tests {
 
 kernel_tests!(
     add, add_into, mul, scale, silu, gelu_tanh, gelu_erf, row_sum, row_max, softmax, log_softmax, matmul, matmul_nt,
-    matmul_nt_bf16, matmul_acc_nn, matmul_acc_tn, matmul_tn, matmul_tt, gather, scatter_add, permute, transpose, concat, slice, silu_backward,
+    matmul_bf16, matmul_nt_bf16, matmul_tn_bf16, matmul_tt_bf16, matmul_f16, matmul_nt_f16, matmul_tn_f16, matmul_tt_f16,
+    matmul_a_bf16, matmul_tn_a_f16, matmul_nt_both_bf16_f16, matmul_acc_nn_bf16, gather_bf16, gather_f16,
+    matmul_acc_nn, matmul_acc_tn, matmul_tn, matmul_tt, gather, scatter_add, permute, transpose, concat, slice, silu_backward,
     gelu_tanh_backward, gelu_erf_backward, swiglu, swiglu_backward, rms_norm, rms_norm_backward, rope, rope_mrope,
     rope_vision, rope_backward, attention, attention_causal, attention_padded, attention_blind, attention_segments,
     attention_segments_causal, attention_key_mask, attention_backward_segments_causal, attention_backward_key_mask,
     attention_backward, attention_backward_causal, attention_backward_padded, attention_backward_blind,
     attention_backward_segments, cross_entropy, cross_entropy_backward, adamw, sum_squares, kl_dual, pgpo_weights,
     pgpo_weights_quantile, pgpo_weights_floor, pgpo_weights_no_norm, policy_loss, policy_loss_ref_kl, policy_loss_linear, kl_dual_linear, cross_entropy_linear,
+    policy_loss_linear_bf16, policy_loss_linear_f16, kl_dual_linear_bf16, kl_dual_linear_f16, cross_entropy_linear_bf16, cross_entropy_linear_f16,
     row_max_nonfinite, softmax_nonfinite, log_softmax_nonfinite, rms_norm_nonfinite, cross_entropy_nonfinite,
     attention_nonfinite, attention_key_mask_nonfinite, kl_dual_nonfinite, policy_loss_nonfinite,
 );

@@ -50,6 +50,11 @@ impl EmuDevice {
         EmuBuffer(UnsafeCell::new(data.into()))
     }
 
+    /// Packed half-precision words, held as f32-sized slots (see `tensor::Storage`).
+    pub fn upload_words(&self, words: &[u32]) -> EmuBuffer {
+        EmuBuffer(UnsafeCell::new(words.iter().map(|&w| f32::from_bits(w)).collect()))
+    }
+
     /// An output buffer: the poison value when poisoning is on, else zeros.
     pub fn alloc(&self, n: usize) -> EmuBuffer {
         self.upload(&vec![crate::poison_value().unwrap_or(0.0); n])
@@ -68,7 +73,7 @@ impl EmuDevice {
             .bindings
             .iter()
             .map(|(_, arg)| match arg {
-                Buf::F32(t) => match t.storage() {
+                Buf::F32(t) | Buf::Any(t) => match t.storage() {
                     crate::tensor::Storage::Emu(b) => Ok(b.ptr().cast()),
                     _ => Err(Error::Cuda(format!("{}: argument is not a cuda-emu tensor", l.kernel))),
                 },

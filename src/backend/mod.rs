@@ -48,7 +48,11 @@ pub enum IndexBuffer {
 
 /// One kernel argument, in the order of the CUDA signature; `binding` is its WGSL binding.
 pub(crate) enum Buf<'a> {
+    /// An f32 tensor (a half-precision one is refused before the launch).
     F32(&'a Tensor),
+    /// A tensor the kernel reads in any dtype (bound as 32-bit words; the launch passes the
+    /// dtype's code as a constant or parameter).
+    Any(&'a Tensor),
     U32(&'a IndexBuffer),
 }
 
@@ -80,6 +84,16 @@ pub(crate) struct Launch<'a> {
 
 impl Device {
     pub(crate) fn launch(&self, l: &Launch<'_>) -> Result<()> {
+        for (i, (_, b)) in l.bindings.iter().enumerate() {
+            if let Buf::F32(t) = b {
+                if t.dtype() != crate::tensor::Dtype::F32 {
+                    return Err(Error::shape(
+                        l.kernel,
+                        format!("argument {i} {:?} is {}, and {} reads f32 (only matmul and gather read bf16/f16 weights)", t.shape(), t.dtype(), l.kernel),
+                    ));
+                }
+            }
+        }
         match self {
             Device::Cpu => Err(Error::Unavailable { backend: "cpu", reason: "GPU launch on the CPU device".into() }),
             #[cfg(feature = "wgpu")]

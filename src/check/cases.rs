@@ -5,7 +5,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::ops::{self, Transpose};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Dtype, Tensor};
 
 pub(super) fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
@@ -22,6 +22,23 @@ pub(super) fn one(shape: &[usize], rng: &mut Rng) -> Inputs {
 
 pub(super) fn up(dev: &Device, data: &[f32], shape: &[usize]) -> Result<Tensor> {
     Tensor::from_slice(data, shape, dev)
+}
+
+/// Uploads `data` stored as `dtype` (rounded to it; `rounded` makes inputs that already are).
+pub(super) fn up_as(dev: &Device, data: &[f32], shape: &[usize], dtype: Dtype) -> Result<Tensor> {
+    match dtype {
+        Dtype::F32 => up(dev, data, shape),
+        half => Tensor::from_half_bits(data.iter().map(|&v| half.narrow(v)).collect(), half, shape, dev),
+    }
+}
+
+/// Input `which` rounded to `dtype`, as the weights of a checkpoint stored in it: the f64
+/// reference then runs on exactly the values the kernels read.
+pub(super) fn rounded(mut x: Inputs, which: usize, dtype: Dtype) -> Inputs {
+    if dtype != Dtype::F32 {
+        x.f[which].iter_mut().for_each(|v| *v = dtype.widen(dtype.narrow(*v)));
+    }
+    x
 }
 
 // ---- elementwise: shape = tensor shape; binary ops repeat b over the first axis ----
@@ -96,17 +113,15 @@ fn mm_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
     Inputs { f: vec![rng.vec(ba * m * k, -1.0, 1.0), rng.vec(bb * k * nn, -1.0, 1.0)], ids: vec![] }
 }
 
-/// B rounded to bf16, as a weight of a bf16 checkpoint: on the CPU the few-rows products
-/// (up to 64 rows, B transposed) then stream its bf16 copy (`Tensor::bf16_exact`).
-fn mm_inputs_bf16(s: &[usize], rng: &mut Rng) -> Inputs {
-    let mut x = mm_inputs(s, rng);
-    x.f[1].iter_mut().for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
-    x
+fn mm_run(dev: &Device, s: &[usize], x: &Inputs, t: Transpose) -> Result<Vec<Tensor>> {
+    mm_run_as(dev, s, x, t, [Dtype::F32, Dtype::F32])
 }
 
-fn mm_run(dev: &Device, s: &[usize], x: &Inputs, t: Transpose) -> Result<Vec<Tensor>> {
+/// The product with A and B stored as `dt` (a bf16/f16 B is a weight of a half checkpoint;
+/// on the CPU a bf16 B with few rows of A goes through the few-rows kernel's bf16 path).
+fn mm_run_as(dev: &Device, s: &[usize], x: &Inputs, t: Transpose, dt: [Dtype; 2]) -> Result<Vec<Tensor>> {
     let (sa, sb) = mm_shapes(s, t);
-    Ok(vec![ops::matmul(&up(dev, &x.f[0], &sa)?, &up(dev, &x.f[1], &sb)?, t)?])
+    Ok(vec![ops::matmul(&up_as(dev, &x.f[0], &sa, dt[0])?, &up_as(dev, &x.f[1], &sb, dt[1])?, t)?])
 }
 
 fn mm_ref(s: &[usize], x: &Inputs, t: Transpose) -> Vec<Vec<f64>> {
@@ -222,9 +237,13 @@ fn mm_acc_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
 }
 
 fn mm_acc_run(dev: &Device, s: &[usize], x: &Inputs, t: Transpose) -> Result<Vec<Tensor>> {
+    mm_acc_run_as(dev, s, x, t, Dtype::F32)
+}
+
+fn mm_acc_run_as(dev: &Device, s: &[usize], x: &Inputs, t: Transpose, b_dtype: Dtype) -> Result<Vec<Tensor>> {
     let (sa, sb) = mm_shapes(s, t);
     let mut c = up(dev, &x.f[2], &[s[0].max(s[1]), s[2], s[4]])?;
-    ops::matmul_acc(&mut c, &up(dev, &x.f[0], &sa)?, &up(dev, &x.f[1], &sb)?, t)?;
+    ops::matmul_acc(&mut c, &up(dev, &x.f[0], &sa)?, &up_as(dev, &x.f[1], &sb, b_dtype)?, t)?;
     Ok(vec![c])
 }
 
@@ -232,6 +251,18 @@ fn mm_acc_ref(s: &[usize], x: &Inputs, t: Transpose) -> Vec<Vec<f64>> {
     let mut out = mm_ref(s, x, t);
     out[0].iter_mut().zip(&x.f[2]).for_each(|(o, &c)| *o += f64::from(c));
     out
+}
+
+/// A matmul check with A and B stored as the given dtypes, the inputs rounded to them.
+macro_rules! matmul_half_check {
+    ($name:literal, $t:expr, $a:expr, $b:expr) => {
+        KernelCheck {
+            name: $name,
+            inputs: |s, rng| rounded(rounded(mm_inputs(s, rng), 0, $a), 1, $b),
+            run: |d, s, x| mm_run_as(d, s, x, $t, [$a, $b]),
+            ..matmul_check!($name, $t)
+        }
+    };
 }
 
 macro_rules! matmul_check {
@@ -350,9 +381,27 @@ pub fn all() -> Vec<KernelCheck> {
         matmul_check!("matmul_nt", Transpose::NT),
         matmul_check!("matmul_tn", Transpose::TN),
         matmul_check!("matmul_tt", Transpose::TT),
-        KernelCheck { name: "matmul_nt_bf16", inputs: mm_inputs_bf16, ..matmul_check!("matmul_nt", Transpose::NT) },
+        // Weights in their stored dtype: B (and in two cases A) bf16 or f16, every transpose.
+        matmul_half_check!("matmul_bf16", Transpose::NN, Dtype::F32, Dtype::BF16),
+        matmul_half_check!("matmul_nt_bf16", Transpose::NT, Dtype::F32, Dtype::BF16),
+        matmul_half_check!("matmul_tn_bf16", Transpose::TN, Dtype::F32, Dtype::BF16),
+        matmul_half_check!("matmul_tt_bf16", Transpose::TT, Dtype::F32, Dtype::BF16),
+        matmul_half_check!("matmul_f16", Transpose::NN, Dtype::F32, Dtype::F16),
+        matmul_half_check!("matmul_nt_f16", Transpose::NT, Dtype::F32, Dtype::F16),
+        matmul_half_check!("matmul_tn_f16", Transpose::TN, Dtype::F32, Dtype::F16),
+        matmul_half_check!("matmul_tt_f16", Transpose::TT, Dtype::F32, Dtype::F16),
+        matmul_half_check!("matmul_a_bf16", Transpose::NN, Dtype::BF16, Dtype::F32),
+        matmul_half_check!("matmul_tn_a_f16", Transpose::TN, Dtype::F16, Dtype::F32),
+        matmul_half_check!("matmul_nt_both_bf16_f16", Transpose::NT, Dtype::BF16, Dtype::F16),
         KernelCheck { name: "matmul_acc_nn", inputs: mm_acc_inputs, run: |d, s, x| mm_acc_run(d, s, x, Transpose::NN), reference: |s, x| mm_acc_ref(s, x, Transpose::NN), ..matmul_check!("matmul_acc_nn", Transpose::NN) },
         KernelCheck { name: "matmul_acc_tn", inputs: mm_acc_inputs, run: |d, s, x| mm_acc_run(d, s, x, Transpose::TN), reference: |s, x| mm_acc_ref(s, x, Transpose::TN), ..matmul_check!("matmul_acc_tn", Transpose::TN) },
+        KernelCheck {
+            name: "matmul_acc_nn_bf16",
+            inputs: |s, rng| rounded(mm_acc_inputs(s, rng), 1, Dtype::BF16),
+            run: |d, s, x| mm_acc_run_as(d, s, x, Transpose::NN, Dtype::BF16),
+            reference: |s, x| mm_acc_ref(s, x, Transpose::NN),
+            ..matmul_check!("matmul_acc_nn_bf16", Transpose::NN)
+        },
         KernelCheck {
             name: "gather",
             tols: &[(0.0, 0.0)],
@@ -360,6 +409,30 @@ pub fn all() -> Vec<KernelCheck> {
             shapes: EMBEDDING,
             inputs: emb_inputs,
             run: |d, s, x| Ok(vec![ops::gather(&up(d, &x.f[0], &[s[0], s[1]])?, &x.ids)?]),
+            reference: |s, x| {
+                let d = s[1];
+                vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]
+            },
+        },
+        KernelCheck {
+            name: "gather_bf16",
+            tols: &[(0.0, 0.0)],
+            extra_shapes: &[],
+            shapes: EMBEDDING,
+            inputs: |s, rng| rounded(emb_inputs(s, rng), 0, Dtype::BF16),
+            run: |d, s, x| Ok(vec![ops::gather(&up_as(d, &x.f[0], &[s[0], s[1]], Dtype::BF16)?, &x.ids)?]),
+            reference: |s, x| {
+                let d = s[1];
+                vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]
+            },
+        },
+        KernelCheck {
+            name: "gather_f16",
+            tols: &[(0.0, 0.0)],
+            extra_shapes: &[],
+            shapes: EMBEDDING,
+            inputs: |s, rng| rounded(emb_inputs(s, rng), 0, Dtype::F16),
+            run: |d, s, x| Ok(vec![ops::gather(&up_as(d, &x.f[0], &[s[0], s[1]], Dtype::F16)?, &x.ids)?]),
             reference: |s, x| {
                 let d = s[1];
                 vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]

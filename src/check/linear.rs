@@ -6,7 +6,7 @@
 //! [N, H, V, chunk]; a chunk of 0 means `Chunking::Auto`. Small chunks that do not divide N
 //! cross chunk edges.
 
-use super::cases::{f64s, up};
+use super::cases::{f64s, rounded, up, up_as};
 use super::reference as r;
 use super::rl::{kl_inputs, policy_config, policy_ref_on, policy_token_inputs, D_CLAMP, TEMP};
 use super::{Inputs, KernelCheck};
@@ -14,7 +14,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::ops::{self, Chunking, KlOptions, LinearGrads, TokenInputs, IGNORE};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Dtype, Tensor};
 
 const SHAPES: &[&[usize]] = &[&[1, 1, 2, 1], &[7, 5, 33, 3], &[13, 9, 77, 4], &[37, 19, 300, 8], &[5, 16, 1000, 2], &[30, 8, 50, 0]];
 
@@ -56,12 +56,17 @@ fn policy_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
 /// Outputs: dhidden, dhead, then per token logp, loss, entropy and the clip flag, then the
 /// aggregates (weighted loss, clip fraction, approximate KL, mean entropy).
 fn policy_run(d: &Device, s: &[usize], x: &Inputs) -> Result<Vec<Tensor>> {
+    policy_run_as(d, s, x, Dtype::F32)
+}
+
+/// With the head stored as `head_dtype` (inputs rounded to it: a frozen bf16/f16 LM head).
+fn policy_run_as(d: &Device, s: &[usize], x: &Inputs, head_dtype: Dtype) -> Result<Vec<Tensor>> {
     let (n, hd, v) = (s[0], s[1], s[2]);
     let col = |k: usize| x.f[2].iter().skip(k).step_by(4).copied().collect::<Vec<f32>>();
     let (old, adv, w, rf) = (col(0), col(1), col(2), col(3));
     let inputs = TokenInputs { tokens: &x.ids, old_logp: &old, adv: &adv, weight: &w, ref_logp: Some(&rf) };
     let grads = LinearGrads { hidden: true, head: true };
-    let o = ops::policy_loss_linear(&up(d, &x.f[0], &[n, hd])?, &up(d, &x.f[1], &[v, hd])?, &inputs, &policy_config(true), grads, chunking(s))?;
+    let o = ops::policy_loss_linear(&up(d, &x.f[0], &[n, hd])?, &up_as(d, &x.f[1], &[v, hd], head_dtype)?, &inputs, &policy_config(true), grads, chunking(s))?;
     let host = |v: Vec<f32>| Tensor::from_vec(v.clone(), &[v.len()], &Device::Cpu);
     let t = o.out;
     let aggregates = vec![t.loss as f32, t.clip_frac as f32, t.approx_kl as f32, t.entropy as f32];
@@ -114,9 +119,13 @@ fn ce_inputs(s: &[usize], rng: &mut Rng) -> Inputs {
 
 /// Outputs: the mean loss, dhidden, dhead.
 fn ce_run(d: &Device, s: &[usize], x: &Inputs) -> Result<Vec<Tensor>> {
+    ce_run_as(d, s, x, Dtype::F32)
+}
+
+fn ce_run_as(d: &Device, s: &[usize], x: &Inputs, head_dtype: Dtype) -> Result<Vec<Tensor>> {
     let (n, hd, v) = (s[0], s[1], s[2]);
     let grads = LinearGrads { hidden: true, head: true };
-    let o = ops::cross_entropy_linear(&up(d, &x.f[0], &[n, hd])?, &up(d, &x.f[1], &[v, hd])?, &x.ids, grads, chunking(s))?;
+    let o = ops::cross_entropy_linear(&up(d, &x.f[0], &[n, hd])?, &up_as(d, &x.f[1], &[v, hd], head_dtype)?, &x.ids, grads, chunking(s))?;
     let missing = || crate::error::Error::shape("cross_entropy_linear", "a gradient asked for was not formed");
     Ok(vec![Tensor::from_vec(vec![o.loss as f32], &[1], &Device::Cpu)?, o.dhidden.ok_or_else(missing)?, o.dhead.ok_or_else(missing)?])
 }
@@ -150,11 +159,15 @@ fn kl_inputs_linear(s: &[usize], rng: &mut Rng) -> Inputs {
 }
 
 fn kl_run(d: &Device, s: &[usize], x: &Inputs) -> Result<Vec<Tensor>> {
+    kl_run_as(d, s, x, Dtype::F32)
+}
+
+fn kl_run_as(d: &Device, s: &[usize], x: &Inputs, head_dtype: Dtype) -> Result<Vec<Tensor>> {
     let (n, hd, v) = (s[0], s[1], s[2]);
     let o = ops::kl_dual_linear(
         &up(d, &x.f[0], &[n, hd])?,
         &up(d, &x.f[1], &[n, hd])?,
-        &up(d, &x.f[2], &[v, hd])?,
+        &up_as(d, &x.f[2], &[v, hd], head_dtype)?,
         &x.ids,
         KlOptions { temperature: TEMP, d_clamp: D_CLAMP },
         chunking(s),
@@ -169,6 +182,21 @@ fn kl_ref(s: &[usize], x: &Inputs) -> Vec<Vec<f64>> {
 }
 
 pub fn all() -> Vec<KernelCheck> {
+    let base = base();
+    let (policy, ce, kl) = (&base[0], &base[1], &base[2]);
+    // The same checks with the LM head stored in bf16 and f16, as a frozen published head.
+    let half = vec![
+        KernelCheck { name: "policy_loss_linear_bf16", inputs: |s, r| rounded(policy_inputs(s, r), 1, Dtype::BF16), run: |d, s, x| policy_run_as(d, s, x, Dtype::BF16), ..*policy },
+        KernelCheck { name: "policy_loss_linear_f16", inputs: |s, r| rounded(policy_inputs(s, r), 1, Dtype::F16), run: |d, s, x| policy_run_as(d, s, x, Dtype::F16), ..*policy },
+        KernelCheck { name: "cross_entropy_linear_bf16", inputs: |s, r| rounded(ce_inputs(s, r), 1, Dtype::BF16), run: |d, s, x| ce_run_as(d, s, x, Dtype::BF16), ..*ce },
+        KernelCheck { name: "cross_entropy_linear_f16", inputs: |s, r| rounded(ce_inputs(s, r), 1, Dtype::F16), run: |d, s, x| ce_run_as(d, s, x, Dtype::F16), ..*ce },
+        KernelCheck { name: "kl_dual_linear_bf16", inputs: |s, r| rounded(kl_inputs_linear(s, r), 2, Dtype::BF16), run: |d, s, x| kl_run_as(d, s, x, Dtype::BF16), ..*kl },
+        KernelCheck { name: "kl_dual_linear_f16", inputs: |s, r| rounded(kl_inputs_linear(s, r), 2, Dtype::F16), run: |d, s, x| kl_run_as(d, s, x, Dtype::F16), ..*kl },
+    ];
+    base.into_iter().chain(half).collect()
+}
+
+fn base() -> Vec<KernelCheck> {
     vec![
         KernelCheck {
             name: "policy_loss_linear",

@@ -27,6 +27,7 @@ pub struct Inputs {
     pub ids: Vec<u32>,
 }
 
+#[derive(Clone, Copy)]
 pub struct KernelCheck {
     pub name: &'static str,
     /// (atol, rtol) of each output, in order: one entry per output tensor, each as tight as

@@ -13,7 +13,7 @@ fn check_ids(op: &'static str, ids: &[u32], vocab: usize) -> Result<()> {
     }
 }
 
-/// Rows of `table` [V, D] picked by `ids`: [N, D].
+/// Rows of `table` [V, D] picked by `ids`: [N, D] in f32 (a bf16/f16 table widens exactly).
 pub fn gather(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
     if table.rank() != 2 {
         return Err(Error::shape("gather", format!("table must be [V, D], got {:?}", table.shape())));
@@ -27,16 +27,21 @@ pub fn gather(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
         cpu::embedding::gather(t, ids, d, &mut out);
         return Ok(Tensor::from_cpu(out, &out_shape));
     }
+    if let Some((bits, dtype)) = table.as_cpu_half() {
+        let mut out = cpu::alloc(ids.len() * d);
+        cpu::embedding::gather_half(bits, dtype, ids, d, &mut out);
+        return Ok(Tensor::from_cpu(out, &out_shape));
+    }
     let dev = table.device();
     let idx = dev.upload_u32(ids)?;
     let out = Tensor::empty(&out_shape, dev)?;
     dev.launch(&Launch {
         family: "embedding",
         kernel: "gather",
-        bindings: &[(0, Buf::F32(table)), (1, Buf::U32(&idx)), (2, Buf::F32(&out))],
-        params: Params::new(&[word(ids.len()), word(d), word(v), 0]),
+        bindings: &[(0, Buf::Any(table)), (1, Buf::U32(&idx)), (2, Buf::F32(&out))],
+        params: Params::new(&[word(ids.len()), word(d), word(v), 0, table.dtype().code()]),
         grid: Grid::elements(ids.len() * d, 3),
-        constants: &[],
+        constants: &[("TABLE_DTYPE", f64::from(table.dtype().code()))],
         threads: 256,
     })?;
     Ok(out)

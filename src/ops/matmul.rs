@@ -1,11 +1,11 @@
 //! Batched matmul with transpose flags: [.., M, K] x [.., K, N] -> [.., M, N].
 
 use super::{fits_u32, same_device};
-use crate::backend::cpu::matmul::MatmulDims;
+use crate::backend::cpu::matmul::{MatmulDims, Operand};
 use crate::backend::{cpu, Buf, Grid, Launch};
 use crate::error::{Error, Result};
 use crate::params::{word, Params};
-use crate::tensor::{numel, Tensor};
+use crate::tensor::{numel, Dtype, Tensor};
 
 /// Which operands are used transposed: `Transpose::NT` computes A · Bᵀ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +21,8 @@ impl Transpose {
     pub const TT: Transpose = Transpose { a: true, b: true };
 }
 
-/// Batched product op(A) · op(B). Leading axes are the batch; an operand whose leading
+/// Batched product op(A) · op(B), in f32; either operand may be bf16 or f16 (a weight in its
+/// stored dtype), widened exactly as it is read. Leading axes are the batch; an operand whose leading
 /// axes multiply to 1 is broadcast over the other's batch (a shared weight matrix).
 pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
     same_device("matmul", a, b)?;
@@ -32,11 +33,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, t: Transpose) -> Result<Tensor> {
     let batch_shape = if numel(lead_a) == d.batch { lead_a } else { lead_b };
     let out_shape: Vec<usize> = batch_shape.iter().copied().chain([d.m, d.n]).collect();
     fits_u32("matmul", a.numel().max(b.numel()).max(d.batch * d.m * d.n))?;
-    if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {
-        // Only a product the bf16 kernel takes looks for (and may make) B's bf16 copy.
-        let half = if !t.a && t.b && cpu::matmul_few_rows::takes_bf16(d.m, 1) { b.bf16_exact() } else { None };
+    if let (Some(x), Some(y)) = (cpu_operand(a), cpu_operand(b)) {
         // SAFETY: dims checked x and y against d; the product writes all batch * m * n.
-        let out = unsafe { cpu::alloc_written(d.batch * d.m * d.n, |o| cpu::matmul::matmul_into(x, y, half, d, o)) };
+        let out = unsafe { cpu::alloc_written(d.batch * d.m * d.n, |o| cpu::matmul::matmul_into(x, y, d, o)) };
         return Ok(Tensor::from_cpu(out, &out_shape));
     }
     let out = Tensor::empty(&out_shape, a.device())?;
@@ -57,7 +56,10 @@ pub fn matmul_acc(c: &mut Tensor, a: &Tensor, b: &Tensor, t: Transpose) -> Resul
         return Err(Error::shape("matmul_acc", "the sum is shared with another tensor and cannot change in place"));
     }
     fits_u32("matmul_acc", a.numel().max(b.numel()).max(c.numel()))?;
-    if let (Some(x), Some(y)) = (a.as_cpu(), b.as_cpu()) {
+    if c.dtype() != Dtype::F32 {
+        return Err(Error::shape("matmul_acc", format!("the sum is {}; it must be f32", c.dtype())));
+    }
+    if let (Some(x), Some(y)) = (cpu_operand(a), cpu_operand(b)) {
         let o = c.cpu_mut().ok_or_else(|| Error::shape("matmul_acc", "the sum is not writable"))?;
         // SAFETY: dims checked x and y against d, and o holds batch * m * n values.
         unsafe { cpu::matmul::matmul_acc(x, y, d, o.as_mut_ptr()) };
@@ -66,11 +68,19 @@ pub fn matmul_acc(c: &mut Tensor, a: &Tensor, b: &Tensor, t: Transpose) -> Resul
     launch(a, b, t, &d, c, true)
 }
 
+/// A CPU tensor's values for the CPU product, in their stored dtype.
+fn cpu_operand(t: &Tensor) -> Option<Operand<'_>> {
+    match t.as_cpu() {
+        Some(x) => Some(Operand::F32(x)),
+        None => t.as_cpu_half().map(|(bits, dt)| Operand::Half(bits, dt)),
+    }
+}
+
 fn launch(a: &Tensor, b: &Tensor, t: Transpose, d: &MatmulDims, out: &Tensor, accumulate: bool) -> Result<()> {
     a.device().launch(&Launch {
         family: "matmul",
         kernel: "matmul",
-        bindings: &[(0, Buf::F32(a)), (1, Buf::F32(b)), (2, Buf::F32(out))],
+        bindings: &[(0, Buf::Any(a)), (1, Buf::Any(b)), (2, Buf::F32(out))],
         params: Params::new(&[
             word(d.m),
             word(d.n),
@@ -80,9 +90,16 @@ fn launch(a: &Tensor, b: &Tensor, t: Transpose, d: &MatmulDims, out: &Tensor, ac
             u32::from(t.a),
             u32::from(t.b),
             u32::from(accumulate),
+            a.dtype().code(),
+            b.dtype().code(),
         ]),
         grid: Grid::Xyz(word(d.n.div_ceil(64)), word(d.m.div_ceil(64)), word(d.batch)),
-        constants: &[("TRANS_A", f64::from(u8::from(t.a))), ("TRANS_B", f64::from(u8::from(t.b)))],
+        constants: &[
+            ("TRANS_A", f64::from(u8::from(t.a))),
+            ("TRANS_B", f64::from(u8::from(t.b))),
+            ("A_DTYPE", f64::from(a.dtype().code())),
+            ("B_DTYPE", f64::from(b.dtype().code())),
+        ],
         threads: 256,
     })
 }

@@ -10,6 +10,14 @@ pub fn gather(table: &[f32], ids: &[u32], d: usize, out: &mut [f32]) {
     });
 }
 
+/// `gather` from a half-precision table (bit patterns), widening each value exactly.
+pub fn gather_half(table: &[u16], dtype: crate::tensor::Dtype, ids: &[u32], d: usize, out: &mut [f32]) {
+    out.par_chunks_mut(d.max(1)).zip(ids.par_iter()).for_each(|(o, &id)| {
+        let row = id as usize * d;
+        o.iter_mut().zip(&table[row..row + d]).for_each(|(o, &b)| *o = dtype.widen(b));
+    });
+}
+
 /// Counting sort of positions by id: row v's positions are order[offsets[v]..offsets[v+1]],
 /// ascending, so every backend sums each row in the same order.
 pub fn group_by_id(ids: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {

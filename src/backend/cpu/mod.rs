@@ -3,7 +3,6 @@
 
 pub mod adamw;
 pub mod attention;
-mod bf16;
 pub mod concat;
 pub mod cross_entropy;
 pub mod elementwise;
@@ -12,6 +11,7 @@ pub mod fastmath;
 pub mod kl_dual;
 pub mod matmul;
 pub mod matmul_few_rows;
+mod matmul_half;
 #[cfg(target_arch = "x86_64")]
 mod matmul_few_rows_avx512;
 pub mod permute;
@@ -22,8 +22,6 @@ pub mod rms_norm;
 pub mod rope;
 pub mod rowstats;
 pub mod softmax;
-
-pub use bf16::bf16_bits;
 
 /// Rows per rayon task for row-wise kernels: enough work to amortise scheduling.
 pub(crate) const MIN_ELEMS_PER_TASK: usize = 1 << 14;

@@ -89,6 +89,12 @@ impl CudaDevice {
         self.stream.clone_htod(data).map_err(cuda_err)
     }
 
+    /// Packed half-precision words, held as f32-sized slots (see `tensor::Storage`).
+    pub fn upload_words(&self, words: &[u32]) -> Result<CudaSlice<f32>> {
+        let as_f32: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
+        self.upload(&as_f32)
+    }
+
     pub fn upload_u32(&self, data: &[u32]) -> Result<CudaSlice<u32>> {
         if data.is_empty() {
             return self.stream.alloc_zeros::<u32>(1).map_err(cuda_err);
@@ -131,7 +137,7 @@ impl CudaDevice {
         let mut b = self.stream.launch_builder(&f);
         for (_, arg) in l.bindings {
             match arg {
-                Buf::F32(t) => match t.storage() {
+                Buf::F32(t) | Buf::Any(t) => match t.storage() {
                     crate::tensor::Storage::Cuda(s) => b.arg(s),
                     _ => return Err(Error::Cuda(format!("{}: argument is not a cuda tensor", l.kernel))),
                 },

@@ -264,7 +264,7 @@ impl WgpuDevice {
             .iter()
             .map(|(binding, buf)| {
                 let raw = match buf {
-                    Buf::F32(t) => match t.storage() {
+                    Buf::F32(t) | Buf::Any(t) => match t.storage() {
                         crate::tensor::Storage::Wgpu(b) => Ok(b.raw()),
                         _ => Err(Error::Wgpu(format!("{}: argument is not a wgpu tensor", l.kernel))),
                     },

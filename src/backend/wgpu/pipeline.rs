@@ -7,6 +7,7 @@ use std::collections::HashMap;
 const INCLUDES: &[(&str, &str)] = &[
     ("row_stats.wgsl", include_str!("../../../shaders/include/row_stats.wgsl")),
     ("numerics.wgsl", include_str!("../../../shaders/include/numerics.wgsl")),
+    ("half.wgsl", include_str!("../../../shaders/include/half.wgsl")),
 ];
 
 /// The WGSL source of a kernel family with its includes expanded.
