@@ -46,6 +46,9 @@ fn max_diff(a: &[f32], b: &[f32], valid: &[i64], v: usize) -> f32 {
 fn logits_match(dev: &Device, tol: f32) {
     for (case, ckpt) in cases() {
         let w = Weights::load(&dir().join(&ckpt), dev).unwrap();
+        // The bf16 checkpoint is read in bf16 (the half-precision matmul and gather), against
+        // transformers on the same values widened to f32.
+        assert_eq!(w.tensors().iter().any(|t| t.dtype() == pgpo::tensor::Dtype::BF16), ckpt == "flat_bf16", "{ckpt}");
         let path = dir().join(format!("{case}.safetensors"));
         let f = TensorFile::open(&path).unwrap();
         let v = w.config.text.vocab_size;
@@ -71,6 +74,7 @@ fn logits_match(dev: &Device, tol: f32) {
 fn loss_and_gradients_match(dev: &Device, loss_tol: f32, grad_tol: f32) {
     for (case, ckpt) in cases() {
         let w = Weights::load(&dir().join(&ckpt), dev).unwrap();
+        assert_eq!(w.tensors().iter().any(|t| t.dtype() == pgpo::tensor::Dtype::BF16), ckpt == "flat_bf16", "{ckpt}");
         let path = dir().join(format!("{case}.safetensors"));
         let f = TensorFile::open(&path).unwrap();
         let (inputs, labels) = read_inputs(&path, &w.config, dev, false).unwrap();

@@ -4,6 +4,7 @@
 
 use pgpo::model::names::Naming;
 use pgpo::model::Weights;
+use pgpo::tensor::Dtype;
 use pgpo::Device;
 use safetensors::SafeTensors;
 use std::collections::BTreeMap;
@@ -68,15 +69,32 @@ fn saving_writes_back_the_layout_it_loaded_byte_for_byte() {
     }
 }
 
+/// Catches a bf16 checkpoint widened on load (twice the bytes) or a reference copy that
+/// differs from what its saved copy loads back: matrices stay bf16, vectors become f32,
+/// `load_f32` widens every value exactly, and `stored()` of the f32 weights equals the load.
 #[test]
-fn bf16_sharded_published_checkpoint_loads_widened() {
+fn bf16_sharded_published_checkpoint_loads_as_stored_or_widened() {
     let w = Weights::load(&fixture("flat_bf16"), &Device::Cpu).unwrap();
     assert_eq!(w.layout.naming, Naming::Published);
     assert_eq!(w.layout.files.len(), 2);
     assert_eq!(w.config.vision.patch_dim(), 1176);
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    assert_eq!(w.get(q).unwrap().dtype(), Dtype::BF16, "a matrix keeps its stored dtype");
+    assert_eq!(w.get("model.norm.weight").unwrap().dtype(), Dtype::F32, "a norm weight is f32");
+    let wide = Weights::load_f32(&fixture("flat_bf16"), &Device::Cpu).unwrap();
+    assert!(wide.tensors().iter().all(|t| t.dtype() == Dtype::F32));
     // Every bf16 value widens exactly: the low 16 bits of each f32 are zero.
-    let t = w.get("model.layers.0.self_attn.q_proj.weight").unwrap().to_vec().unwrap();
+    let t = wide.get(q).unwrap().to_vec().unwrap();
     assert!(t.iter().all(|x| x.to_bits() & 0xffff == 0) && t.iter().any(|&x| x != 0.0));
+    assert_eq!(t, w.get(q).unwrap().to_vec().unwrap());
+    let half: usize = w.tensors().iter().map(|t| t.numel() * t.dtype().size()).sum();
+    assert_eq!(wide.stored_bytes(), half as u64);
+    assert!((half as f64) < 0.55 * (4 * wide.tensors().iter().map(|t| t.numel()).sum::<usize>()) as f64);
+    let back = wide.stored().unwrap();
+    for (name, (a, b)) in w.names().iter().zip(w.tensors().iter().zip(back.tensors())) {
+        assert_eq!(a.dtype(), b.dtype(), "{name}");
+        assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap(), "{name}");
+    }
 }
 
 #[test]

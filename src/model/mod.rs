@@ -25,4 +25,4 @@ pub use generate::{generate, Completion, Generation, GenerateOptions, Sampling};
 pub use inputs::ModelInputs;
 pub use params::ParamVars;
 pub use recompute::Recompute;
-pub use weights::Weights;
+pub use weights::{Precision, Weights};

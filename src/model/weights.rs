@@ -1,7 +1,8 @@
 //! Qwen2.5-VL weights in safetensors: one `model.safetensors`, or shards listed by
-//! `model.safetensors.index.json`. Files are memory-mapped and each tensor is widened to f32
-//! (from f32, bf16 or f16) straight from the mapping onto the device, so a sharded checkpoint
-//! is never held twice. Saving writes the layout the weights came from (file names, shards,
+//! `model.safetensors.index.json`. Files are memory-mapped and each tensor goes straight from
+//! the mapping onto the device, so a sharded checkpoint is never held twice: matrices in their
+//! stored dtype (a bf16 checkpoint takes half the bytes of f32) or widened to f32 for training
+//! (`Precision`). Saving writes the layout the weights came from (file names, shards,
 //! tensor names, dtypes, config.json) back, each file atomically.
 
 use super::config::ModelConfig;
@@ -31,7 +32,17 @@ pub struct Layout {
     pub config_json: String,
 }
 
-/// The parameters, as f32 tensors on one device, by pgpo name (see `names`). A clone shares
+/// How loaded weights are held on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// Matrices in their stored dtype (bf16 and f16 stay half; matmul and gather read them
+    /// directly), the one-axis norm weights and biases in f32: for inference and frozen copies.
+    Stored,
+    /// Every tensor widened to f32: the master copy of weights an optimizer trains.
+    F32,
+}
+
+/// The parameters, as tensors on one device, by pgpo name (see `names`). A clone shares
 /// the tensors' buffers.
 #[derive(Clone)]
 pub struct Weights {
@@ -74,6 +85,15 @@ fn widen(path: &Path, name: &str, v: &TensorView<'_>) -> Result<Vec<f32>> {
     })
 }
 
+/// The tensor dtype that keeps a stored half-precision dtype (None for f32).
+fn half_dtype(d: Dtype) -> Option<crate::tensor::Dtype> {
+    match d {
+        Dtype::BF16 => Some(crate::tensor::Dtype::BF16),
+        Dtype::F16 => Some(crate::tensor::Dtype::F16),
+        _ => None,
+    }
+}
+
 /// The shard files of `dir` and, per stored tensor name, its file index.
 fn shard_map(dir: &Path) -> Result<(Vec<String>, HashMap<String, usize>)> {
     let index_path = dir.join(INDEX);
@@ -109,9 +129,19 @@ fn shard_map(dir: &Path) -> Result<(Vec<String>, HashMap<String, usize>)> {
 }
 
 impl Weights {
-    /// Loads `dir` (config.json and the safetensors files) onto `device`. Every parameter the
-    /// config implies must be present with its shape; a tied `lm_head.weight` is ignored.
+    /// Loads `dir` (config.json and the safetensors files) onto `device`, matrices in their
+    /// stored dtype (`Precision::Stored`). Every parameter the config implies must be present
+    /// with its shape; a tied `lm_head.weight` is ignored.
     pub fn load(dir: &Path, device: &Device) -> Result<Weights> {
+        Weights::load_as(dir, device, Precision::Stored)
+    }
+
+    /// Loads `dir` with every tensor widened to f32, for training.
+    pub fn load_f32(dir: &Path, device: &Device) -> Result<Weights> {
+        Weights::load_as(dir, device, Precision::F32)
+    }
+
+    pub fn load_as(dir: &Path, device: &Device, precision: Precision) -> Result<Weights> {
         let (config, config_json) = ModelConfig::load_with_text(dir)?;
         let (files, by_name) = shard_map(dir)?;
         let mapped = files.iter().map(|f| Mapped::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
@@ -134,10 +164,36 @@ impl Weights {
                 return Err(bad(&m.path, format!("tensor `{file_name}` holds a non-finite value at element {i}")));
             }
             placement.insert(name.clone(), (fi, view.dtype()));
-            tensors.push(Tensor::from_vec(data, &shape, device)?);
+            tensors.push(match half_dtype(view.dtype()).filter(|_| precision == Precision::Stored && shape.len() >= 2) {
+                Some(dt) => Tensor::from_half_bits(view.data().chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(), dt, &shape, device)?,
+                None => Tensor::from_vec(data, &shape, device)?,
+            });
             names.push(name);
         }
         Ok(Weights::assemble(config, names, tensors, Layout { naming, files, placement, config_json }))
+    }
+
+    /// The same weights with every matrix in its stored dtype (rounded to nearest even where
+    /// the checkpoint is bf16 or f16): a frozen copy, such as the KL term's reference policy,
+    /// at the checkpoint's size, equal to what `save` then `load` gives back.
+    pub fn stored(&self) -> Result<Weights> {
+        let mut out = self.clone();
+        for (name, t) in out.names.iter().zip(out.tensors.iter_mut()) {
+            let stored = self.layout.placement.get(name).and_then(|&(_, d)| half_dtype(d));
+            if let Some(dt) = stored.filter(|_| t.rank() >= 2) {
+                *t = t.to_dtype(dt)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes the tensors of `stored()` take on the device, without making them.
+    pub fn stored_bytes(&self) -> u64 {
+        let size = |name: &String, t: &Tensor| match self.layout.placement.get(name).and_then(|&(_, d)| half_dtype(d)) {
+            Some(dt) if t.rank() >= 2 => dt.size(),
+            _ => 4,
+        };
+        self.names.iter().zip(&self.tensors).map(|(n, t)| (t.numel() * size(n, t)) as u64).sum()
     }
 
     fn assemble(config: ModelConfig, names: Vec<String>, tensors: Vec<Tensor>, layout: Layout) -> Weights {

@@ -3,8 +3,8 @@
 //! cannot fit is refused with the knob to turn, instead of dying hours in with an
 //! out-of-memory error. The arithmetic follows what the code holds at each phase's peak:
 //!
-//! - always: weights, AdamW's two moments, and the reference policy's copy when the loss
-//!   has a KL term;
+//! - always: the trained weights (f32), AdamW's two moments, and the reference policy's copy
+//!   when the loss has a KL term (in the checkpoint's dtype: half the bytes for bf16);
 //! - during an update: one gradient and one new value per parameter;
 //! - SFT: the tape's activations for `sft.batch` prompt+answer sequences, and one row chunk
 //!   of their logits and its gradient (`cross_entropy_linear`);
@@ -58,7 +58,9 @@ fn vision_values_per_patch(c: &ModelConfig) -> u64 {
     12 * h + 3 * i
 }
 
-pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, n: Lengths) -> Estimate {
+/// `params` counts the trained values (f32 master copies); `stored_bytes` is the size of the
+/// weights in the checkpoint's dtype, which the frozen reference policy takes.
+pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u64, n: Lengths) -> Estimate {
     // In f64: products of large counts must saturate, not wrap (casts to u64 saturate).
     let f = |x: usize| x as f64;
     let t = &c.text;
@@ -84,9 +86,9 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, n: Lengths) -> 
     // clean and blind logits), at most 1 GiB (`ops::Chunking::Auto`).
     let chunk = |rows: f64| (2.0 * rows * vocab).min(f64::from(1u32 << 30) / F32 as f64);
     let params = params as f64;
-    // The frozen reference policy of the KL term is a second copy of the weights.
-    let reference = if cfg.rl.kl_coef > 0.0 { 1.0 } else { 0.0 };
-    let (state, update) = (bytes((3.0 + reference) * params), bytes(2.0 * params));
+    // The frozen reference policy of the KL term is a second copy of the weights, stored.
+    let reference = if cfg.rl.kl_coef > 0.0 { stored_bytes } else { 0 };
+    let (state, update) = (bytes(3.0 * params).saturating_add(reference), bytes(2.0 * params));
     let (sft_batch, mini_batch) = (f(cfg.sft.batch), f(cfg.rl.mini_batch));
     let sft_rows = sft_batch * target;
     let sft = bytes(activations(sft_batch, prompt + target, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden);

@@ -134,7 +134,8 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
         if rl.kl_coef > 0.0 {
             // The loss's reference policy is the model as RL starts, kept for a resume.
             t.weights.save(&reference_dir)?;
-            t.reference = Some(t.weights.clone());
+            // In the checkpoint's dtype (half the bytes for bf16), as the saved copy loads back.
+            t.reference = Some(t.weights.stored()?);
         }
     } else {
         // A checkpoint inside RL restores AdamW's moments; its settings are RL's.

@@ -116,7 +116,8 @@ impl Trainer {
         let run_dir = cfg.run_dir();
         std::fs::create_dir_all(&run_dir).map_err(|e| crate::io::bad(&run_dir, format!("cannot create: {e}")))?;
         let (weights, model_dir) = match &cfg.model {
-            Some(dir) => (Weights::load(dir, &device)?, dir.clone()),
+            // Trained weights are f32 master copies whatever the checkpoint stores.
+            Some(dir) => (Weights::load_f32(dir, &device)?, dir.clone()),
             None => {
                 let dir = run_dir.join("init");
                 (tiny::create(&dir, cfg.tiny.vocab, cfg.tiny.hidden, cfg.tiny.layers, cfg.seed, &device)?, dir)
@@ -200,7 +201,7 @@ impl Trainer {
             patches: items().map(|i| i.prompt.grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>()).max().unwrap_or(0),
         };
         let params = self.weights.tensors().iter().map(|t| t.numel() as u64).sum();
-        Ok(super::memory::estimate(&self.cfg, &self.weights.config, params, n))
+        Ok(super::memory::estimate(&self.cfg, &self.weights.config, params, self.weights.stored_bytes(), n))
     }
 
     /// What scoring the visual dependency needs besides the weights.
