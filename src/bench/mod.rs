@@ -120,6 +120,23 @@ pub fn cases(dev: &Device, quick: bool, want: &dyn Fn(&str) -> bool) -> Result<V
                 }),
             });
         }
+        // A weight in its stored bf16, as x · Wᵀ reads it: a prefill's rows and a decode
+        // step's 8, against the same products from f32 (the rows above and below).
+        let m = size(dev, quick, 2048, 1024, 512);
+        let w32 = rand(dev, &[m, m], 6)?;
+        let w16 = w32.to_dtype(crate::tensor::Dtype::BF16)?;
+        for rows in [m, 8] {
+            let x = rand(dev, &[rows, m], 7)?;
+            for (w, what) in [(w32.clone(), "f32"), (w16.clone(), "bf16")] {
+                let (d, x) = (d.clone(), x.clone());
+                out.push(Case {
+                    kernel: "matmul",
+                    shape: format!("{rows}x{m} · ({m}x{m} {what})ᵀ"),
+                    work: Work::Flops(2.0 * (rows * m * m) as f64),
+                    run: Box::new(move || sync(&d, || ops::matmul(&x, &w, Transpose::NT))),
+                });
+            }
+        }
     }
 
     if want("softmax") || want("rms_norm") {

@@ -8,7 +8,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::model::{forward, generate, lm_loss, ForwardOptions, GenerateOptions, ModelConfig, ModelInputs, ParamVars, Recompute, Weights};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{Dtype, Tensor};
 use std::rc::Rc;
 
 const CONFIGS: &str = include_str!("model_configs.json");
@@ -81,13 +81,14 @@ impl Workload {
     }
 }
 
-/// `w` with every weight rounded to the nearest bf16 (ties to even), as a bf16 checkpoint
-/// holds them.
+/// `w` as a bf16 checkpoint loads: every weight rounded to the nearest bf16 (ties to even),
+/// the matrices stored in bf16 (half the bytes, read by the half-precision matmul and gather),
+/// the norm weights and biases widened to f32.
 fn bf16_checkpoint(w: &Weights) -> Result<Weights> {
     let mut out = w.clone();
     for (name, t) in w.names().iter().zip(w.tensors()) {
-        let v = t.to_vec()?.into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect();
-        out.set(name, Tensor::from_vec(v, t.shape(), t.device())?)?;
+        let half = t.to_dtype(Dtype::BF16)?;
+        out.set(name, if t.rank() >= 2 { half } else { half.to_dtype(Dtype::F32)? })?;
     }
     Ok(out)
 }
@@ -104,25 +105,27 @@ pub fn cases(dev: &Device) -> Result<Vec<Case>> {
         let (inputs, labels) = (Rc::new(inputs), Rc::new(labels));
         let tokens = (w.batch * w.seq) as f64;
         let shape = format!("{} B{} T{} image {:?}", w.name, w.batch, w.seq, w.grid);
-        let (wt, it, d) = (weights.clone(), inputs.clone(), dev.clone());
-        out.push(Case {
-            kernel: "model fwd",
-            shape: shape.clone(),
-            work: Work::Tokens(tokens),
-            run: Box::new(move || {
-                let tape = Tape::new();
-                let pv = ParamVars::frozen(&tape, &wt);
-                let logits = forward(&pv, &wt.config, &it, &ForwardOptions::default())?;
-                d.synchronize()?;
-                drop(logits);
-                Ok(())
-            }),
-        });
+        let bf16_weights = Rc::new(bf16_checkpoint(&weights)?);
+        for (wt, suffix) in [(weights.clone(), ""), (bf16_weights.clone(), ", bf16 checkpoint")] {
+            let (it, d) = (inputs.clone(), dev.clone());
+            out.push(Case {
+                kernel: "model fwd",
+                shape: format!("{shape}{suffix}"),
+                work: Work::Tokens(tokens),
+                run: Box::new(move || {
+                    let tape = Tape::new();
+                    let pv = ParamVars::frozen(&tape, &wt);
+                    let logits = forward(&pv, &wt.config, &it, &ForwardOptions::default())?;
+                    d.synchronize()?;
+                    drop(logits);
+                    Ok(())
+                }),
+            });
+        }
         let (gb, gt, gn) = w.generate;
         let prompts = Rc::new(w.batch_of(gb, gt, dev)?.0);
-        // The same model in f32, and as a bf16 checkpoint (every weight rounded to bf16, held
-        // in f32 as transformers loads one with dtype=float32; the CPU decodes from bf16 copies).
-        for (wt, suffix) in [(weights.clone(), ""), (Rc::new(bf16_checkpoint(&weights)?), ", bf16 checkpoint")] {
+        // The same model in f32, and as a bf16 checkpoint (its matrices held in bf16).
+        for (wt, suffix) in [(weights.clone(), ""), (bf16_weights.clone(), ", bf16 checkpoint")] {
             let (prompts, d) = (prompts.clone(), dev.clone());
             out.push(Case {
                 kernel: "model generate",
