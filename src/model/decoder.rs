@@ -24,17 +24,7 @@ fn heads(x: &Var, cx: &Context, n: usize, d: usize) -> Result<Var> {
 /// One layer. With a cache, the new keys and values are written into it; a prefill (empty
 /// cache) attends over its own, a decode step over the whole cache.
 pub fn layer(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context, cache: Option<&mut KvCache>) -> Result<Var> {
-    let p = |s: &str| pv.get(&format!("model.layers.{i}.{s}"));
-    let (d, hq, hkv) = (c.head_dim(), c.num_attention_heads, c.num_key_value_heads);
-    let eps = c.rms_norm_eps as f32;
-    let h = ag::rms_norm(x, p("input_layernorm.weight")?, eps)?;
-    let proj = |name: &str, n: usize| -> Result<Var> {
-        let y = ag::linear(&h, p(&format!("self_attn.{name}.weight"))?, Some(p(&format!("self_attn.{name}.bias"))?))?;
-        heads(&y, cx, n, d)
-    };
-    let q = ag::rope(&proj("q_proj", hq)?, cx.tables)?;
-    let k = ag::rope(&proj("k_proj", hkv)?, cx.tables)?;
-    let v = proj("v_proj", hkv)?;
+    let (q, k, v) = queries_keys_values(x, pv, i, c, cx)?;
     let (k, v) = match cache {
         Some(kv) => {
             kv.write(i, k.value(), v.value())?;
@@ -47,7 +37,30 @@ pub fn layer(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context, ca
         }
         None => (k, v),
     };
-    let o = ag::permute(&ag::attention(&q, &k, &v, cx.attention)?, &[0, 2, 1, 3])?;
+    let attended = ag::attention(&q, &k, &v, cx.attention)?;
+    finish(x, &attended, pv, i, c, cx)
+}
+
+/// The layer's first half up to attention: q [B, Hq, T, D], k and v [B, Hkv, T, D], rotated.
+pub fn queries_keys_values(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context) -> Result<(Var, Var, Var)> {
+    let p = |s: &str| pv.get(&format!("model.layers.{i}.{s}"));
+    let (d, hq, hkv) = (c.head_dim(), c.num_attention_heads, c.num_key_value_heads);
+    let h = ag::rms_norm(x, p("input_layernorm.weight")?, c.rms_norm_eps as f32)?;
+    let proj = |name: &str, n: usize| -> Result<Var> {
+        let y = ag::linear(&h, p(&format!("self_attn.{name}.weight"))?, Some(p(&format!("self_attn.{name}.bias"))?))?;
+        heads(&y, cx, n, d)
+    };
+    let q = ag::rope(&proj("q_proj", hq)?, cx.tables)?;
+    let k = ag::rope(&proj("k_proj", hkv)?, cx.tables)?;
+    Ok((q, k, proj("v_proj", hkv)?))
+}
+
+/// The layer after attention: the output projection of `attended` [B, Hq, T, D], the residual,
+/// and the MLP half.
+pub fn finish(x: &Var, attended: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context) -> Result<Var> {
+    let p = |s: &str| pv.get(&format!("model.layers.{i}.{s}"));
+    let (d, hq, eps) = (c.head_dim(), c.num_attention_heads, c.rms_norm_eps as f32);
+    let o = ag::permute(attended, &[0, 2, 1, 3])?;
     let o = ag::linear(&ag::reshape(&o, &[cx.batch * cx.seq, hq * d])?, p("self_attn.o_proj.weight")?, None)?;
     let x = ag::add(x, &o)?;
     let h = ag::rms_norm(&x, p("post_attention_layernorm.weight")?, eps)?;

@@ -84,11 +84,32 @@ pub fn forward_cached_hidden(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o
         kv.begin(t, &visible)?;
     }
 
+    let h = embed_inputs(pv, c, x, opts.blind.is_some(), opts.recompute)?;
+    let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
+    let h = layers(h, pv, tc, &cx, cache, opts.recompute)?;
+    let rows = match &opts.keep {
+        Keep::All => None,
+        Keep::Rows(rows) => {
+            if let Some(&r) = rows.iter().find(|&&r| r as usize >= b * t) {
+                return Err(Error::input("keep", format!("position {r} is outside the batch of {b} x {t}")));
+            }
+            Some(rows.clone())
+        }
+        Keep::Last => Some((0..b).map(|i| (i * t + t - 1) as u32).collect()),
+    };
+    final_hidden(&h, pv, c, rows.as_deref())
+}
+
+/// The decoder's input [B * T, H]: token embeddings, with the vision tower's features at the
+/// image-pad positions unless the pass is blind.
+pub(super) fn embed_inputs(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, blind: bool, recompute: Recompute) -> Result<Var> {
+    let (b, t) = (x.batch, x.seq);
+    let embed = pv.get("model.embed_tokens.weight")?;
     let mut h = ag::embedding(embed, &x.ids)?;
-    if opts.blind.is_none() && !x.grids.is_empty() {
+    if !blind && !x.grids.is_empty() {
         let pixels = x.pixels.as_ref().ok_or_else(|| Error::input("pixel_values", "is required for a forward with images (only the blind pass runs without it)"))?;
         let plan = VisionPlan::new(&c.vision, &x.grids);
-        let features = vision::encode(pv, &c.vision, &plan, pixels, opts.recompute)?;
+        let features = vision::encode(pv, &c.vision, &plan, pixels, recompute)?;
         // Row of every position in [text embeddings; image features in window order].
         let mut k = 0;
         let rows: Vec<u32> = (0..b * t)
@@ -103,19 +124,7 @@ pub fn forward_cached_hidden(pv: &ParamVars, c: &ModelConfig, x: &ModelInputs, o
             .collect();
         h = ag::embedding(&ag::concat(&[&h, &features], 0)?, &rows)?;
     }
-    let cx = Context { batch: b, seq: t, tables: &tables, attention: &attention };
-    let h = layers(h, pv, tc, &cx, cache, opts.recompute)?;
-    let rows = match &opts.keep {
-        Keep::All => None,
-        Keep::Rows(rows) => {
-            if let Some(&r) = rows.iter().find(|&&r| r as usize >= b * t) {
-                return Err(Error::input("keep", format!("position {r} is outside the batch of {b} x {t}")));
-            }
-            Some(rows.clone())
-        }
-        Keep::Last => Some((0..b).map(|i| (i * t + t - 1) as u32).collect()),
-    };
-    final_hidden(&h, pv, c, rows.as_deref())
+    Ok(h)
 }
 
 /// One generation step: the next token of each sequence in `cache` (`ids` [B]) at its 3-D
@@ -171,7 +180,7 @@ fn layers(mut h: Var, pv: &ParamVars, tc: &TextConfig, cx: &Context, mut cache: 
 }
 
 /// The final norm, at the given rows of h (all rows when None).
-fn final_hidden(h: &Var, pv: &ParamVars, c: &ModelConfig, rows: Option<&[u32]>) -> Result<Var> {
+pub(super) fn final_hidden(h: &Var, pv: &ParamVars, c: &ModelConfig, rows: Option<&[u32]>) -> Result<Var> {
     let h = ag::rms_norm(h, pv.get("model.norm.weight")?, c.text.rms_norm_eps as f32)?;
     match rows {
         Some(rows) => ag::embedding(&h, rows),

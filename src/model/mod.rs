@@ -15,6 +15,7 @@ pub mod generate;
 pub mod names;
 pub mod params;
 pub mod rope_index;
+pub mod shared_prefix;
 pub mod vision;
 pub mod weights;
 
@@ -25,4 +26,5 @@ pub use generate::{generate, Completion, Generation, GenerateOptions, Sampling};
 pub use inputs::ModelInputs;
 pub use params::ParamVars;
 pub use recompute::Recompute;
+pub use shared_prefix::{forward_shared_hidden, SharedBatch};
 pub use weights::{Precision, Weights};

@@ -4,7 +4,8 @@
 use crate::device::Device;
 use crate::error::Result;
 use crate::model::processor::{Processor, Prompt};
-use crate::model::{ModelConfig, ModelInputs};
+use crate::model::rope_index::rope_index;
+use crate::model::{ModelConfig, ModelInputs, SharedBatch};
 use crate::tensor::Tensor;
 
 /// One task item made ready for the model.
@@ -70,6 +71,77 @@ pub fn pack(config: &ModelConfig, prompts: &[&Prompt], tails: &[&[u32]], pad: u3
 
 fn pixels_rows(grids: &[[usize; 3]]) -> usize {
     grids.iter().map(|g| g.iter().product::<usize>()).sum()
+}
+
+/// Responses after their prompts with each distinct prompt once, for the shared-prefix passes
+/// (scoring's KV cache extension and the update's `forward_shared_hidden`).
+pub struct SharedPack {
+    /// The distinct prompts, left-padded.
+    pub prompts: ModelInputs,
+    /// [R]: the distinct prompt each response follows.
+    pub owner: Vec<u32>,
+    /// [R, len]: response tokens right-padded with the pad id, and which are real.
+    pub ids: Vec<u32>,
+    pub mask: Vec<bool>,
+    /// [3, R, len]: M-RoPE positions continuing each prompt's.
+    pub positions: Vec<f32>,
+    pub len: usize,
+}
+
+impl SharedPack {
+    /// The model's view of it.
+    pub fn batch(&self) -> SharedBatch<'_> {
+        SharedBatch { prompts: &self.prompts, owner: &self.owner, ids: &self.ids, mask: &self.mask, positions: &self.positions, len: self.len }
+    }
+
+    /// The rows of `forward_shared_hidden`'s state that predict each response token, in the
+    /// order of the responses' tokens concatenated: token 0 from its prompt's last position,
+    /// token k from the response's row k - 1.
+    pub fn predicting_rows(&self, tails: &[&[u32]]) -> Vec<u32> {
+        let (p, tp, l) = (self.prompts.batch, self.prompts.seq, self.len);
+        let mut rows = Vec::new();
+        for (r, tail) in tails.iter().enumerate() {
+            for k in 0..tail.len() {
+                rows.push(if k == 0 { (self.owner[r] as usize * tp + tp - 1) as u32 } else { (p * tp + r * l + k - 1) as u32 });
+            }
+        }
+        rows
+    }
+}
+
+pub fn pack_shared(config: &ModelConfig, prompts: &[&Prompt], tails: &[&[u32]], pad: u32, device: &Device) -> Result<SharedPack> {
+    let (unique, of) = distinct(prompts);
+    let no_tail: Vec<&[u32]> = vec![&[]; unique.len()];
+    let x = pack(config, &unique, &no_tail, pad, device)?.inputs;
+    let next = rope_index(&x, config.image_token_id, config.vision.spatial_merge_size)?.next_positions(x.batch, x.seq);
+    let (b, l) = (tails.len(), tails.iter().map(|t| t.len()).max().unwrap_or(0));
+    let (mut ids, mut mask, mut positions) = (vec![pad; b * l], vec![false; b * l], vec![0f32; 3 * b * l]);
+    for (r, tail) in tails.iter().enumerate() {
+        for (k, &tok) in tail.iter().enumerate() {
+            ids[r * l + k] = tok;
+            mask[r * l + k] = true;
+            for a in 0..3 {
+                positions[(a * b + r) * l + k] = (next[of[r]] + k as i64) as f32;
+            }
+        }
+    }
+    Ok(SharedPack { prompts: x, owner: of.iter().map(|&o| o as u32).collect(), ids, mask, positions, len: l })
+}
+
+/// Distinct prompts (by `Prompt::same_as`) and the index of each prompt among them.
+pub fn distinct<'p>(prompts: &[&'p Prompt]) -> (Vec<&'p Prompt>, Vec<usize>) {
+    let mut unique: Vec<&Prompt> = Vec::new();
+    let of = prompts
+        .iter()
+        .map(|p| match unique.iter().position(|u| u.same_as(p)) {
+            Some(i) => i,
+            None => {
+                unique.push(p);
+                unique.len() - 1
+            }
+        })
+        .collect();
+    (unique, of)
 }
 
 /// The logits rows that predict each tail token (one position earlier), flattened.

@@ -9,7 +9,7 @@ use super::trainer::{StepStats, Trainer};
 use crate::autograd::{ops as ag, Tape};
 use crate::error::{Error, Result};
 use super::visual_dependency::visual_dependency;
-use crate::model::{forward_hidden, generate, lm_head, ForwardOptions, GenerateOptions, Keep, ParamVars, Sampling};
+use crate::model::{forward_shared_hidden, generate, lm_head, GenerateOptions, ParamVars, Recompute, Sampling};
 use super::config::RlConfig;
 use super::rl_options::{Degenerate, FilterKey, Importance, TvdEstimate, TvdPolicy};
 use super::trainer::StepTrace;
@@ -149,8 +149,10 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         for mb in (0..b).collect::<Vec<_>>().chunks(c.mini_batch) {
             let mb_prompts: Vec<_> = mb.iter().map(|&r| kept_prompts[r]).collect();
             let mb_tails: Vec<&[u32]> = mb.iter().map(|&r| tails[r]).collect();
-            let packed = batch::pack(&config, &mb_prompts, &mb_tails, pad, &dev)?;
-            let rows = batch::predicting_rows(&packed.tail_positions);
+            // Each distinct prompt runs once and its responses extend it (gradients equal
+            // separate full passes: tests/shared_prompt.rs).
+            let shared = batch::pack_shared(&config, &mb_prompts, &mb_tails, pad, &dev)?;
+            let rows = shared.predicting_rows(&mb_tails);
             let pick = |v: &[f32]| -> Vec<f32> { mb.iter().flat_map(|&r| v[starts[r]..starts[r] + tails[r].len()].iter().copied()).collect() };
             let (mb_tokens, mut mb_old) = (mb_tails.concat(), pick(&old_logp));
             // The current policy's dependency differs from the rollout's once an update applied.
@@ -174,7 +176,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                 Some(agg) => aggregation_weights(&ones, Some(&mb_seq), agg)?,
             };
             let ref_logp = match (&t.reference, c.kl_coef > 0.0) {
-                (Some(reference), true) => Some(reference_logp(reference, &config, &packed.inputs, &rows, &mb_tokens, &c)?),
+                (Some(reference), true) => Some(reference_logp(reference, &config, &shared, &rows, &mb_tokens, &c)?),
                 (None, true) => return Err(Error::input("rl.kl_coef", "is above 0 but the trainer holds no reference policy")),
                 _ => None,
             };
@@ -182,7 +184,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
             let pv = ParamVars::new(&tape, &t.weights, |n| c.train_vision || !n.starts_with("visual."));
             // The final hidden states only: the fused loss applies the LM head chunk by
             // chunk, so no [N, V] logits are ever held.
-            let hidden = forward_hidden(&pv, &config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: t.recompute() })?;
+            let hidden = forward_shared_hidden(&pv, &config, &shared.batch(), &rows, t.recompute())?;
             let hidden = t.inject_fault(hidden)?;
             let head = lm_head(&pv, &config)?;
             if c.importance == Importance::Sequence {
@@ -280,10 +282,10 @@ pub fn token_weights(c: &RlConfig, tvd: &[f32], tails: &[&[u32]], dev: &crate::d
 
 /// The frozen reference policy's log-probs of `tokens` at the rows that predict them (the
 /// model at the start of RL; for the loss's k3 KL term), through the fused-linear head.
-fn reference_logp(reference: &crate::model::Weights, config: &crate::model::ModelConfig, inputs: &crate::model::ModelInputs, rows: &[u32], tokens: &[u32], c: &RlConfig) -> Result<Vec<f32>> {
+fn reference_logp(reference: &crate::model::Weights, config: &crate::model::ModelConfig, shared: &batch::SharedPack, rows: &[u32], tokens: &[u32], c: &RlConfig) -> Result<Vec<f32>> {
     let tape = Tape::new();
     let pv = ParamVars::frozen(&tape, reference);
-    let hidden = forward_hidden(&pv, config, inputs, &ForwardOptions { keep: Keep::Rows(rows.to_vec()), ..Default::default() })?;
+    let hidden = forward_shared_hidden(&pv, config, &shared.batch(), rows, Recompute::None)?;
     ops::logp_linear(hidden.value(), lm_head(&pv, config)?.value(), tokens, c.temperature, Chunking::Auto)
 }
 

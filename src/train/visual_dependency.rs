@@ -8,7 +8,6 @@ use super::batch;
 use crate::device::Device;
 use crate::error::Result;
 use crate::model::processor::Prompt;
-use crate::model::rope_index::rope_index;
 use crate::model::{extend_hidden, forward_cached_hidden, lm_head, Blind, ForwardOptions, Keep, KvCache, ModelConfig, ParamVars};
 use crate::ops::{self, Chunking, KlDual, KlOptions};
 use crate::tensor::Tensor;
@@ -33,22 +32,6 @@ pub struct Scored {
     pub time_blind: f64,
 }
 
-/// Distinct prompts (by `Prompt::same_as`) and the index of each prompt among them.
-pub fn distinct<'p>(prompts: &[&'p Prompt]) -> (Vec<&'p Prompt>, Vec<usize>) {
-    let mut unique: Vec<&Prompt> = Vec::new();
-    let of = prompts
-        .iter()
-        .map(|p| match unique.iter().position(|u| u.same_as(p)) {
-            Some(i) => i,
-            None => {
-                unique.push(p);
-                unique.len() - 1
-            }
-        })
-        .collect();
-    (unique, of)
-}
-
 /// Scores `tails[r]`, the response to `prompts[r]`: per response token (all responses
 /// concatenated), the log-probs of the token with and without the image, k3 and the exact KL.
 ///
@@ -59,42 +42,31 @@ pub fn distinct<'p>(prompts: &[&'p Prompt]) -> (Vec<&'p Prompt>, Vec<usize>) {
 /// share their ids but not their image).
 pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails: &[&[u32]], temperature: f32) -> Result<Scored> {
     let (config, dev) = (s.config, s.device);
-    let (unique, of) = distinct(prompts);
-    let no_tail: Vec<&[u32]> = vec![&[]; unique.len()];
-    let packed = batch::pack(config, &unique, &no_tail, s.pad_id, dev)?;
-    let x = &packed.inputs;
-    let index = rope_index(x, config.image_token_id, config.vision.spatial_merge_size)?;
-    let next = index.next_positions(x.batch, x.seq);
-    // Tails right-padded to l; the state predicting tail token k (k >= 1) come from the extension's
-    // row k - 1, those of token 0 from the prompt's last position.
-    let l = tails.iter().map(|t| t.len()).max().unwrap_or(0);
-    let b = tails.len();
-    let (mut ids, mut mask, mut positions) = (vec![s.pad_id; b * l], vec![false; b * l], vec![0f32; 3 * b * l]);
+    let shared = batch::pack_shared(config, prompts, tails, s.pad_id, dev)?;
+    let (x, l, of) = (&shared.prompts, shared.len, &shared.owner);
+    // The extension rows that predict a tail token (its previous token's); those of token 0
+    // are the prompts' last positions. `order` picks each token's state from [the prompts'
+    // last-position states; the extension rows].
     let (mut rows, mut order) = (Vec::new(), Vec::new());
     for (r, tail) in tails.iter().enumerate() {
-        for (k, &tok) in tail.iter().enumerate() {
-            ids[r * l + k] = tok;
-            mask[r * l + k] = true;
-            for a in 0..3 {
-                positions[(a * b + r) * l + k] = (next[of[r]] + k as i64) as f32;
-            }
-            // Rows of [the prompts' last-position states; extension rows]. Token k >= 1 is
-            // predicted by the row of token k - 1, the last one pushed.
-            order.push(if k == 0 { of[r] as u32 } else { (unique.len() + rows.len() - 1) as u32 });
+        for k in 0..tail.len() {
+            order.push(if k == 0 { of[r] } else { (x.batch + rows.len() - 1) as u32 });
             if k + 1 < tail.len() {
                 rows.push((r * l + k) as u32);
             }
         }
     }
+    let (ids, mask, positions) = (&shared.ids, &shared.mask, &shared.positions);
     let pass = |blind: Option<Blind>| -> Result<Tensor> {
-        let mut cache = KvCache::new(&config.text, unique.len(), x.seq + l, dev)?;
+        let mut cache = KvCache::new(&config.text, x.batch, x.seq + l, dev)?;
         let first = forward_cached_hidden(pv, config, x, &ForwardOptions { keep: Keep::Last, blind, ..Default::default() }, Some(&mut cache))?;
-        cache.retain(&of)?;
+        let owners: Vec<usize> = of.iter().map(|&o| o as usize).collect();
+        cache.retain(&owners)?;
         let first = first.value().clone();
         let all = if rows.is_empty() {
             first
         } else {
-            let rest = extend_hidden(pv, config, &ids, &mask, &positions, l, &mut cache, Some(&rows))?;
+            let rest = extend_hidden(pv, config, ids, mask, positions, l, &mut cache, Some(&rows))?;
             ops::concat(&[&first, rest.value()], 0)?
         };
         ops::gather(&all, &order)
