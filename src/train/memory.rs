@@ -11,9 +11,11 @@
 //! - rollouts: the KV cache of `rl.prompts * rl.group` sequences, and one layer's prefill;
 //! - RL scoring: the responses' KV cache, clean and blind final hidden states of every
 //!   response token, and one row chunk of both logits at a time (`kl_dual_linear`);
-//! - RL update: the tape's activations for `rl.mini_batch` sequences (only each block's input
-//!   with `recompute = "layer"`, plus one block's activations while it is recomputed), and
-//!   one row chunk of logits and their gradient (`policy_loss_linear`).
+//! - RL update: the tape's activations for the mini-batch's distinct prompts (each runs once)
+//!   and its `rl.mini_batch` responses, with each response's copy of its prompt's keys and
+//!   values (only each block's input with `recompute = "layer"`, plus one block's activations
+//!   while it is recomputed), and one row chunk of logits and their gradient
+//!   (`policy_loss_linear`).
 
 use super::config::TrainConfig;
 use crate::device::Device;
@@ -35,6 +37,8 @@ pub struct Lengths {
 pub struct Estimate {
     /// (what, bytes, the knobs that set it), largest phase last.
     pub parts: Vec<(&'static str, u64, &'static str)>,
+    /// Each phase's peak, the standing state included: SFT step, rollout, scoring, RL update.
+    pub phases: [(&'static str, u64); 4],
     /// The largest single tensor, in bytes, and what it is.
     pub largest: (u64, &'static str, &'static str),
     pub peak: u64,
@@ -45,11 +49,24 @@ const F32: u64 = 4;
 /// f32 values the tape keeps per token and decoder layer: the residual input, the two norm
 /// outputs, q, k, v and their rotated copies, the attention output, o_proj, the MLP's gate,
 /// up, SiLU-product and down outputs, and the two residual sums.
-fn decoder_values_per_token(c: &ModelConfig) -> u64 {
+/// Values per token of one decoder layer's forward without a tape (a prefill): every
+/// intermediate of the layer exists at some point, one layer at a time.
+fn decoder_values_per_token_pass(c: &ModelConfig) -> u64 {
     let t = &c.text;
     let kv = (t.num_key_value_heads * t.head_dim()) as u64;
     let (h, i) = (t.hidden_size as u64, t.intermediate_size as u64);
     9 * h + 4 * kv + 3 * i
+}
+
+/// Values per token one decoder layer keeps on the tape for its backward.
+fn decoder_values_per_token(c: &ModelConfig) -> u64 {
+    let t = &c.text;
+    let kv = (t.num_key_value_heads * t.head_dim()) as u64;
+    let (h, i) = (t.hidden_size as u64, t.intermediate_size as u64);
+    // What a layer's backward keeps per token: the two norms' inputs and outputs, q, k, v
+    // and the attention output (rotated and permuted: only the inputs of the next op stay),
+    // o_proj's input, and the MLP's gate, up and SwiGLU output.
+    7 * h + 2 * kv + 3 * i
 }
 
 fn vision_values_per_patch(c: &ModelConfig) -> u64 {
@@ -68,19 +85,22 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u
     let kv = f(t.num_key_value_heads * t.head_dim());
     let (prompt, target, patches, new) = (f(n.prompt), f(n.target), f(n.patches), f(cfg.rl.max_new_tokens));
     let (per_token, per_patch) = (decoder_values_per_token(c) as f64, vision_values_per_patch(c) as f64);
+    let per_token_pass = decoder_values_per_token_pass(c) as f64;
     let bytes = |values: f64| (F32 as f64 * values) as u64;
     // Activations of a batch on the tape: every decoder layer, plus the vision tower when
     // it trains (else one block at a time, freed as it goes). Recomputed, each block keeps
     // its input and one block's activations exist at a time.
     let layered = cfg.recompute_for(params as f64) == Recompute::Layer;
-    let activations = |batch: f64, seq: f64, vision_trains: bool| -> f64 {
+    // `tokens` decoder positions, `images` prompts' patches, and `copied` positions of prompt
+    // keys and values gathered for the responses that extend them (the shared prompt).
+    let activations = |tokens: f64, images: f64, copied: f64, vision_trains: bool| -> f64 {
         let depth = if vision_trains { f(c.vision.depth) } else { 1.0 };
-        let (text, vision) = if layered {
-            (layers * hidden + per_token, depth * f(c.vision.hidden_size) + per_patch)
+        let (text, vision, copies) = if layered {
+            (layers * hidden + per_token, depth * f(c.vision.hidden_size) + per_patch, 2.0 * kv)
         } else {
-            (layers * per_token, depth * per_patch)
+            (layers * per_token, depth * per_patch, layers * 2.0 * kv)
         };
-        batch * seq * (text + 2.0 * hidden) + batch * patches * vision
+        tokens * (text + 2.0 * hidden) + images * patches * vision + copied * copies
     };
     // The fused-linear losses hold one chunk of [rows, V] logits and their gradient (or the
     // clean and blind logits), at most 1 GiB (`ops::Chunking::Auto`).
@@ -91,17 +111,21 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u
     let (state, update) = (bytes(3.0 * params).saturating_add(reference), bytes(2.0 * params));
     let (sft_batch, mini_batch) = (f(cfg.sft.batch), f(cfg.rl.mini_batch));
     let sft_rows = sft_batch * target;
-    let sft = bytes(activations(sft_batch, prompt + target, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden);
+    let sft = bytes(activations(sft_batch * (prompt + target), sft_batch, 0.0, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden);
     let rollouts = f(cfg.rl.prompts) * f(cfg.rl.group);
-    let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token);
+    let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token_pass);
     // Scoring runs each distinct prompt once into a KV cache, copies it to the prompt's
     // responses and extends them all in one pass (no grad: one layer's values at a time);
     // the clean and blind hidden states of every response token wait for `kl_dual_linear`.
     let (distinct, per_seq_kv) = (f(cfg.rl.prompts), (prompt + new) * layers * 2.0 * kv);
-    let one_layer = (distinct * prompt).max(rollouts * new) * per_token;
+    let one_layer = (distinct * prompt).max(rollouts * new) * per_token_pass;
     let scoring = bytes((rollouts + distinct) * per_seq_kv + one_layer + rollouts * new * hidden * 2.0 + chunk(rollouts * new));
-    let rows = mini_batch.min(rollouts) * new;
-    let rl_update = bytes(activations(mini_batch.min(rollouts), prompt + new, cfg.rl.train_vision) + chunk(rows) + rows * hidden);
+    // A mini-batch's responses come in prompt order, G to a prompt: it spans at most
+    // ceil(mini_batch / G) + 1 distinct prompts.
+    let responses = mini_batch.min(rollouts);
+    let prompts_in = ((responses / f(cfg.rl.group.max(1))).ceil() + 1.0).min(responses).min(f(cfg.rl.prompts));
+    let rows = responses * new;
+    let rl_update = bytes(activations(prompts_in * prompt + rows, prompts_in, responses * prompt, cfg.rl.train_vision) + chunk(rows) + rows * hidden);
     let parts = vec![
         ("weights, AdamW moments (and the reference policy when rl.kl_coef > 0)", state, "the model size"),
         ("gradients and updated values", update, "the model size"),
@@ -110,9 +134,20 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u
         ("scoring: KV cache, clean and blind hidden states, one chunk of logits", scoring, "rl.prompts, rl.group or rl.max_new_tokens"),
         ("RL update activations and one chunk of logits", rl_update, "rl.mini_batch or rl.max_new_tokens (or recompute = \"layer\")"),
     ];
-    // Phases do not overlap: the peak is the standing state plus the largest phase.
-    let phase = [update.saturating_add(sft), cache, scoring, update.saturating_add(rl_update)].into_iter().max().unwrap_or(0);
-    let peak = state.saturating_add(phase);
+    // Phases do not overlap: the peak is the standing state plus the largest phase. A
+    // training step's bound: its activations, the LM head's gradient (formed first, while
+    // they are all held), and the gradients and updated values (the backward frees each
+    // layer's activations as it forms that layer's gradients, so both are never whole at
+    // once, but which way they trade depends on the shapes).
+    let head_grad = bytes(vocab * hidden);
+    let step = |acts: u64| acts.saturating_add(head_grad).saturating_add(update);
+    let phases = [
+        ("SFT step", state.saturating_add(step(sft))),
+        ("rollout", state.saturating_add(cache)),
+        ("scoring", state.saturating_add(scoring)),
+        ("RL update", state.saturating_add(step(rl_update))),
+    ];
+    let peak = phases.iter().map(|p| p.1).max().unwrap_or(0);
     let largest = [
         (bytes(vocab * hidden), "the embedding table", "the model size"),
         (bytes(rollouts * (prompt + new) * kv), "one layer's KV cache", "rl.prompts, rl.group or rl.max_new_tokens"),
@@ -120,7 +155,7 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u
     .into_iter()
     .max_by_key(|x| x.0)
     .unwrap_or((0, "", ""));
-    Estimate { parts, largest, peak }
+    Estimate { parts, phases, largest, peak }
 }
 
 fn gb(b: u64) -> String {
