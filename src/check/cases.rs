@@ -403,6 +403,13 @@ pub fn all() -> Vec<KernelCheck> {
             ..matmul_check!("matmul_acc_nn_bf16", Transpose::NN)
         },
         KernelCheck {
+            name: "matmul_acc_tn_f16",
+            inputs: |s, rng| rounded(mm_acc_inputs(s, rng), 1, Dtype::F16),
+            run: |d, s, x| mm_acc_run_as(d, s, x, Transpose::TN, Dtype::F16),
+            reference: |s, x| mm_acc_ref(s, x, Transpose::TN),
+            ..matmul_check!("matmul_acc_tn_f16", Transpose::TN)
+        },
+        KernelCheck {
             name: "gather",
             tols: &[(0.0, 0.0)],
             extra_shapes: &[],

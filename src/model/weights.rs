@@ -187,6 +187,22 @@ impl Weights {
         Ok(out)
     }
 
+    /// Widens to f32 the tensors `which` names (the master copies of trained weights); the
+    /// others keep their dtype.
+    pub fn widen_where(&mut self, which: impl Fn(&str) -> bool) -> Result<()> {
+        for (name, t) in self.names.iter().zip(self.tensors.iter_mut()) {
+            if which(name) {
+                *t = t.to_dtype(crate::tensor::Dtype::F32)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the tensors take on the device.
+    pub fn bytes_where(&self, which: impl Fn(&str) -> bool) -> u64 {
+        self.names.iter().zip(&self.tensors).filter(|(n, _)| which(n)).map(|(_, t)| (t.numel() * t.dtype().size()) as u64).sum()
+    }
+
     /// Bytes the tensors of `stored()` take on the device, without making them.
     pub fn stored_bytes(&self) -> u64 {
         let size = |name: &String, t: &Tensor| match self.layout.placement.get(name).and_then(|&(_, d)| half_dtype(d)) {

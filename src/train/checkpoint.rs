@@ -36,7 +36,9 @@ pub fn save(run: &Path, tag: &str, w: &Weights, opt: Option<&AdamW>, source: &Pa
                 .names()
                 .iter()
                 .zip(m.iter().zip(v))
-                .flat_map(|(n, (m, v))| [(format!("m.{n}"), m.shape().to_vec(), m.to_vec()), (format!("v.{n}"), v.shape().to_vec(), v.to_vec())])
+                // A frozen parameter has no moments and writes none.
+                .filter_map(|(n, (m, v))| Some((n, m.as_ref()?, v.as_ref()?)))
+                .flat_map(|(n, m, v)| [(format!("m.{n}"), m.shape().to_vec(), m.to_vec()), (format!("v.{n}"), v.shape().to_vec(), v.to_vec())])
                 .map(|(n, s, d)| d.map(|d| (n, s, d)))
                 .collect::<Result<_>>()?;
             let arrays: Vec<_> = data.iter().map(|(n, s, d)| (n.as_str(), s.clone(), d.as_slice())).collect();

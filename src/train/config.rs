@@ -191,6 +191,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether some phase trains the parameter `name` (the vision tower only with
+    /// `sft.train_vision` or `rl.train_vision`). The others stay frozen in their stored dtype.
+    pub fn trains(&self, name: &str) -> bool {
+        !name.starts_with("visual.") || self.sft.train_vision || self.rl.train_vision
+    }
+
     /// `recompute`, or by the model's size where the config leaves it out.
     pub fn recompute_for(&self, params: f64) -> Recompute {
         self.recompute.unwrap_or(if params > 50e6 { Recompute::Layer } else { Recompute::None })

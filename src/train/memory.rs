@@ -3,8 +3,9 @@
 //! cannot fit is refused with the knob to turn, instead of dying hours in with an
 //! out-of-memory error. The arithmetic follows what the code holds at each phase's peak:
 //!
-//! - always: the trained weights (f32), AdamW's two moments, and the reference policy's copy
-//!   when the loss has a KL term (in the checkpoint's dtype: half the bytes for bf16);
+//! - always: the trained weights (f32) and AdamW's two moments of them, the frozen weights
+//!   in their stored dtype, and the reference policy's copy when the loss has a KL term (in
+//!   the checkpoint's dtype: half the bytes for bf16);
 //! - during an update: one gradient and one new value per parameter;
 //! - SFT: the tape's activations for `sft.batch` prompt+answer sequences, and one row chunk
 //!   of their logits and its gradient (`cross_entropy_linear`);
@@ -75,9 +76,21 @@ fn vision_values_per_patch(c: &ModelConfig) -> u64 {
     12 * h + 3 * i
 }
 
-/// `params` counts the trained values (f32 master copies); `stored_bytes` is the size of the
-/// weights in the checkpoint's dtype, which the frozen reference policy takes.
-pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u64, n: Lengths) -> Estimate {
+/// The model's size as the trainer holds it.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    /// Values of all parameters (what `recompute`'s default goes by).
+    pub values: u64,
+    /// Values of the trained parameters (f32 master copies, each with AdamW's two moments).
+    pub trained: u64,
+    /// Bytes of the frozen parameters, in their stored dtype (no optimizer state).
+    pub frozen_bytes: u64,
+    /// Bytes of all weights in the checkpoint's dtype: the frozen reference policy's copy.
+    pub stored_bytes: u64,
+}
+
+pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) -> Estimate {
+    let (params, stored_bytes) = (sizes.trained, sizes.stored_bytes);
     // In f64: products of large counts must saturate, not wrap (casts to u64 saturate).
     let f = |x: usize| x as f64;
     let t = &c.text;
@@ -90,7 +103,7 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u
     // Activations of a batch on the tape: every decoder layer, plus the vision tower when
     // it trains (else one block at a time, freed as it goes). Recomputed, each block keeps
     // its input and one block's activations exist at a time.
-    let layered = cfg.recompute_for(params as f64) == Recompute::Layer;
+    let layered = cfg.recompute_for(sizes.values as f64) == Recompute::Layer;
     // `tokens` decoder positions, `images` prompts' patches, and `copied` positions of prompt
     // keys and values gathered for the responses that extend them (the shared prompt).
     let activations = |tokens: f64, images: f64, copied: f64, vision_trains: bool| -> f64 {
@@ -108,7 +121,7 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, params: u64, stored_bytes: u
     let params = params as f64;
     // The frozen reference policy of the KL term is a second copy of the weights, stored.
     let reference = if cfg.rl.kl_coef > 0.0 { stored_bytes } else { 0 };
-    let (state, update) = (bytes(3.0 * params).saturating_add(reference), bytes(2.0 * params));
+    let (state, update) = (bytes(3.0 * params).saturating_add(sizes.frozen_bytes).saturating_add(reference), bytes(2.0 * params));
     let (sft_batch, mini_batch) = (f(cfg.sft.batch), f(cfg.rl.mini_batch));
     let sft_rows = sft_batch * target;
     let sft = bytes(activations(sft_batch * (prompt + target), sft_batch, 0.0, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden);

@@ -1,4 +1,7 @@
-//! AdamW over a list of parameter tensors, with global-norm gradient clipping.
+//! AdamW over a list of parameter tensors, with global-norm gradient clipping. Moments exist
+//! only for parameters that get gradients (made at their first step): a frozen parameter
+//! (the vision tower when it does not train) has no state and is never touched, so weight
+//! decay cannot shrink it and it can stay in its stored dtype.
 
 use crate::error::{Error, Result};
 use crate::ops::{self, option, AdamWStep, Need};
@@ -24,31 +27,36 @@ impl Default for AdamWConfig {
 pub struct AdamW {
     pub config: AdamWConfig,
     step: u32,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    m: Vec<Option<Tensor>>,
+    v: Vec<Option<Tensor>>,
+    /// Parameter shapes, to check restored moments against.
+    shapes: Vec<Vec<usize>>,
 }
 
 impl AdamW {
-    /// Zero moments shaped like `params`.
+    /// An optimizer for `params` (no moments yet: each is made, zero, at its parameter's
+    /// first step).
     pub fn new(params: &[Tensor], config: AdamWConfig) -> Result<AdamW> {
         let c = &config;
         ops::adamw::validate_hyper("AdamW", c.lr, (c.beta1, c.beta2), c.eps, c.weight_decay)?;
         if let Some(clip) = c.max_grad_norm {
             option("AdamW", "max_grad_norm", clip, Need::Positive)?;
         }
-        let zeros = |p: &Tensor| Tensor::zeros(p.shape(), p.device());
-        Ok(AdamW { config, step: 0, m: params.iter().map(zeros).collect::<Result<_>>()?, v: params.iter().map(zeros).collect::<Result<_>>()? })
+        let n = params.len();
+        Ok(AdamW { config, step: 0, m: vec![None; n], v: vec![None; n], shapes: params.iter().map(|p| p.shape().to_vec()).collect() })
     }
 
-    /// The first and second moments, in parameter order (for checkpoints).
-    pub fn moments(&self) -> (&[Tensor], &[Tensor]) {
+    /// The first and second moments, in parameter order, of the parameters that have them
+    /// (for checkpoints).
+    pub fn moments(&self) -> (&[Option<Tensor>], &[Option<Tensor>]) {
         (&self.m, &self.v)
     }
 
-    /// Puts back moments and the step count saved by a checkpoint.
-    pub fn restore(&mut self, m: Vec<Tensor>, v: Vec<Tensor>, step: u32) -> Result<()> {
-        let same = |a: &[Tensor], b: &[Tensor]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.shape() == y.shape());
-        if !same(&m, &self.m) || !same(&v, &self.v) {
+    /// Puts back moments (None for a parameter that has none) and the step count saved by a
+    /// checkpoint.
+    pub fn restore(&mut self, m: Vec<Option<Tensor>>, v: Vec<Option<Tensor>>, step: u32) -> Result<()> {
+        let same = |a: &[Option<Tensor>]| a.len() == self.shapes.len() && a.iter().zip(&self.shapes).all(|(x, s)| x.as_ref().is_none_or(|x| x.shape() == s.as_slice()));
+        if !same(&m) || !same(&v) || m.iter().zip(&v).any(|(a, b)| a.is_some() != b.is_some()) {
             return Err(Error::shape("adamw", "the saved optimizer moments do not match the parameters"));
         }
         (self.m, self.v, self.step) = (m, v, step);
@@ -69,13 +77,23 @@ impl AdamW {
         Ok(total.sqrt())
     }
 
-    /// One step: returns the new parameters and the gradient norm before clipping. The old
-    /// parameters are untouched, so an error leaves the model as it was.
+    /// One step of every parameter: returns the new parameters and the gradient norm before
+    /// clipping. The old parameters are untouched, so an error leaves the model as it was.
     pub fn step(&mut self, params: &[Tensor], grads: &[&Tensor]) -> Result<(Vec<Tensor>, f64)> {
+        let some: Vec<Option<&Tensor>> = grads.iter().map(|&g| Some(g)).collect();
+        let (new, norm) = self.step_some(params, &some)?;
+        Ok((new.into_iter().zip(params).map(|(n, p)| n.unwrap_or_else(|| p.clone())).collect(), norm))
+    }
+
+    /// One step of the parameters that have a gradient (None: frozen, left as it is, no
+    /// moments): the new value of each stepped parameter, and the gradient norm before
+    /// clipping.
+    pub fn step_some(&mut self, params: &[Tensor], grads: &[Option<&Tensor>]) -> Result<(Vec<Option<Tensor>>, f64)> {
         if params.len() != self.m.len() || grads.len() != params.len() {
             return Err(Error::shape("adamw", format!("{} params and {} grads for {} slots", params.len(), grads.len(), self.m.len())));
         }
-        let norm = Self::grad_norm(grads)?;
+        let present: Vec<&Tensor> = grads.iter().flatten().copied().collect();
+        let norm = Self::grad_norm(&present)?;
         if !norm.is_finite() {
             return Err(Error::shape("adamw", format!("gradient norm is {norm}; refusing the step")));
         }
@@ -97,12 +115,20 @@ impl AdamW {
             grad_scale,
         };
         let mut out = Vec::with_capacity(params.len());
-        let (mut m2, mut v2) = (Vec::new(), Vec::new());
+        let (mut m2, mut v2) = (self.m.clone(), self.v.clone());
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
-            let (p2, m, v) = ops::adamw(p, g, &self.m[i], &self.v[i], s)?;
-            out.push(p2);
-            m2.push(m);
-            v2.push(v);
+            let Some(g) = g else {
+                out.push(None);
+                continue;
+            };
+            let zeros = || Tensor::zeros(p.shape(), p.device());
+            let (m, v) = match (&self.m[i], &self.v[i]) {
+                (Some(m), Some(v)) => (m.clone(), v.clone()),
+                _ => (zeros()?, zeros()?),
+            };
+            let (p2, m, v) = ops::adamw(p, g, &m, &v, s)?;
+            out.push(Some(p2));
+            (m2[i], v2[i]) = (Some(m), Some(v));
         }
         self.m = m2;
         self.v = v2;

@@ -116,8 +116,13 @@ impl Trainer {
         let run_dir = cfg.run_dir();
         std::fs::create_dir_all(&run_dir).map_err(|e| crate::io::bad(&run_dir, format!("cannot create: {e}")))?;
         let (weights, model_dir) = match &cfg.model {
-            // Trained weights are f32 master copies whatever the checkpoint stores.
-            Some(dir) => (Weights::load_f32(dir, &device)?, dir.clone()),
+            // Trained weights are f32 master copies whatever the checkpoint stores; frozen
+            // ones (the vision tower unless a phase trains it) stay in the stored dtype.
+            Some(dir) => {
+                let mut w = Weights::load(dir, &device)?;
+                w.widen_where(|n| cfg.trains(n))?;
+                (w, dir.clone())
+            }
             None => {
                 let dir = run_dir.join("init");
                 (tiny::create(&dir, cfg.tiny.vocab, cfg.tiny.hidden, cfg.tiny.layers, cfg.seed, &device)?, dir)
@@ -167,8 +172,11 @@ impl Trainer {
         let (mut m, mut v) = (Vec::new(), Vec::new());
         for (name, p) in t.weights.names().iter().zip(t.weights.tensors()) {
             for (prefix, out) in [("m.", &mut m), ("v.", &mut v)] {
-                let (shape, data) = f.f32(&format!("{prefix}{name}"), p.rank())?;
-                out.push(Tensor::from_vec(data, &shape, &t.device)?);
+                // A parameter that never stepped (frozen) has no moments.
+                out.push(match f.f32_opt(&format!("{prefix}{name}"), p.rank())? {
+                    Some((shape, data)) => Some(Tensor::from_vec(data, &shape, &t.device)?),
+                    None => None,
+                });
             }
         }
         t.opt.restore(m, v, state["optimizer_steps"].as_u64().ok_or_else(|| bad("optimizer_steps"))? as u32)?;
@@ -200,8 +208,14 @@ impl Trainer {
             target: items().map(|i| i.target.len()).max().unwrap_or(0),
             patches: items().map(|i| i.prompt.grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>()).max().unwrap_or(0),
         };
-        let params = self.weights.tensors().iter().map(|t| t.numel() as u64).sum();
-        Ok(super::memory::estimate(&self.cfg, &self.weights.config, params, self.weights.stored_bytes(), n))
+        let w = &self.weights;
+        let sizes = super::memory::Sizes {
+            values: w.tensors().iter().map(|t| t.numel() as u64).sum(),
+            trained: w.names().iter().zip(w.tensors()).filter(|(n, _)| self.cfg.trains(n)).map(|(_, t)| t.numel() as u64).sum(),
+            frozen_bytes: w.bytes_where(|n| !self.cfg.trains(n)),
+            stored_bytes: w.stored_bytes(),
+        };
+        Ok(super::memory::estimate(&self.cfg, &w.config, sizes, n))
     }
 
     /// What scoring the visual dependency needs besides the weights.
@@ -249,24 +263,21 @@ impl Trainer {
             v[mid] = f32::NAN;
             *g = Tensor::from_vec(v, g.shape(), g.device())?;
         }
-        let mut list = Vec::with_capacity(self.weights.names().len());
-        for (name, p) in self.weights.names().iter().zip(self.weights.tensors()) {
-            list.push(match by_name.get(name) {
-                Some(g) => g.clone(),
-                None => Tensor::zeros(p.shape(), p.device())?,
-            });
-        }
-        let refs: Vec<&Tensor> = list.iter().collect();
-        let norm = AdamW::grad_norm(&refs)?;
+        // Frozen parameters have no gradient and are not stepped (no moments, no decay).
+        let list: Vec<Option<&Tensor>> = self.weights.names().iter().map(|name| by_name.get(name)).collect();
+        let present: Vec<&Tensor> = list.iter().flatten().copied().collect();
+        let norm = AdamW::grad_norm(&present)?;
         if !norm.is_finite() {
-            let first = || self.weights.names().iter().zip(&list).find(|(_, g)| crate::ops::sum_squares(g).map_or(true, |s| !s.is_finite())).map(|(n, _)| n.clone()).unwrap_or_default();
+            let first = || self.weights.names().iter().zip(&list).find(|(_, g)| g.is_some_and(|g| crate::ops::sum_squares(g).map_or(true, |s| !s.is_finite()))).map(|(n, _)| n.clone()).unwrap_or_default();
             return Ok(Err((norm, format!("the gradient norm is {norm}; the first non-finite tensor is the gradient of `{}`", first()))));
         }
         self.opt.config.lr = lr;
-        let (new, norm) = self.opt.step(self.weights.tensors(), &refs)?;
+        let (new, norm) = self.opt.step_some(self.weights.tensors(), &list)?;
         let names = self.weights.names().to_vec();
         for (name, t) in names.iter().zip(new) {
-            self.weights.set(name, t)?;
+            if let Some(t) = t {
+                self.weights.set(name, t)?;
+            }
         }
         Ok(Ok(norm))
     }
