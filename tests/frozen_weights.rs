@@ -7,27 +7,16 @@
 //! before (checked by putting that back once: the vision weights shrank under
 //! rl.weight_decay = 0.5 and the test failed on `visual.patch_embed.proj.weight`).
 
+mod common;
+
 use pgpo::model::Weights;
-use pgpo::train::config::TrainConfig;
 use pgpo::train::run::run;
 use pgpo::Device;
 
 #[test]
 fn frozen_parameters_keep_their_values_and_get_no_optimizer_state() {
-    let mut c = TrainConfig { name: "frozen".into(), backend: "cpu".into(), ..Default::default() };
-    c.out_dir = std::env::temp_dir().join(format!("pgpo-frozen-{}", std::process::id()));
-    c.tiny.hidden = 64;
-    c.tiny.layers = 1;
-    c.sft.steps = 2;
-    c.rl.steps = 2;
-    c.rl.prompts = 4;
-    c.rl.group = 4;
-    c.rl.max_new_tokens = 6;
-    c.rl.eval_every = 0;
-    c.rl.dynamic_sampling = false;
+    let mut c = common::toy_train_config("frozen", "cpu");
     c.rl.weight_decay = 0.5;
-    c.data.eval_size = 4;
-    c.checkpoint.every = 2;
     assert!(!c.sft.train_vision && !c.rl.train_vision);
     run(c.clone(), &mut |_| {}).unwrap();
     let dir = c.run_dir();

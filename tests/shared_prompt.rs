@@ -14,11 +14,8 @@ use pgpo::Tensor;
 use std::collections::HashMap;
 
 fn toy(backend: &str) -> TrainConfig {
-    let mut c = TrainConfig { name: format!("shared-{backend}"), backend: backend.into(), ..Default::default() };
-    c.out_dir = std::env::temp_dir().join(format!("pgpo-shared-{}", std::process::id()));
-    c.tiny.hidden = 64;
+    let mut c = common::toy_train_config(&format!("shared-{backend}"), backend);
     c.tiny.layers = 2;
-    c.data.eval_size = 4;
     c
 }
 
@@ -47,10 +44,7 @@ fn shared_prompt_update_equals_full_passes_in_values_and_every_gradient() {
         let cfg = toy(backend);
         let mut t = Trainer::new(cfg.clone()).unwrap();
         let pool = t.next_items(64).unwrap();
-        let (a, b) = (0..pool.len())
-            .flat_map(|i| (i + 1..pool.len()).map(move |j| (i, j)))
-            .find(|&(i, j)| pool[i].prompt.ids == pool[j].prompt.ids && pool[i].prompt.pixels != pool[j].prompt.pixels)
-            .expect("two items that share the question but not the image");
+        let (a, b) = common::same_question_other_image(&pool);
         let c = (0..pool.len()).find(|&k| pool[k].prompt.ids.len() != pool[a].prompt.ids.len()).unwrap_or((a + 2) % pool.len());
         let items = [&pool[a], &pool[b], &pool[c]];
         let mut rng = pgpo::rng::Rng::new(5);

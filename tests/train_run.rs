@@ -10,21 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn toy(name: &str, backend: &str) -> TrainConfig {
-    let mut c = TrainConfig { name: name.into(), backend: backend.into(), ..Default::default() };
-    c.out_dir = std::env::temp_dir().join(format!("pgpo-train-{}", std::process::id()));
-    c.tiny.hidden = 64;
-    c.tiny.layers = 1;
-    c.sft.steps = 3;
-    c.sft.batch = 4;
-    c.rl.steps = 2;
-    c.rl.prompts = 2;
-    c.rl.group = 4;
-    c.rl.max_new_tokens = 6;
-    c.rl.eval_every = 0;
-    c.rl.dynamic_sampling = false;
-    c.data.eval_size = 4;
-    c.checkpoint.every = 2;
-    c
+    common::toy_train_config(name, backend)
 }
 
 /// (phase, step, row) of every metrics line.
@@ -249,10 +235,7 @@ fn shared_prefix_scoring_equals_full_clean_and_blind_passes() {
         let mut t = Trainer::new(cfg.clone()).unwrap();
         let pool = t.next_items(64).unwrap();
         // Two items with the same question (equal ids) and different images, and a third.
-        let (a, b) = (0..pool.len())
-            .flat_map(|i| (i + 1..pool.len()).map(move |j| (i, j)))
-            .find(|&(i, j)| pool[i].prompt.ids == pool[j].prompt.ids && pool[i].prompt.pixels != pool[j].prompt.pixels)
-            .expect("two training items that share the question but not the image");
+        let (a, b) = common::same_question_other_image(&pool);
         let c = (0..pool.len()).find(|&k| pool[k].prompt.ids != pool[a].prompt.ids).unwrap();
         let items = [&pool[a], &pool[b], &pool[c]];
         // Three responses per prompt, of different lengths (1 to 7 tokens), no vision ids; the

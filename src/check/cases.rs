@@ -253,6 +253,24 @@ fn mm_acc_ref(s: &[usize], x: &Inputs, t: Transpose) -> Vec<Vec<f64>> {
     out
 }
 
+/// gather from a table stored as `$dt` (inputs rounded to it), exact.
+macro_rules! gather_check {
+    ($name:literal, $dt:expr) => {
+        KernelCheck {
+            name: $name,
+            tols: &[(0.0, 0.0)],
+            extra_shapes: &[],
+            shapes: EMBEDDING,
+            inputs: |s, rng| rounded(emb_inputs(s, rng), 0, $dt),
+            run: |d, s, x| Ok(vec![ops::gather(&up_as(d, &x.f[0], &[s[0], s[1]], $dt)?, &x.ids)?]),
+            reference: |s, x| {
+                let d = s[1];
+                vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]
+            },
+        }
+    };
+}
+
 /// A matmul check with A and B stored as the given dtypes, the inputs rounded to them.
 macro_rules! matmul_half_check {
     ($name:literal, $t:expr, $a:expr, $b:expr) => {
@@ -409,42 +427,9 @@ pub fn all() -> Vec<KernelCheck> {
             reference: |s, x| mm_acc_ref(s, x, Transpose::TN),
             ..matmul_check!("matmul_acc_tn_f16", Transpose::TN)
         },
-        KernelCheck {
-            name: "gather",
-            tols: &[(0.0, 0.0)],
-            extra_shapes: &[],
-            shapes: EMBEDDING,
-            inputs: emb_inputs,
-            run: |d, s, x| Ok(vec![ops::gather(&up(d, &x.f[0], &[s[0], s[1]])?, &x.ids)?]),
-            reference: |s, x| {
-                let d = s[1];
-                vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]
-            },
-        },
-        KernelCheck {
-            name: "gather_bf16",
-            tols: &[(0.0, 0.0)],
-            extra_shapes: &[],
-            shapes: EMBEDDING,
-            inputs: |s, rng| rounded(emb_inputs(s, rng), 0, Dtype::BF16),
-            run: |d, s, x| Ok(vec![ops::gather(&up_as(d, &x.f[0], &[s[0], s[1]], Dtype::BF16)?, &x.ids)?]),
-            reference: |s, x| {
-                let d = s[1];
-                vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]
-            },
-        },
-        KernelCheck {
-            name: "gather_f16",
-            tols: &[(0.0, 0.0)],
-            extra_shapes: &[],
-            shapes: EMBEDDING,
-            inputs: |s, rng| rounded(emb_inputs(s, rng), 0, Dtype::F16),
-            run: |d, s, x| Ok(vec![ops::gather(&up_as(d, &x.f[0], &[s[0], s[1]], Dtype::F16)?, &x.ids)?]),
-            reference: |s, x| {
-                let d = s[1];
-                vec![x.ids.iter().flat_map(|&id| f64s(&x.f[0][id as usize * d..(id as usize + 1) * d])).collect()]
-            },
-        },
+        gather_check!("gather", Dtype::F32),
+        gather_check!("gather_bf16", Dtype::BF16),
+        gather_check!("gather_f16", Dtype::F16),
         KernelCheck {
             name: "scatter_add",
             tols: &[(1e-5, 1e-5)],

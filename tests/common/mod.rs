@@ -33,3 +33,35 @@ pub fn skip(kind: &str, why: &str) {
     }
     println!("skipping {kind}: {why}");
 }
+
+/// A trainer config at toy size for `backend`: a 1-layer, 64-wide tiny model, 3 SFT steps of
+/// 4, 2 RL steps of 2 prompts x 4 responses of at most 6 tokens, no evaluation during RL, a
+/// checkpoint every 2 steps, written under the system's temporary folder.
+#[allow(dead_code)]
+pub fn toy_train_config(name: &str, backend: &str) -> pgpo::train::TrainConfig {
+    let mut c = pgpo::train::TrainConfig { name: name.into(), backend: backend.into(), ..Default::default() };
+    c.out_dir = std::env::temp_dir().join(format!("pgpo-train-{}", std::process::id()));
+    c.tiny.hidden = 64;
+    c.tiny.layers = 1;
+    c.sft.steps = 3;
+    c.sft.batch = 4;
+    c.rl.steps = 2;
+    c.rl.prompts = 2;
+    c.rl.group = 4;
+    c.rl.max_new_tokens = 6;
+    c.rl.eval_every = 0;
+    c.rl.dynamic_sampling = false;
+    c.data.eval_size = 4;
+    c.checkpoint.every = 2;
+    c
+}
+
+/// Two items of `pool` that ask the same question (equal ids) about different images, so
+/// only the image tells their prompts apart.
+#[allow(dead_code)]
+pub fn same_question_other_image(pool: &[pgpo::train::batch::Item]) -> (usize, usize) {
+    (0..pool.len())
+        .flat_map(|i| (i + 1..pool.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| pool[i].prompt.ids == pool[j].prompt.ids && pool[i].prompt.pixels != pool[j].prompt.pixels)
+        .expect("two training items that share the question but not the image")
+}
