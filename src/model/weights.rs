@@ -85,9 +85,11 @@ fn widen(path: &Path, name: &str, v: &TensorView<'_>) -> Result<Vec<f32>> {
     })
 }
 
-/// The tensor dtype that keeps a stored half-precision dtype (None for f32).
-fn half_dtype(d: Dtype) -> Option<crate::tensor::Dtype> {
+/// The half-precision dtype a tensor stored as `d` keeps on the device (`Precision::Stored`):
+/// a bf16 or f16 matrix stays so; f32 and the one-axis norm weights and biases are f32.
+fn kept_half(d: Dtype, rank: usize) -> Option<crate::tensor::Dtype> {
     match d {
+        _ if rank < 2 => None,
         Dtype::BF16 => Some(crate::tensor::Dtype::BF16),
         Dtype::F16 => Some(crate::tensor::Dtype::F16),
         _ => None,
@@ -164,7 +166,7 @@ impl Weights {
                 return Err(bad(&m.path, format!("tensor `{file_name}` holds a non-finite value at element {i}")));
             }
             placement.insert(name.clone(), (fi, view.dtype()));
-            tensors.push(match half_dtype(view.dtype()).filter(|_| precision == Precision::Stored && shape.len() >= 2) {
+            tensors.push(match kept_half(view.dtype(), shape.len()).filter(|_| precision == Precision::Stored) {
                 Some(dt) => Tensor::from_half_bits(view.data().chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect(), dt, &shape, device)?,
                 None => Tensor::from_vec(data, &shape, device)?,
             });
@@ -179,8 +181,7 @@ impl Weights {
     pub fn stored(&self) -> Result<Weights> {
         let mut out = self.clone();
         for (name, t) in out.names.iter().zip(out.tensors.iter_mut()) {
-            let stored = self.layout.placement.get(name).and_then(|&(_, d)| half_dtype(d));
-            if let Some(dt) = stored.filter(|_| t.rank() >= 2) {
+            if let Some(dt) = self.kept_half(name, t) {
                 *t = t.to_dtype(dt)?;
             }
         }
@@ -205,11 +206,12 @@ impl Weights {
 
     /// Bytes the tensors of `stored()` take on the device, without making them.
     pub fn stored_bytes(&self) -> u64 {
-        let size = |name: &String, t: &Tensor| match self.layout.placement.get(name).and_then(|&(_, d)| half_dtype(d)) {
-            Some(dt) if t.rank() >= 2 => dt.size(),
-            _ => 4,
-        };
-        self.names.iter().zip(&self.tensors).map(|(n, t)| (t.numel() * size(n, t)) as u64).sum()
+        self.names.iter().zip(&self.tensors).map(|(n, t)| (t.numel() * self.kept_half(n, t).map_or(4, |dt| dt.size())) as u64).sum()
+    }
+
+    /// The half-precision dtype parameter `name` keeps in `stored()`, from its checkpoint's.
+    fn kept_half(&self, name: &str, t: &Tensor) -> Option<crate::tensor::Dtype> {
+        self.layout.placement.get(name).and_then(|&(_, d)| kept_half(d, t.rank()))
     }
 
     fn assemble(config: ModelConfig, names: Vec<String>, tensors: Vec<Tensor>, layout: Layout) -> Weights {

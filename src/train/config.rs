@@ -190,11 +190,17 @@ impl Default for TrainConfig {
     }
 }
 
+/// Whether a phase whose `train_vision` is as given trains the parameter `name`: every
+/// parameter but the vision tower's, and those too when it trains.
+pub fn trained_in_phase(name: &str, train_vision: bool) -> bool {
+    train_vision || !name.starts_with("visual.")
+}
+
 impl TrainConfig {
     /// Whether some phase trains the parameter `name` (the vision tower only with
     /// `sft.train_vision` or `rl.train_vision`). The others stay frozen in their stored dtype.
     pub fn trains(&self, name: &str) -> bool {
-        !name.starts_with("visual.") || self.sft.train_vision || self.rl.train_vision
+        trained_in_phase(name, self.sft.train_vision || self.rl.train_vision)
     }
 
     /// `recompute`, or by the model's size where the config leaves it out.

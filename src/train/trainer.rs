@@ -333,7 +333,7 @@ impl Trainer {
         let targets: Vec<u32> = tails.iter().flat_map(|t| t.iter().copied()).collect();
         let tape = Tape::new();
         let vision = self.cfg.sft.train_vision;
-        let pv = ParamVars::new(&tape, &self.weights, |n| vision || !n.starts_with("visual."));
+        let pv = ParamVars::new(&tape, &self.weights, |n| super::config::trained_in_phase(n, vision));
         // The final hidden states only: the fused loss applies the LM head chunk by chunk.
         let config = &self.weights.config;
         let hidden = forward_hidden(&pv, config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: self.recompute() })?;

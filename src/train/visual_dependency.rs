@@ -57,10 +57,10 @@ pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails
         }
     }
     let (ids, mask, positions) = (&shared.ids, &shared.mask, &shared.positions);
+    let owners: Vec<usize> = of.iter().map(|&o| o as usize).collect();
     let pass = |blind: Option<Blind>| -> Result<Tensor> {
         let mut cache = KvCache::new(&config.text, x.batch, x.seq + l, dev)?;
         let first = forward_cached_hidden(pv, config, x, &ForwardOptions { keep: Keep::Last, blind, ..Default::default() }, Some(&mut cache))?;
-        let owners: Vec<usize> = of.iter().map(|&o| o as usize).collect();
         cache.retain(&owners)?;
         let first = first.value().clone();
         let all = if rows.is_empty() {
