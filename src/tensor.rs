@@ -298,6 +298,7 @@ impl Tensor {
 
     /// The device buffer's words as f32, `numel` of them for f32 and half as many (rounded up)
     /// for half precision.
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda", feature = "cuda-emu")), allow(unused_variables))]
     fn raw_f32(&self) -> Result<Vec<f32>> {
         let words = if self.dtype() == Dtype::F32 { self.numel() } else { self.numel().div_ceil(2) };
         match &self.storage.storage {
