@@ -680,6 +680,97 @@ def make_tvd():
     print(f"tvd: batch {list(ids.shape)}, rows 0 and 1 share ids; clean logits differ by up to {effect:.4f}")
 
 
+# ----------------------------------------------------------------------------- LoRA (peft)
+
+# name -> (checkpoint, input case, LoraConfig arguments, adapter dtype, key naming). Every
+# lora_B is random (init_lora_weights=False), so every adapter gradient is non-zero.
+LORA = {
+    # PEFT's list form: the suffixes also select the vision tower's qkv, proj and MLP; a
+    # rank_pattern and an alpha_pattern; keys as PEFT writes them under transformers 5.
+    "lora_list": ("base", "padded_batch", dict(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                           "down_proj", "qkv", "attn.proj"],
+        rank_pattern={"down_proj": 2}, alpha_pattern={"qkv": 3}), torch.float32, "nested"),
+    # A regular expression over the decoder only, rsLoRA, bf16 adapter weights, and the keys
+    # older transformers wrote (base_model.model.model.layers.N...), on the bf16 checkpoint.
+    "lora_regex": ("flat_bf16", "flat_bf16", dict(
+        r=4, lora_alpha=6, use_rslora=True,
+        target_modules=r".*\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"), torch.bfloat16, "legacy"),
+}
+
+
+def peft_key(module_param, naming):
+    """PEFT's saved key of a LoRA parameter (module path with `.default`)."""
+    key = "base_model.model." + module_param.replace(".default", "")
+    if naming == "legacy":
+        key = key.replace("base_model.model.model.language_model.", "base_model.model.model.")
+    return key
+
+
+def make_lora():
+    from peft import LoraConfig, get_peft_model
+    for name, (ckpt, case, args, dtype, naming) in LORA.items():
+        model = build_model(ckpt)
+        peft_model = get_peft_model(model, LoraConfig(init_lora_weights=False, lora_dropout=0.0, **args))
+        g = torch.Generator().manual_seed(31 + list(LORA).index(name))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_" in n:
+                    # Wide enough that the adapters move the logits; rounded to the stored dtype.
+                    p.copy_((torch.randn(p.shape, generator=g) * 0.3).to(dtype).float())
+        d = OUT / name
+        peft_model.save_pretrained(d)
+        (d / "README.md").unlink(missing_ok=True)  # PEFT's model card, not needed here
+        stored = load_file(d / "adapter_model.safetensors")
+        spec = next(c for c in CASES if c["case"] == case)
+        inp = build_inputs(spec, patch_dim(model.config))
+        pos = rope_positions(model, inp)
+        model.zero_grad(set_to_none=True)
+        out = clean_forward(model, inp, pos, labels=inp["labels"])
+        out.loss.backward()
+        tensors = dict(input_ids=inp["input_ids"], attention_mask=inp["attention_mask"], labels=inp["labels"],
+                       position_ids=pos.contiguous(), valid=inp["attention_mask"].clone(),
+                       logits=out.logits.detach(), loss=out.loss.detach().reshape(1))
+        if "pixel_values" in inp:
+            tensors["pixel_values"], tensors["image_grid_thw"] = inp["pixel_values"], inp["image_grid_thw"]
+        grads = {peft_key(n, "nested"): p.grad for n, p in model.named_parameters() if "lora_" in n}
+        assert set(grads) == set(stored), f"{name}: gradient keys {sorted(set(grads) ^ set(stored))}"
+        grads = {peft_key(k[len("base_model.model."):], naming): v for k, v in grads.items()}
+        for k, gr in grads.items():
+            assert gr is not None and gr.abs().max() > 0, f"{name}: zero gradient for {k}"
+            tensors["grad." + k] = gr.detach().clone()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, OUT / f"{name}.safetensors", metadata={"format": "pt"})
+        # PEFT itself reads the adapter back to the same logits (before the keys are renamed:
+        # PEFT 0.22 under transformers 5 no longer reads the older names).
+        check = verify_adapter(OUT / ckpt, d, OUT / f"{name}.safetensors")
+        assert check, f"{name}: PeftModel.from_pretrained does not reproduce the logits"
+        if naming == "legacy" or dtype != torch.float32:
+            stored = {peft_key(k[len("base_model.model."):], naming): v.to(dtype) for k, v in stored.items()}
+            save_file(stored, d / "adapter_model.safetensors", metadata={"format": "pt"})
+        print(f"{name}: {len(stored)} adapter tensors, keys like {sorted(stored)[0]}, loss {out.loss.item():.4f}")
+
+
+def verify_adapter(base_dir, adapter_dir, case_file, merged=False):
+    """PEFT (or, with merged, transformers alone) on `base_dir` + `adapter_dir` against the
+    logits in `case_file`."""
+    from peft import PeftModel
+    data = load_file(case_file)
+    model = load_hf(base_dir if not merged else adapter_dir)
+    if not merged:
+        model = PeftModel.from_pretrained(model, adapter_dir).eval()
+    inp = {k: data[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw") if k in data}
+    with torch.no_grad():
+        logits = model(**inp, position_ids=data["position_ids"]).logits
+    v = data["valid"].bool()
+    diff = (logits[v] - data["logits"][v]).abs().max().item()
+    effect = (load_hf(base_dir)(**inp, position_ids=data["position_ids"]).logits[v] - data["logits"][v]).abs().max().item()
+    ok = diff <= VERIFY_TOL * 10 and effect > 1e-2
+    what = "merged checkpoint" if merged else f"base {base_dir} + adapter {adapter_dir}"
+    print(f"verify {what} against {case_file}: max |dlogits| {diff:.3e}, the adapter moves them by {effect:.3f} "
+          f"({'ok' if ok else 'FAIL'})")
+    return ok
+
+
 # ----------------------------------------------------------------------------- main
 
 def main():
@@ -723,6 +814,7 @@ def main():
     make_generations()
     make_processor()
     make_tvd()
+    make_lora()
 
     for case, s in stats.items():
         print(f"{case:14s} logits std {s['std']:.3f}  max|logit| {s['max']:.3f}  loss {s['loss']:.4f}")
@@ -740,6 +832,11 @@ if __name__ == "__main__":
     parser.add_argument("--generation", action="store_true", help="rewrite only the generation fixtures")
     parser.add_argument("--processor", action="store_true", help="rewrite only the processor fixtures")
     parser.add_argument("--tvd", action="store_true", help="rewrite only the pgpo tvd fixtures")
+    parser.add_argument("--lora", action="store_true", help="rewrite only the LoRA (peft) fixtures")
+    parser.add_argument("--verify-adapter", nargs=3, metavar=("BASE", "ADAPTER", "CASE_FILE"),
+                        help="PEFT on BASE + ADAPTER against the logits in CASE_FILE (e.g. pgpo forward --adapter --out)")
+    parser.add_argument("--verify-merged", nargs=3, metavar=("BASE", "MERGED", "CASE_FILE"),
+                        help="transformers on MERGED (pgpo merge) against the logits in CASE_FILE")
     args = parser.parse_args()
     parser_done = False
     if args.generation:
@@ -751,6 +848,12 @@ if __name__ == "__main__":
     if args.tvd:
         make_tvd()
         parser_done = True
+    if args.lora:
+        make_lora()
+        parser_done = True
+    if args.verify_adapter or args.verify_merged:
+        base, other, case_file = args.verify_adapter or args.verify_merged
+        sys.exit(0 if verify_adapter(Path(base), Path(other), Path(case_file), merged=bool(args.verify_merged)) else 1)
     if parser_done:
         sys.exit(0)
     if args.verify_saved:

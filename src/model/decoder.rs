@@ -47,7 +47,7 @@ pub fn queries_keys_values(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx
     let (d, hq, hkv) = (c.head_dim(), c.num_attention_heads, c.num_key_value_heads);
     let h = ag::rms_norm(x, p("input_layernorm.weight")?, c.rms_norm_eps as f32)?;
     let proj = |name: &str, n: usize| -> Result<Var> {
-        let y = ag::linear(&h, p(&format!("self_attn.{name}.weight"))?, Some(p(&format!("self_attn.{name}.bias"))?))?;
+        let y = pv.linear(&h, &format!("model.layers.{i}.self_attn.{name}"), true)?;
         heads(&y, cx, n, d)
     };
     let q = ag::rope(&proj("q_proj", hq)?, cx.tables)?;
@@ -58,14 +58,14 @@ pub fn queries_keys_values(x: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx
 /// The layer after attention: the output projection of `attended` [B, Hq, T, D], the residual,
 /// and the MLP half.
 pub fn finish(x: &Var, attended: &Var, pv: &ParamVars, i: usize, c: &TextConfig, cx: &Context) -> Result<Var> {
-    let p = |s: &str| pv.get(&format!("model.layers.{i}.{s}"));
+    let l = format!("model.layers.{i}");
     let (d, hq, eps) = (c.head_dim(), c.num_attention_heads, c.rms_norm_eps as f32);
     let o = ag::permute(attended, &[0, 2, 1, 3])?;
-    let o = ag::linear(&ag::reshape(&o, &[cx.batch * cx.seq, hq * d])?, p("self_attn.o_proj.weight")?, None)?;
+    let o = pv.linear(&ag::reshape(&o, &[cx.batch * cx.seq, hq * d])?, &format!("{l}.self_attn.o_proj"), false)?;
     let x = ag::add(x, &o)?;
-    let h = ag::rms_norm(&x, p("post_attention_layernorm.weight")?, eps)?;
-    let gate = ag::linear(&h, p("mlp.gate_proj.weight")?, None)?;
-    let up = ag::linear(&h, p("mlp.up_proj.weight")?, None)?;
-    let mlp = ag::linear(&ag::swiglu(&gate, &up)?, p("mlp.down_proj.weight")?, None)?;
+    let h = ag::rms_norm(&x, pv.get(&format!("{l}.post_attention_layernorm.weight"))?, eps)?;
+    let gate = pv.linear(&h, &format!("{l}.mlp.gate_proj"), false)?;
+    let up = pv.linear(&h, &format!("{l}.mlp.up_proj"), false)?;
+    let mlp = pv.linear(&ag::swiglu(&gate, &up)?, &format!("{l}.mlp.down_proj"), false)?;
     ag::add(&x, &mlp)
 }

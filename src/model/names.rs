@@ -31,6 +31,17 @@ impl Naming {
         }
     }
 
+    /// pgpo's name of a tensor stored under `file_name` in a file of either naming.
+    pub fn to_pgpo(file_name: &str) -> String {
+        if let Some(rest) = file_name.strip_prefix("model.language_model.") {
+            format!("model.{rest}")
+        } else if let Some(rest) = file_name.strip_prefix("model.visual.") {
+            format!("visual.{rest}")
+        } else {
+            file_name.to_string()
+        }
+    }
+
     /// The naming a set of stored tensor names uses.
     pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> Naming {
         let nested = names.into_iter().any(|n| n.starts_with("model.language_model.") || n.starts_with("model.visual."));

@@ -1,15 +1,21 @@
 //! The weights as variables on a tape: tracked where they are trained, constants elsewhere
-//! (rollouts, the blind pass, frozen parts), looked up by name.
+//! (rollouts, the blind pass, frozen parts), looked up by name; and the linear layers, with
+//! their LoRA adapters where the weights carry some.
 
 use super::weights::Weights;
-use crate::autograd::{Grads, Tape, Var};
+use super::lora;
+use crate::autograd::{ops as ag, Grads, Tape, Var};
 use crate::error::{Error, Result};
+use crate::ops::Transpose;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub struct ParamVars {
     vars: HashMap<String, Var>,
     order: Vec<String>,
+    /// The adapted layers (module name) and their LoRA scale.
+    lora: Arc<HashMap<String, f32>>,
 }
 
 impl ParamVars {
@@ -20,7 +26,8 @@ impl ParamVars {
             let v = if trainable(name) { tape.var(t.clone()) } else { tape.constant(t.clone()) };
             vars.insert(name.clone(), v);
         }
-        ParamVars { vars, order: weights.names().to_vec() }
+        let lora = weights.lora.as_ref().map(|l| l.modules.iter().map(|m| (m.name.clone(), m.scale)).collect()).unwrap_or_default();
+        ParamVars { vars, order: weights.names().to_vec(), lora: Arc::new(lora) }
     }
 
     /// Every parameter tracked.
@@ -38,14 +45,26 @@ impl ParamVars {
         self.order.iter().filter(|n| n.starts_with(prefix)).map(|n| (n.clone(), self.vars[n].clone())).collect()
     }
 
-    /// Named variables (a recomputed block's parameters on its private tape).
-    pub fn from_vars(named: impl IntoIterator<Item = (String, Var)>) -> ParamVars {
+    /// Named variables with these adapters' scales (a recomputed block's parameters on its
+    /// private tape).
+    pub fn with_vars(&self, named: impl IntoIterator<Item = (String, Var)>) -> ParamVars {
         let (mut vars, mut order) = (HashMap::new(), Vec::new());
         for (n, v) in named {
             order.push(n.clone());
             vars.insert(n, v);
         }
-        ParamVars { vars, order }
+        ParamVars { vars, order, lora: self.lora.clone() }
+    }
+
+    /// The linear layer `module` (weight `{module}.weight`, and `{module}.bias` when `bias`)
+    /// of x [N, in], plus its adapter where it has one: x W^T + b + s (x A^T) B^T.
+    pub fn linear(&self, x: &Var, module: &str, bias: bool) -> Result<Var> {
+        let b = if bias { Some(self.get(&format!("{module}.bias"))?) } else { None };
+        let y = ag::linear(x, self.get(&format!("{module}.weight"))?, b)?;
+        let Some(&s) = self.lora.get(module) else { return Ok(y) };
+        // The scale goes on the rank-r product, the narrowest tensor of the three.
+        let low = ag::scale(&ag::matmul(x, self.get(&lora::a_name(module))?, Transpose::NT)?, s)?;
+        ag::add(&y, &ag::matmul(&low, self.get(&lora::b_name(module))?, Transpose::NT)?)
     }
 
     pub fn get(&self, name: &str) -> Result<&Var> {

@@ -23,8 +23,9 @@ pub(crate) fn recomputed(h: &Var, pv: &ParamVars, prefix: &str, block: impl Fn(&
     let params = pv.with_prefix(prefix);
     let names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
     let inputs: Vec<&Var> = std::iter::once(h).chain(params.iter().map(|(_, v)| v)).collect();
+    let scales = pv.with_vars([]);
     ag::checkpoint(&inputs, move |vars| {
-        let sub = ParamVars::from_vars(names.iter().cloned().zip(vars[1..].iter().cloned()));
+        let sub = scales.with_vars(names.iter().cloned().zip(vars[1..].iter().cloned()));
         block(&vars[0], &sub)
     })
 }

@@ -85,22 +85,23 @@ impl VisionPlan {
 }
 
 fn block(x: &Var, pv: &ParamVars, i: usize, c: &VisionConfig, tables: &RopeTables, segments: &[u32]) -> Result<Var> {
-    let p = |s: &str| pv.get(&format!("visual.blocks.{i}.{s}"));
+    let b = format!("visual.blocks.{i}");
+    let p = |s: &str| pv.get(&format!("{b}.{s}"));
     let (n, e, heads) = (x.shape()[0], c.hidden_size, c.num_heads);
     let hd = e / heads;
     let h = ag::rms_norm(x, p("norm1.weight")?, EPS)?;
-    let qkv = ag::linear(&h, p("attn.qkv.weight")?, Some(p("attn.qkv.bias")?))?;
+    let qkv = pv.linear(&h, &format!("{b}.attn.qkv"), true)?;
     let qkv = ag::permute(&ag::reshape(&qkv, &[n, 3, heads, hd])?, &[1, 2, 0, 3])?;
     let part = |k: usize| ag::reshape(&ag::slice(&qkv, 0, k, 1)?, &[1, heads, n, hd]);
     let (q, k, v) = (ag::rope(&part(0)?, tables)?, ag::rope(&part(1)?, tables)?, part(2)?);
     let opts = AttnOptions { causal: false, segments: Some(segments.to_vec()), ..Default::default() };
     let o = ag::permute(&ag::attention(&q, &k, &v, &opts)?, &[0, 2, 1, 3])?;
-    let o = ag::linear(&ag::reshape(&o, &[n, e])?, p("attn.proj.weight")?, Some(p("attn.proj.bias")?))?;
+    let o = pv.linear(&ag::reshape(&o, &[n, e])?, &format!("{b}.attn.proj"), true)?;
     let x = ag::add(x, &o)?;
     let h = ag::rms_norm(&x, p("norm2.weight")?, EPS)?;
-    let gate = ag::linear(&h, p("mlp.gate_proj.weight")?, Some(p("mlp.gate_proj.bias")?))?;
-    let up = ag::linear(&h, p("mlp.up_proj.weight")?, Some(p("mlp.up_proj.bias")?))?;
-    let mlp = ag::linear(&ag::swiglu(&gate, &up)?, p("mlp.down_proj.weight")?, Some(p("mlp.down_proj.bias")?))?;
+    let gate = pv.linear(&h, &format!("{b}.mlp.gate_proj"), true)?;
+    let up = pv.linear(&h, &format!("{b}.mlp.up_proj"), true)?;
+    let mlp = pv.linear(&ag::swiglu(&gate, &up)?, &format!("{b}.mlp.down_proj"), true)?;
     ag::add(&x, &mlp)
 }
 
@@ -134,7 +135,6 @@ pub fn encode(pv: &ParamVars, c: &VisionConfig, plan: &VisionPlan, pixels: &Tens
     let m = c.hidden_size * c.spatial_merge_size * c.spatial_merge_size;
     let x = ag::rms_norm(&x, pv.get("visual.merger.ln_q.weight")?, EPS)?;
     let x = ag::reshape(&x, &[n / (c.spatial_merge_size * c.spatial_merge_size), m])?;
-    let x = ag::linear(&x, pv.get("visual.merger.mlp.0.weight")?, Some(pv.get("visual.merger.mlp.0.bias")?))?;
-    let x = ag::gelu_erf(&x)?;
-    ag::linear(&x, pv.get("visual.merger.mlp.2.weight")?, Some(pv.get("visual.merger.mlp.2.bias")?))
+    let x = pv.linear(&x, "visual.merger.mlp.0", true)?;
+    pv.linear(&ag::gelu_erf(&x)?, "visual.merger.mlp.2", true)
 }

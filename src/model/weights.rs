@@ -51,6 +51,8 @@ pub struct Weights {
     tensors: Vec<Tensor>,
     index: HashMap<String, usize>,
     pub layout: Layout,
+    /// LoRA adapters, whose A and B are parameters after the base's (`lora`).
+    pub lora: Option<super::lora::Lora>,
 }
 
 /// A memory-mapped safetensors file.
@@ -216,7 +218,22 @@ impl Weights {
 
     fn assemble(config: ModelConfig, names: Vec<String>, tensors: Vec<Tensor>, layout: Layout) -> Weights {
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        Weights { config, names, tensors, index, layout }
+        Weights { config, names, tensors, index, layout, lora: None }
+    }
+
+    /// Appends a parameter (an adapter's A or B).
+    pub(super) fn push(&mut self, name: String, t: Tensor) {
+        self.index.insert(name.clone(), self.names.len());
+        self.names.push(name);
+        self.tensors.push(t);
+    }
+
+    /// The base alone: the adapters' parameters dropped.
+    pub fn without_adapters(&self) -> Weights {
+        let keep: Vec<usize> = (0..self.names.len()).filter(|&i| !super::lora::is_adapter(&self.names[i])).collect();
+        let names = keep.iter().map(|&i| self.names[i].clone()).collect();
+        let tensors = keep.iter().map(|&i| self.tensors[i].clone()).collect();
+        Weights::assemble(self.config.clone(), names, tensors, self.layout.clone())
     }
 
     /// Random weights for `config`, for benchmarks and tests: matrices uniform with variance
@@ -270,14 +287,15 @@ impl Weights {
         Ok(())
     }
 
-    /// Writes config.json and the weights to `dir` in the layout they were loaded from: same
-    /// files, tensor names and dtypes (f32 rounds to bf16/f16 where the source was half). Each
-    /// file is written to a temporary name and renamed into place; the index goes last.
+    /// Writes config.json and the base weights to `dir` in the layout they were loaded from:
+    /// same files, tensor names and dtypes (f32 rounds to bf16/f16 where the source was half).
+    /// Each file is written to a temporary name and renamed into place; the index goes last.
+    /// Adapters are not part of it (`save_adapter`).
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot create: {e}")))?;
         let l = &self.layout;
         let mut per_file: Vec<Vec<(String, Dtype, Vec<usize>, Vec<u8>)>> = vec![Vec::new(); l.files.len()];
-        for (name, t) in self.names.iter().zip(&self.tensors) {
+        for (name, t) in self.names.iter().zip(&self.tensors).filter(|(n, _)| !super::lora::is_adapter(n)) {
             let &(fi, dtype) = l.placement.get(name).ok_or_else(|| Error::shape("weights", format!("`{name}` has no file in the layout")))?;
             let v = t.to_vec()?;
             let bytes: Vec<u8> = match dtype {
