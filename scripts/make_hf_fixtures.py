@@ -750,14 +750,11 @@ def make_lora():
         print(f"{name}: {len(stored)} adapter tensors, keys like {sorted(stored)[0]}, loss {out.loss.item():.4f}")
 
 
-def verify_adapter(base_dir, adapter_dir, case_file, merged=False):
-    """PEFT (or, with merged, transformers alone) on `base_dir` + `adapter_dir` against the
-    logits in `case_file`."""
+def verify_adapter(base_dir, adapter_dir, case_file):
+    """PEFT on `base_dir` + `adapter_dir` against the logits in `case_file`."""
     from peft import PeftModel
     data = load_file(case_file)
-    model = load_hf(base_dir if not merged else adapter_dir)
-    if not merged:
-        model = PeftModel.from_pretrained(model, adapter_dir).eval()
+    model = PeftModel.from_pretrained(load_hf(base_dir), peft_readable(adapter_dir)).eval()
     inp = {k: data[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw") if k in data}
     with torch.no_grad():
         logits = model(**inp, position_ids=data["position_ids"]).logits
@@ -765,9 +762,60 @@ def verify_adapter(base_dir, adapter_dir, case_file, merged=False):
     diff = (logits[v] - data["logits"][v]).abs().max().item()
     effect = (load_hf(base_dir)(**inp, position_ids=data["position_ids"]).logits[v] - data["logits"][v]).abs().max().item()
     ok = diff <= VERIFY_TOL * 10 and effect > 1e-2
-    what = "merged checkpoint" if merged else f"base {base_dir} + adapter {adapter_dir}"
-    print(f"verify {what} against {case_file}: max |dlogits| {diff:.3e}, the adapter moves them by {effect:.3f} "
+    print(f"verify base {base_dir} + adapter {adapter_dir} against {case_file}: max |dlogits| {diff:.3e}, the adapter moves them by {effect:.3f} "
           f"({'ok' if ok else 'FAIL'})")
+    return ok
+
+
+def peft_readable(adapter_dir):
+    """`adapter_dir`, or a temporary copy with the keys older transformers wrote
+    (base_model.model.model.layers.N...) renamed to transformers 5's, which PEFT 0.22 reads."""
+    import tempfile
+    stored = load_file(Path(adapter_dir) / "adapter_model.safetensors")
+    old = "base_model.model.model.layers."
+    if not any(k.startswith(old) for k in stored):
+        return Path(adapter_dir)
+    d = Path(tempfile.mkdtemp(prefix="peft-readable-"))
+    shutil.copy(Path(adapter_dir) / "adapter_config.json", d / "adapter_config.json")
+    renamed = {k.replace(old, "base_model.model.model.language_model.layers."): v for k, v in stored.items()}
+    save_file(renamed, d / "adapter_model.safetensors", metadata={"format": "pt"})
+    return d
+
+
+def stored_dtype(d):
+    return next(iter(read_safetensors_dir(d).values())).dtype
+
+
+def verify_merged(base_dir, merged_dir, adapter_dir, case_file):
+    """A merged checkpoint (pgpo merge) against PEFT's merge_and_unload of the same base and
+    adapter in the base's stored dtype: every weight, then the logits. For an f32 base the
+    logits must also equal the unmerged LoRA model's (in `case_file`); a bf16 base rounds the
+    merged weights, as PEFT's merge does, so there only the two merges are compared."""
+    from peft import PeftModel
+    dtype = stored_dtype(base_dir)
+    assert stored_dtype(merged_dir) == dtype, f"the merged checkpoint is {stored_dtype(merged_dir)}, the base {dtype}"
+    ours = Qwen2_5_VLForConditionalGeneration.from_pretrained(merged_dir, dtype=dtype).eval()
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=dtype).eval()
+    theirs = PeftModel.from_pretrained(base, peft_readable(adapter_dir)).merge_and_unload().eval()
+    worst, differing, total = 0.0, 0, 0
+    for (n1, p1), (n2, p2) in zip(ours.named_parameters(), theirs.named_parameters()):
+        assert n1 == n2 and p1.dtype == p2.dtype, f"{n1} {p1.dtype} vs {n2} {p2.dtype}"
+        d = (p1.float() - p2.float()).abs()
+        worst = max(worst, (d.max() / p2.float().abs().max().clamp(min=1e-30)).item())
+        differing += int((d > 0).sum())
+        total += p1.numel()
+    data = load_file(case_file)
+    inp = {k: data[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw") if k in data}
+    with torch.no_grad():
+        a = ours.float()(**inp, position_ids=data["position_ids"]).logits
+        b = theirs.float()(**inp, position_ids=data["position_ids"]).logits
+    v = data["valid"].bool()
+    between = (a[v] - b[v]).abs().max().item()
+    to_lora = (a[v] - data["logits"][v]).abs().max().item()
+    ok = worst <= 1e-2 and between <= 0.1 and (dtype != torch.float32 or to_lora <= VERIFY_TOL * 10)
+    print(f"verify merged {merged_dir} ({dtype}) against peft's merge_and_unload: {differing} of {total} weights "
+          f"differ (largest by {worst:.1e} of the tensor's largest), logits differ by {between:.3e}; "
+          f"the unmerged LoRA model's logits by {to_lora:.3e} ({'ok' if ok else 'FAIL'})")
     return ok
 
 
@@ -835,8 +883,8 @@ if __name__ == "__main__":
     parser.add_argument("--lora", action="store_true", help="rewrite only the LoRA (peft) fixtures")
     parser.add_argument("--verify-adapter", nargs=3, metavar=("BASE", "ADAPTER", "CASE_FILE"),
                         help="PEFT on BASE + ADAPTER against the logits in CASE_FILE (e.g. pgpo forward --adapter --out)")
-    parser.add_argument("--verify-merged", nargs=3, metavar=("BASE", "MERGED", "CASE_FILE"),
-                        help="transformers on MERGED (pgpo merge) against the logits in CASE_FILE")
+    parser.add_argument("--verify-merged", nargs=4, metavar=("BASE", "MERGED", "ADAPTER", "CASE_FILE"),
+                        help="MERGED (pgpo merge) against peft's merge_and_unload of BASE + ADAPTER, and the logits in CASE_FILE")
     args = parser.parse_args()
     parser_done = False
     if args.generation:
@@ -851,9 +899,11 @@ if __name__ == "__main__":
     if args.lora:
         make_lora()
         parser_done = True
-    if args.verify_adapter or args.verify_merged:
-        base, other, case_file = args.verify_adapter or args.verify_merged
-        sys.exit(0 if verify_adapter(Path(base), Path(other), Path(case_file), merged=bool(args.verify_merged)) else 1)
+    if args.verify_adapter:
+        base, adapter, case_file = args.verify_adapter
+        sys.exit(0 if verify_adapter(Path(base), Path(adapter), Path(case_file)) else 1)
+    if args.verify_merged:
+        sys.exit(0 if verify_merged(*map(Path, args.verify_merged)) else 1)
     if parser_done:
         sys.exit(0)
     if args.verify_saved:

@@ -1,5 +1,5 @@
-//! The pgpo command line: `info`, `check`, `bench`, `forward`, `generate`, `preprocess`,
-//! `advantages`, `policy-loss`.
+//! The pgpo command line: `info`, `check`, `bench`, `forward`, `generate`, `merge`,
+//! `preprocess`, `advantages`, `policy-loss`, `train`, `eval`, `compare`, `tvd`.
 
 #[path = "pgpo/bench_cmd.rs"]
 mod bench_cmd;
@@ -11,6 +11,8 @@ mod forward_cmd;
 mod generate_cmd;
 #[path = "pgpo/info_cmd.rs"]
 mod info_cmd;
+#[path = "pgpo/merge_cmd.rs"]
+mod merge_cmd;
 #[path = "pgpo/train_cmd.rs"]
 mod train_cmd;
 #[path = "pgpo/rl_cmds.rs"]
@@ -108,6 +110,11 @@ enum Command {
         /// Checkpoint folder: config.json and model.safetensors or sharded files with the index.
         #[arg(long)]
         model: std::path::PathBuf,
+        /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) on the
+        /// model; --labels then writes grad.<key> for every key of its adapter_model.safetensors
+        /// and nothing for the frozen base.
+        #[arg(long)]
+        adapter: Option<std::path::PathBuf>,
         #[arg(long = "inputs")]
         input: std::path::PathBuf,
         #[arg(long = "out")]
@@ -159,6 +166,9 @@ enum Command {
     Generate {
         #[arg(long)]
         model: std::path::PathBuf,
+        /// A PEFT LoRA adapter folder on the model.
+        #[arg(long)]
+        adapter: Option<std::path::PathBuf>,
         /// PNG or JPEG.
         #[arg(long, conflicts_with = "input")]
         image: Option<std::path::PathBuf>,
@@ -192,6 +202,18 @@ enum Command {
         /// auto, cpu, wgpu or cuda.
         #[arg(long, default_value = "auto")]
         backend: String,
+    },
+    /// Fold a PEFT LoRA adapter into its base: OUT (a new folder) gets a Hugging Face
+    /// checkpoint in the base's dtype and shard layout, with its tokenizer and processor files.
+    Merge {
+        /// The base checkpoint folder.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// The adapter folder (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// transformers' processor output for one image and prompt (the cross-check form): OUT
     /// gets input_ids I64[1, T] (one user turn with the image, templated, with the generation
@@ -285,10 +307,11 @@ fn main() -> ExitCode {
         Command::Check { backend, kernel, max_cases, .. } => {
             check_cmd::run_checks(&backend, kernel.as_deref(), max_cases.unwrap_or(usize::MAX))
         }
-        Command::Forward { model, input, output, backend, blind, hide_markers, labels } => Device::parse(&backend)
+        Command::Forward { model, adapter, input, output, backend, blind, hide_markers, labels } => Device::parse(&backend)
             .and_then(|device| {
                 forward_cmd::forward_cmd(&forward_cmd::ForwardArgs {
                     model: &model,
+                    adapter: adapter.as_deref(),
                     input: &input,
                     output: &output,
                     device,
@@ -306,6 +329,7 @@ fn main() -> ExitCode {
             }),
         Command::Generate {
             model,
+            adapter,
             image,
             prompt,
             input,
@@ -322,8 +346,8 @@ fn main() -> ExitCode {
         } => {
             let s = generate_cmd::SamplingArgs { max_new_tokens, greedy, temperature, top_p, top_k, seed, stop_ids, pad_id };
             Device::parse(&backend).and_then(|device| match (input, output, prompt) {
-                (Some(input), Some(output), _) => generate_cmd::batch(&model, &input, &output, &s, device),
-                (_, _, Some(prompt)) => generate_cmd::answer(&model, image.as_deref(), &prompt, &s, device),
+                (Some(input), Some(output), _) => generate_cmd::batch(&model, adapter.as_deref(), &input, &output, &s, device),
+                (_, _, Some(prompt)) => generate_cmd::answer(&model, adapter.as_deref(), image.as_deref(), &prompt, &s, device),
                 _ => Err(pgpo::Error::input("prompt", "give --image and --prompt, or --inputs and --out")),
             })
         }
@@ -344,6 +368,7 @@ fn main() -> ExitCode {
             }
             train_cmd::train(config.as_deref(), &overrides)
         }
+        Command::Merge { model, adapter, out } => merge_cmd::merge(&model, &adapter, &out),
         Command::Preprocess { model, image, prompt, output } => generate_cmd::preprocess(&model, &image, &prompt, &output),
         Command::Bench { backend, json, quick, filter } => bench_cmd::bench(&backend, json, quick, filter.as_deref()),
         Command::Advantages { input, output, tau, beta, variant, d_clamp } => rl_cmds::advantages(&rl_cmds::AdvantageArgs {

@@ -140,6 +140,8 @@ pub struct LoraModule {
 #[derive(Clone, Debug)]
 pub struct Lora {
     pub modules: Vec<LoraModule>,
+    /// How adapter_model.safetensors names the modules (fresh adapters: transformers 5's).
+    pub naming: super::names::Naming,
     /// adapter_config.json, written back as read (a fresh adapter's is made from `LoraConfig`).
     pub config_json: serde_json::Value,
 }
@@ -197,7 +199,7 @@ impl Weights {
             return Err(Error::Config { file: "the LoRA config".into(), field: "lora.targets".into(), msg: "selects no layer of this model".into() });
         }
         let config_json = super::peft::fresh_config(cfg, base);
-        self.lora = Some(Lora { modules, config_json });
+        self.lora = Some(Lora { modules, naming: super::names::Naming::Nested, config_json });
         Ok(())
     }
 

@@ -23,6 +23,22 @@ pub const CONFIG: &str = "adapter_config.json";
 pub const WEIGHTS: &str = "adapter_model.safetensors";
 const PREFIX: &str = "base_model.model.";
 
+/// The key of adapter matrix `name` (`{module}.lora_A.weight`, pgpo's name) in
+/// adapter_model.safetensors under `naming`.
+pub fn peft_key(name: &str, naming: Naming) -> String {
+    format!("{PREFIX}{}", naming.to_file(name))
+}
+
+/// The checkpoint in `model` (matrices in their stored dtype) with the PEFT adapter in
+/// `adapter` on it, when one is given.
+pub fn load_with_adapter(model: &Path, adapter: Option<&Path>, device: &crate::device::Device) -> Result<Weights> {
+    let mut w = Weights::load(model, device)?;
+    if let Some(a) = adapter {
+        w.load_adapter(a)?;
+    }
+    Ok(w)
+}
+
 /// adapter_config.json for fresh adapters made from `cfg` on the base at `base`.
 pub fn fresh_config(cfg: &LoraConfig, base: &str) -> Value {
     json!({
@@ -171,6 +187,7 @@ impl Weights {
         let layers: HashMap<String, [usize; 2]> = linear_modules(&self.config).into_iter().collect();
         // module -> (A, B) keys, from the file.
         let mut found: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
+        let naming = Naming::detect(st.names().into_iter().filter_map(|k| k.strip_prefix(PREFIX)));
         for key in st.names() {
             let rest = key.strip_prefix(PREFIX).ok_or_else(|| bad(&path, format!("key `{key}` does not start with `{PREFIX}`")))?;
             let (module, which) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
@@ -217,20 +234,20 @@ impl Weights {
         if modules.is_empty() {
             return Err(bad(&cfg_path, "target_modules selects no linear layer of the base model"));
         }
-        self.lora = Some(Lora { modules, config_json });
+        self.lora = Some(Lora { modules, naming, config_json });
         Ok(())
     }
 
-    /// Writes the adapters in PEFT's format (transformers 5 names, f32) to `dir`, each file
-    /// atomically.
+    /// Writes the adapters in PEFT's format (f32, keys named as they were read; fresh
+    /// adapters as transformers 5 names them) to `dir`, each file atomically.
     pub fn save_adapter(&self, dir: &Path) -> Result<()> {
         let Some(l) = &self.lora else { return Err(bad(dir, "the model has no adapters to save")) };
         std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot create: {e}")))?;
         let mut data = Vec::new();
         for m in &l.modules {
-            for (suffix, name) in [("lora_A", a_name(&m.name)), ("lora_B", b_name(&m.name))] {
+            for name in [a_name(&m.name), b_name(&m.name)] {
                 let t = self.get(&name)?;
-                data.push((format!("{PREFIX}{}.{suffix}.weight", Naming::Nested.to_file(&m.name)), t.shape().to_vec(), t.to_vec()?));
+                data.push((peft_key(&name, l.naming), t.shape().to_vec(), t.to_vec()?));
             }
         }
         let path = dir.join(WEIGHTS);

@@ -8,7 +8,8 @@ use pgpo::model::chat::Chat;
 use pgpo::image::processor::load_image;
 use pgpo::model::input_file::read_inputs;
 use pgpo::model::processor::Processor;
-use pgpo::model::{generate, GenerateOptions, ModelConfig, ParamVars, Sampling, Weights};
+use pgpo::model::peft::load_with_adapter;
+use pgpo::model::{generate, GenerateOptions, ModelConfig, ParamVars, Sampling};
 use pgpo::{Device, Result};
 use std::io::Write;
 use std::path::Path;
@@ -38,8 +39,8 @@ impl SamplingArgs {
 }
 
 /// Answers `prompt` about `image`, printing the text as it is generated.
-pub fn answer(model: &Path, image: Option<&Path>, prompt: &str, s: &SamplingArgs, device: Device) -> Result<bool> {
-    let w = Weights::load(model, &device)?;
+pub fn answer(model: &Path, adapter: Option<&Path>, image: Option<&Path>, prompt: &str, s: &SamplingArgs, device: Device) -> Result<bool> {
+    let w = load_with_adapter(model, adapter, &device)?;
     let p = Processor::load(model, Some(&w.config))?;
     let images = match image {
         Some(path) => vec![load_image(path)?],
@@ -80,8 +81,8 @@ pub fn answer(model: &Path, image: Option<&Path>, prompt: &str, s: &SamplingArgs
 
 /// The cross-check form: greedy or sampled generation for the batch in `input`, writing
 /// `sequences` I64 [B, T + N] (padded with the pad id after a stop token).
-pub fn batch(model: &Path, input: &Path, output: &Path, s: &SamplingArgs, device: Device) -> Result<bool> {
-    let w = Weights::load(model, &device)?;
+pub fn batch(model: &Path, adapter: Option<&Path>, input: &Path, output: &Path, s: &SamplingArgs, device: Device) -> Result<bool> {
+    let w = load_with_adapter(model, adapter, &device)?;
     let (inputs, _) = read_inputs(input, &w.config, &device, false)?;
     let (stop_ids, pad_id) = if s.stop_ids.is_empty() { generation_ids(model)? } else { (Vec::new(), s.pad_id.unwrap_or(s.stop_ids[0])) };
     let pad_id = s.pad_id.unwrap_or(pad_id);
