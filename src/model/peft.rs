@@ -167,6 +167,23 @@ fn widen(path: &Path, key: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     })
 }
 
+/// A checkpoint folder, or an adapter folder (a LoRA run's checkpoint) on the base its
+/// adapter_config.json names (base_model_name_or_path, a local folder).
+pub fn load_model_or_adapter(dir: &Path, device: &crate::device::Device) -> Result<Weights> {
+    let cfg_path = dir.join(CONFIG);
+    if dir.join("config.json").exists() || !cfg_path.exists() {
+        return Weights::load(dir, device);
+    }
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(&cfg_path, format!("cannot read: {e}")))?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| bad(&cfg_path, format!("is not valid JSON: {e}")))?;
+    let base = json.get("base_model_name_or_path").and_then(Value::as_str).map(Path::new).filter(|p| p.join("config.json").exists()).ok_or_else(|| Error::Config {
+        file: cfg_path.display().to_string(),
+        field: "base_model_name_or_path".into(),
+        msg: "must name the base checkpoint's local folder (or give the base and the adapter separately)".into(),
+    })?;
+    load_with_adapter(base, Some(dir), device)
+}
+
 impl Weights {
     /// Loads the PEFT adapter in `dir` onto these weights (as f32 parameters, in the model's
     /// order of layers).

@@ -1,5 +1,5 @@
-//! Trainer checkpoints: the HF layout (weights, config.json, tokenizer and processor files)
-//! plus trainer_state.json and optimizer.safetensors. A checkpoint is written into a hidden
+//! Trainer checkpoints: the HF layout (weights, config.json, tokenizer and processor files),
+//! or for a LoRA run PEFT's adapter folder, plus trainer_state.json and optimizer.safetensors. A checkpoint is written into a hidden
 //! temporary folder, flushed to disk, and renamed into place; old ones are renamed to a
 //! hidden name before they are deleted. So a crash at any moment (SIGKILL, a full disk)
 //! leaves every visible checkpoint complete, and only hidden leftovers, which `clean` removes.
@@ -23,7 +23,8 @@ pub fn save(run: &Path, tag: &str, w: &Weights, opt: Option<&AdamW>, source: &Pa
     let tmp = root.join(format!(".tmp-{tag}"));
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| {
-        w.save(&tmp)?;
+        // A LoRA run's checkpoint holds the adapters in PEFT's format, not the frozen base.
+        if w.lora.is_some() { w.save_adapter(&tmp)? } else { w.save(&tmp)? }
         for f in PROCESSOR_FILES {
             let from = source.join(f);
             if from.exists() {

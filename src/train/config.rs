@@ -43,6 +43,10 @@ pub struct TrainConfig {
     pub sft: SftConfig,
     pub rl: RlConfig,
     pub checkpoint: CheckpointConfig,
+    /// Train LoRA adapters (PEFT's format) instead of every weight: the base stays frozen in
+    /// its stored dtype and only the adapters get gradients, master copies and AdamW state.
+    /// Absent: full fine-tuning.
+    pub lora: Option<crate::model::LoraConfig>,
 }
 
 /// The fresh model (ignored with `model`).
@@ -186,21 +190,23 @@ impl Default for TrainConfig {
             sft: SftConfig::default(),
             rl: RlConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            lora: None,
         }
     }
 }
 
 /// Whether a phase whose `train_vision` is as given trains the parameter `name`: every
-/// parameter but the vision tower's, and those too when it trains.
-pub fn trained_in_phase(name: &str, train_vision: bool) -> bool {
-    train_vision || !name.starts_with("visual.")
+/// parameter but the vision tower's, and those too when it trains; with LoRA only the
+/// adapters among them.
+pub fn trained_in_phase(name: &str, train_vision: bool, lora: bool) -> bool {
+    (train_vision || !name.starts_with("visual.")) && (!lora || crate::model::lora::is_adapter(name))
 }
 
 impl TrainConfig {
     /// Whether some phase trains the parameter `name` (the vision tower only with
     /// `sft.train_vision` or `rl.train_vision`). The others stay frozen in their stored dtype.
     pub fn trains(&self, name: &str) -> bool {
-        trained_in_phase(name, self.sft.train_vision || self.rl.train_vision)
+        trained_in_phase(name, self.sft.train_vision || self.rl.train_vision, self.lora.is_some())
     }
 
     /// `recompute`, or by the model's size where the config leaves it out.
@@ -347,6 +353,9 @@ impl TrainConfig {
 
     /// Ranges and choices; `file` names where the values came from.
     pub fn validate(&self, file: &str) -> Result<()> {
+        if let Some(l) = &self.lora {
+            l.validate(file)?;
+        }
         let r = &self.rl;
         let positive = |field: &str, v: f32| if v.is_finite() && v > 0.0 { Ok(()) } else { Err(bad(file, field, format!("must be above 0, got {v}"))) };
         positive("sft.lr", self.sft.lr)?;

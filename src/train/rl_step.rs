@@ -181,7 +181,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                 _ => None,
             };
             let tape = Tape::new();
-            let pv = ParamVars::new(&tape, &t.weights, |n| trained_in_phase(n, c.train_vision));
+            let pv = ParamVars::new(&tape, &t.weights, |n| trained_in_phase(n, c.train_vision, t.cfg.lora.is_some()));
             // The final hidden states only: the fused loss applies the LM head chunk by
             // chunk, so no [N, V] logits are ever held.
             let hidden = forward_shared_hidden(&pv, &config, &shared.batch(), &rows, t.recompute())?;

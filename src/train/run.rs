@@ -133,7 +133,7 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
         at.step = 0;
         if rl.kl_coef > 0.0 {
             // The loss's reference policy is the model as RL starts, kept for a resume.
-            t.weights.save(&reference_dir)?;
+            t.save_model(&reference_dir)?;
             // In the checkpoint's dtype (half the bytes for bf16), as the saved copy loads back.
             t.reference = Some(t.weights.stored()?);
         }
@@ -141,7 +141,7 @@ pub fn run(cfg: TrainConfig, on: &mut dyn FnMut(Event)) -> Result<Summary> {
         // A checkpoint inside RL restores AdamW's moments; its settings are RL's.
         t.opt.config = rl_optimizer(&rl);
         if rl.kl_coef > 0.0 && !done {
-            t.reference = Some(crate::model::Weights::load(&reference_dir, &t.device)?);
+            t.reference = Some(t.load_model(&reference_dir)?);
         }
     }
     if !done {

@@ -111,6 +111,12 @@ impl StepStats {
 impl Trainer {
     /// Sets up the run folder, the model (fresh or loaded) and the data.
     pub fn new(cfg: TrainConfig) -> Result<Trainer> {
+        Trainer::build(cfg, None)
+    }
+
+    /// `new`, with the LoRA adapters read from `adapter` (a checkpoint of a LoRA run) instead
+    /// of fresh ones.
+    fn build(cfg: TrainConfig, adapter: Option<&std::path::Path>) -> Result<Trainer> {
         cfg.validate("the trainer config")?;
         let device = Device::parse(&cfg.backend)?;
         let run_dir = cfg.run_dir();
@@ -128,6 +134,16 @@ impl Trainer {
                 (tiny::create(&dir, cfg.tiny.vocab, cfg.tiny.hidden, cfg.tiny.layers, cfg.seed, &device)?, dir)
             }
         };
+        let mut weights = weights;
+        if let Some(lora) = &cfg.lora {
+            match adapter {
+                Some(dir) => weights.load_adapter(dir)?,
+                None => {
+                    let base = std::path::absolute(&model_dir).unwrap_or_else(|_| model_dir.clone());
+                    weights.attach_lora(lora, &base.to_string_lossy(), cfg.seed)?;
+                }
+            }
+        }
         let processor = Processor::load(&model_dir, Some(&weights.config))?;
         let source = data::Source::new(&cfg.data)?;
         let eval_items = source.eval_items(&processor)?;
@@ -163,7 +179,11 @@ impl Trainer {
 
     fn load_checkpoint(cfg: &TrainConfig, dir: &std::path::Path, state: &serde_json::Value) -> Result<(Trainer, ResumePoint)> {
         let bad = |field: &str| Error::Config { file: dir.join("trainer_state.json").display().to_string(), field: field.into(), msg: "is missing or invalid".into() };
-        let mut t = Trainer::new(TrainConfig { model: Some(dir.to_path_buf()), ..cfg.clone() })?;
+        // A LoRA checkpoint holds the adapters; the base is the run's model.
+        let mut t = match cfg.lora {
+            Some(_) => Trainer::build(cfg.clone(), Some(dir))?,
+            None => Trainer::new(TrainConfig { model: Some(dir.to_path_buf()), ..cfg.clone() })?,
+        };
         t.cfg = cfg.clone();
         // Later checkpoints copy the processor files from the fresh model or the given one.
         let init = t.run_dir.join("init");
@@ -196,6 +216,20 @@ impl Trainer {
             passed_over: Vec::new(),
         };
         Ok((t, at))
+    }
+
+    /// Saves the model as it trains: the weights, or a LoRA run's adapters (PEFT's format).
+    pub fn save_model(&self, dir: &std::path::Path) -> Result<()> {
+        if self.weights.lora.is_some() { self.weights.save_adapter(dir) } else { self.weights.save(dir) }
+    }
+
+    /// What `save_model` wrote to `dir`, in the checkpoint's dtype (a LoRA run's adapters on
+    /// the run's base).
+    pub fn load_model(&self, dir: &std::path::Path) -> Result<Weights> {
+        match self.weights.lora {
+            Some(_) => crate::model::peft::load_with_adapter(&self.model_dir, Some(dir), &self.device),
+            None => Weights::load(dir, &self.device),
+        }
     }
 
     /// The run's peak memory, estimated from the config, the model and the data's lengths (the
@@ -333,7 +367,7 @@ impl Trainer {
         let targets: Vec<u32> = tails.iter().flat_map(|t| t.iter().copied()).collect();
         let tape = Tape::new();
         let vision = self.cfg.sft.train_vision;
-        let pv = ParamVars::new(&tape, &self.weights, |n| super::config::trained_in_phase(n, vision));
+        let pv = ParamVars::new(&tape, &self.weights, |n| super::config::trained_in_phase(n, vision, self.cfg.lora.is_some()));
         // The final hidden states only: the fused loss applies the LM head chunk by chunk.
         let config = &self.weights.config;
         let hidden = forward_hidden(&pv, config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: self.recompute() })?;

@@ -78,7 +78,6 @@ pub fn train(config: Option<&Path>, overrides: &[String]) -> Result<bool> {
 /// `pgpo eval`: greedy accuracy and avg@k at temperature 1.0 on the held-out split.
 pub fn eval(checkpoint: &Path, k: usize, config: Option<&Path>, overrides: &[String]) -> Result<bool> {
     use pgpo::model::processor::Processor;
-    use pgpo::model::Weights;
     use pgpo::rl::rewards::RewardConfig;
     use pgpo::train::data::Source;
     use pgpo::train::trainer::evaluate;
@@ -89,7 +88,8 @@ pub fn eval(checkpoint: &Path, k: usize, config: Option<&Path>, overrides: &[Str
         _ => load(config, overrides)?,
     };
     let device = pgpo::Device::parse(&cfg.backend)?;
-    let w = Weights::load(checkpoint, &device)?;
+    // A LoRA run's checkpoint is an adapter folder on the run's base.
+    let w = pgpo::model::peft::load_model_or_adapter(checkpoint, &device)?;
     let p = Processor::load(checkpoint, Some(&w.config))?;
     let items = Source::new(&cfg.data)?.eval_items(&p)?;
     let rc = RewardConfig { accuracy_weight: cfg.rl.accuracy_weight, format_weight: cfg.rl.format_weight };
