@@ -203,6 +203,28 @@ enum Command {
         #[arg(long, default_value = "auto")]
         backend: String,
     },
+    /// The trainer's memory estimate for a configuration and a model config, term by term,
+    /// without loading weights; over --memory-gb, the first knob that brings it under. Exits
+    /// non-zero when it does not fit.
+    Plan {
+        /// TOML trainer config (default: the default run).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// key=value over the config, e.g. --set lora.r=64 --set rl.group=5.
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+        /// A model's config.json, or qwen2.5-vl-3b (the published one, built in).
+        #[arg(long, default_value = "qwen2.5-vl-3b")]
+        model_config: String,
+        #[arg(long, default_value_t = 24.0)]
+        memory_gb: f64,
+        /// The image per prompt, HEIGHTxWIDTH in pixels.
+        #[arg(long, default_value = "448x448")]
+        image: String,
+        /// Text tokens of a prompt besides the image's.
+        #[arg(long, default_value_t = 64)]
+        prompt_tokens: usize,
+    },
     /// Fold a PEFT LoRA adapter into its base: OUT (a new folder) gets a Hugging Face
     /// checkpoint in the base's dtype and shard layout, with its tokenizer and processor files.
     Merge {
@@ -368,6 +390,10 @@ fn main() -> ExitCode {
             }
             train_cmd::train(config.as_deref(), &overrides)
         }
+        Command::Plan { config, overrides, model_config, memory_gb, image, prompt_tokens } => match image.split_once('x').and_then(|(h, w)| Some([h.parse().ok()?, w.parse().ok()?])) {
+            Some(hw) => train_cmd::plan(config.as_deref(), &overrides, &model_config, memory_gb, hw, prompt_tokens),
+            None => Err(pgpo::Error::input("image", format!("{image:?} is not HEIGHTxWIDTH"))),
+        },
         Command::Merge { model, adapter, out } => merge_cmd::merge(&model, &adapter, &out),
         Command::Preprocess { model, image, prompt, output } => generate_cmd::preprocess(&model, &image, &prompt, &output),
         Command::Bench { backend, json, quick, filter } => bench_cmd::bench(&backend, json, quick, filter.as_deref()),

@@ -155,7 +155,8 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) ->
     let head_grad = bytes(vocab * hidden);
     let step = |acts: u64| acts.saturating_add(head_grad).saturating_add(update);
     let phases = [
-        ("SFT step", state.saturating_add(step(sft))),
+        // A run without SFT steps never reaches its peak.
+        ("SFT step", if cfg.sft.steps > 0 { state.saturating_add(step(sft)) } else { 0 }),
         ("rollout", state.saturating_add(cache)),
         ("scoring", state.saturating_add(scoring)),
         ("RL update", state.saturating_add(step(rl_update))),

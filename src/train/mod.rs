@@ -7,6 +7,7 @@ pub mod compare;
 pub mod config;
 pub mod data;
 pub mod memory;
+pub mod plan;
 pub mod metrics;
 pub mod optimizer;
 pub mod plots;

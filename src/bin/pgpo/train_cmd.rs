@@ -127,3 +127,39 @@ pub fn compare(algos: &str, seeds: usize, config: Option<&Path>, overrides: &[St
     println!("\nwrote {} and {}", c.markdown.display(), c.plot.display());
     Ok(true)
 }
+
+/// `pgpo plan`: the memory estimate of a configuration for a model config, term by term,
+/// without loading weights; over the budget, the first knob that brings it under.
+pub fn plan(config: Option<&Path>, overrides: &[String], model_config: &str, memory_gb: f64, image: [usize; 2], prompt_text: usize) -> Result<bool> {
+    use pgpo::train::plan::{fitting_change, plan, sizes, Shape, QWEN2_5_VL_3B};
+    let cfg = load(config, overrides)?;
+    let (text, file) = match model_config {
+        "qwen2.5-vl-3b" => (QWEN2_5_VL_3B.to_string(), "Qwen2.5-VL-3B-Instruct's config.json".to_string()),
+        path => (std::fs::read_to_string(path).map_err(|e| Error::Config { file: path.into(), field: String::new(), msg: format!("cannot be read: {e}") })?, path.to_string()),
+    };
+    let c = pgpo::model::ModelConfig::parse(&text, &file)?;
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let half = ["bfloat16", "float16"].iter().any(|d| json["torch_dtype"] == *d || json["dtype"] == *d);
+    let shape = Shape { image, prompt_text, stored_bytes: if half { 2 } else { 4 } };
+    let s = sizes(&cfg, &c, shape.stored_bytes);
+    let e = plan(&cfg, &c, &shape);
+    let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
+    println!("{file}: {:.2} B values ({} bytes each for matrices), {:.1} M trained{}", s.values as f64 / 1e9, shape.stored_bytes, s.trained as f64 / 1e6, cfg.lora.as_ref().map_or(String::new(), |l| format!(" (LoRA r {} on {:?})", l.r, l.targets)));
+    println!("rl: {} prompts x G {}, {} new tokens, mini-batch {}; image {}x{}; recompute {:?}", cfg.rl.prompts, cfg.rl.group, cfg.rl.max_new_tokens, cfg.rl.mini_batch, image[0], image[1], cfg.recompute_for(s.values as f64));
+    for (what, bytes, _) in &e.parts {
+        println!("  {:>10}  {what}", gb(*bytes));
+    }
+    for (phase, bytes) in e.phases {
+        println!("  {:>10}  peak of the {phase}", gb(bytes));
+    }
+    let budget = (memory_gb * 1e9) as u64;
+    if e.peak <= budget {
+        println!("peak {} fits in {memory_gb} GB", gb(e.peak));
+    } else {
+        match fitting_change(&cfg, &c, &shape, budget) {
+            Some((what, fixed)) => println!("peak {} does not fit in {memory_gb} GB; with {what} it is {}", gb(e.peak), gb(fixed.peak)),
+            None => println!("peak {} does not fit in {memory_gb} GB, even with recomputation, LoRA, one response per mini-batch, one prompt per step and rank 1: the model itself is too large", gb(e.peak)),
+        }
+    }
+    Ok(e.peak <= budget)
+}
