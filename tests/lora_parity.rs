@@ -137,3 +137,32 @@ fn adapters_survive_a_save_and_load_in_peft_format() {
     assert!(names.contains(&"base_model.model.model.language_model.layers.0.mlp.down_proj.lora_A.weight".to_string()), "{names:?}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// With recomputation, each block re-runs in the backward on a private tape: the adapters'
+/// scales must travel with it. Gradients equal those without recomputation (catches a
+/// recomputed block that drops the adapters, or their scales, from its layers).
+#[test]
+fn recomputed_blocks_keep_their_adapters() {
+    use pgpo::model::Recompute;
+    let dev = Device::Cpu;
+    let w = load("lora_list", "base", &dev);
+    let path = dir().join("lora_list.safetensors");
+    let (inputs, labels) = read_inputs(&path, &w.config, &dev, false).unwrap();
+    let labels = labels.unwrap();
+    let grads = |recompute: Recompute| {
+        let tape = Tape::new();
+        let pv = ParamVars::new(&tape, &w, is_adapter);
+        let logits = forward(&pv, &w.config, &inputs, &ForwardOptions { recompute, ..Default::default() }).unwrap();
+        let loss = lm_loss(&logits, &labels, inputs.batch, inputs.seq).unwrap();
+        pv.gradients(&tape.backward(&loss).unwrap()).into_iter().map(|(n, g)| (n, g.to_vec().unwrap())).collect::<Vec<_>>()
+    };
+    let (plain, layered) = (grads(Recompute::None), grads(Recompute::Layer));
+    assert_eq!((plain.len(), layered.len()), (48, 48), "every adapter has a gradient both ways");
+    for ((n, a), (m, b)) in plain.iter().zip(&layered) {
+        assert_eq!(n, m);
+        let scale = a.iter().fold(0f32, |x, v| x.max(v.abs()));
+        assert!(scale > 0.0, "{n}: no signal");
+        let err = a.iter().zip(b).fold(0f32, |x, (p, q)| x.max((p - q).abs()));
+        assert!(err <= 1e-4 * scale, "{n}: recomputed gradient off by {err} of {scale}");
+    }
+}
