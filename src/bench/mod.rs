@@ -5,6 +5,7 @@
 
 pub mod model;
 pub mod rl;
+pub mod step_3b;
 
 use crate::device::Device;
 use crate::error::Result;
@@ -31,6 +32,7 @@ pub struct Case {
 }
 
 #[derive(Clone, Debug)]
+#[derive(Default)]
 pub struct Row {
     pub kernel: &'static str,
     pub backend: String,
@@ -43,6 +45,10 @@ pub struct Row {
     pub pct_peak: Option<f64>,
     /// The most bytes the row's own tensors held at once (its inputs, made before, excluded).
     pub peak_bytes: Option<u64>,
+    /// The process's peak resident memory over the row (the 3B step).
+    pub peak_rss_bytes: Option<u64>,
+    /// The trainer's memory estimate for the same work.
+    pub estimate_bytes: Option<u64>,
 }
 
 fn rand(dev: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
@@ -350,12 +356,16 @@ pub fn run(dev: &Device, quick: bool, filter: Option<&str>) -> Result<Vec<Row>> 
             Work::Bytes(b) => gbps = Some(b / ms / 1e6),
             Work::Tokens(t) => tokens_per_s = Some(t / ms * 1e3),
         }
-        rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, tokens_per_s, pct_peak: None, peak_bytes });
+        rows.push(Row { kernel: c.kernel, backend: dev.name(), shape: c.shape, ms, gflops, gbps, tokens_per_s, peak_bytes, ..Default::default() });
     }
     // The RL step: asked for by name, or in a full run on any but a software adapter (where
     // one step takes minutes).
     if filter.is_some_and(|f| "rl step".contains(f) || f.starts_with("rl step")) || (filter.is_none() && !software(dev)) {
         rows.extend(rl::rows(dev, quick)?.into_iter().filter(|r| filter.is_none_or(|f| r.kernel.contains(f) || "rl step".contains(f))));
+    }
+    // One PGPO step at Qwen2.5-VL-3B's shapes: asked for by name only (minutes, 10+ GB).
+    if filter.is_some_and(|f| f.starts_with("3b step")) {
+        rows.extend(step_3b::rows(dev, quick)?);
     }
     let peak_bw = rows
         .iter()

@@ -52,7 +52,7 @@ pub fn rows(dev: &Device, quick: bool) -> Result<Vec<Row>> {
     }
     let _ = std::fs::remove_dir_all(&cfg.out_dir);
     let tokens = (c.prompts * c.group * c.max_new_tokens) as f64;
-    let row = |kernel: &'static str, ms: f64, shape: String| Row { kernel, backend: dev.name(), shape, ms, gflops: None, gbps: None, tokens_per_s: Some(tokens / ms * 1e3), pct_peak: None, peak_bytes: None };
+    let row = |kernel: &'static str, ms: f64, shape: String| Row { kernel, backend: dev.name(), shape, ms, gflops: None, gbps: None, tokens_per_s: Some(tokens / ms * 1e3), ..Default::default() };
     let total = median(totals);
     let mut out = vec![row("rl step", total, shape.clone())];
     for ((name, _), times) in PHASES.iter().zip(phases) {

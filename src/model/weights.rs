@@ -240,6 +240,18 @@ impl Weights {
     /// 1 / fan_in, the embedding uniform in ±1, norm weights in [0.8, 1.2], biases in ±0.1.
     /// Saved as one f32 file.
     pub fn random(config: &ModelConfig, config_json: &str, seed: u64, device: &Device) -> Result<Weights> {
+        Weights::random_as(config, config_json, seed, crate::tensor::Dtype::F32, device)
+    }
+
+    /// `random` with the matrices held (and saved) in `dtype`, each rounded as it is made, so
+    /// a bf16 model of N values never needs 4N bytes at once (Qwen2.5-VL-3B's shapes for the
+    /// benchmarks: 7.5 GB).
+    pub fn random_as(config: &ModelConfig, config_json: &str, seed: u64, dtype: crate::tensor::Dtype, device: &Device) -> Result<Weights> {
+        let file_dtype = match dtype {
+            crate::tensor::Dtype::F32 => Dtype::F32,
+            crate::tensor::Dtype::BF16 => Dtype::BF16,
+            crate::tensor::Dtype::F16 => Dtype::F16,
+        };
         let mut rng = Rng::new(seed);
         let (mut names, mut tensors, mut placement) = (Vec::new(), Vec::new(), HashMap::new());
         for (name, shape) in names::parameters(config) {
@@ -256,8 +268,12 @@ impl Weights {
                 let a = (3.0 / fan_in as f32).sqrt();
                 rng.vec(n, -a, a)
             };
-            placement.insert(name.clone(), (0, Dtype::F32));
-            tensors.push(Tensor::from_vec(data, &shape, device)?);
+            let stored = if shape.len() >= 2 { file_dtype } else { Dtype::F32 };
+            placement.insert(name.clone(), (0, stored));
+            tensors.push(match kept_half(stored, shape.len()) {
+                Some(dt) => Tensor::from_half_bits(data.iter().map(|&x| dt.narrow(x)).collect(), dt, &shape, device)?,
+                None => Tensor::from_vec(data, &shape, device)?,
+            });
             names.push(name);
         }
         let layout = Layout { naming: Naming::Published, files: vec![SINGLE.into()], placement, config_json: config_json.to_string() };

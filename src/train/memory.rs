@@ -152,7 +152,9 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) ->
     // they are all held), and the gradients and updated values (the backward frees each
     // layer's activations as it forms that layer's gradients, so both are never whole at
     // once, but which way they trade depends on the shapes).
-    let head_grad = bytes(vocab * hidden);
+    // The LM head's gradient (one [V, H] f32 buffer), unless the head is frozen (LoRA).
+    let head = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+    let head_grad = if cfg.trains(head) { bytes(vocab * hidden) } else { 0 };
     let step = |acts: u64| acts.saturating_add(head_grad).saturating_add(update);
     let phases = [
         // A run without SFT steps never reaches its peak.

@@ -31,6 +31,9 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
                     opt(r.pct_peak),
                     opt(r.peak_bytes.map(|b| b as f64 / 1e6))
                 );
+                if let (Some(rss), Some(est)) = (r.peak_rss_bytes, r.estimate_bytes) {
+                    println!("{:<22} peak resident memory {:.2} GB, the trainer's estimate {:.2} GB ({:.2}x)", "", rss as f64 / 1e9, est as f64 / 1e9, est as f64 / rss as f64);
+                }
             }
             all.push(r);
         }
@@ -50,6 +53,8 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
                 f.extend(r.tokens_per_s.map(|t| format!("\"tokens_per_s\":{t:.1}")));
                 f.extend(r.pct_peak.map(|p| format!("\"pct_peak\":{p:.2}")));
                 f.extend(r.peak_bytes.map(|b| format!("\"peak_bytes\":{b}")));
+                f.extend(r.peak_rss_bytes.map(|b| format!("\"peak_rss_bytes\":{b}")));
+                f.extend(r.estimate_bytes.map(|b| format!("\"estimate_bytes\":{b}")));
                 format!("{{{}}}", f.join(","))
             })
             .collect();
