@@ -15,7 +15,7 @@ fn toy(name: &str, backend: &str) -> TrainConfig {
 
 /// (phase, step, row) of every metrics line.
 fn rows(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    common::metric_rows(path)
 }
 
 fn losses(rows: &[serde_json::Value], phase: &str) -> Vec<f64> {
@@ -80,18 +80,7 @@ fn sft_and_rl_steps_on_wgpu_match_the_cpu() {
     };
     let cpu = run(cfg("match-cpu", "cpu"), &mut |_| {}).unwrap();
     let gpu = run(cfg("match-wgpu", "wgpu"), &mut |_| {}).unwrap();
-    let (rc, rg) = (rows(&cpu.metrics), rows(&gpu.metrics));
-    for (phase, key) in [("sft", "loss"), ("rl", "reward"), ("rl", "grad_norm"), ("rl", "entropy"), ("rl", "tvd_mean")] {
-        let pick = |r: &[serde_json::Value]| -> Vec<f64> { r.iter().filter(|x| x["phase"] == phase).map(|x| x[key].as_f64().unwrap_or(f64::NAN)).collect() };
-        let (a, b) = (pick(&rc), pick(&rg));
-        assert_eq!(a.len(), b.len());
-        for (x, y) in a.iter().zip(&b) {
-            let rel = (x - y).abs() / x.abs().max(1e-3);
-            println!("{phase} {key}: cpu {x:.6} wgpu {y:.6} rel {rel:.2e}");
-            assert!(rel <= 1e-3, "{phase} {key}: cpu {x} vs wgpu {y}");
-        }
-    }
-    assert!(rc.iter().filter(|x| x["phase"] == "rl").all(|x| x["grad_norm"].as_f64().unwrap_or(0.0) > 0.0), "the RL gradients compared must not be zero");
+    common::assert_runs_match(&rows(&cpu.metrics), &rows(&gpu.metrics), &[("sft", "loss"), ("rl", "reward"), ("rl", "grad_norm"), ("rl", "entropy"), ("rl", "tvd_mean")]);
     let _ = std::fs::remove_dir_all(&cpu.run_dir);
     let _ = std::fs::remove_dir_all(&gpu.run_dir);
 }
@@ -127,16 +116,8 @@ fn a_jsonl_file_with_two_bad_rows_trains_on_the_rest_and_names_both_lines() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Metrics rows without the wall-clock fields and the memory high-water marks (the process's,
-/// shared with tests running beside this one).
 fn comparable(path: &Path) -> Vec<serde_json::Value> {
-    rows(path)
-        .into_iter()
-        .map(|mut r| {
-            r.as_object_mut().unwrap().retain(|k, _| !k.starts_with("time_") && !k.starts_with("peak_bytes"));
-            r
-        })
-        .collect()
+    common::comparable_rows(path)
 }
 
 #[test]

@@ -13,7 +13,6 @@ use super::weights::Weights;
 use crate::error::{Error, Result};
 use crate::io::bad;
 use crate::tensor::Tensor;
-use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -156,17 +155,6 @@ fn parse_config(path: &Path, v: &Value) -> Result<AdapterConfig> {
     Ok(AdapterConfig { r, alpha, rslora, selection, rank_pattern, alpha_pattern })
 }
 
-/// A stored tensor widened to f32.
-fn widen(path: &Path, key: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
-    let b = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(bad(path, format!("tensor `{key}` is {other:?}; adapters must be F32, BF16 or F16"))),
-    })
-}
-
 /// A checkpoint folder, or an adapter folder (a LoRA run's checkpoint) on the base its
 /// adapter_config.json names (base_model_name_or_path, a local folder).
 pub fn load_model_or_adapter(dir: &Path, device: &crate::device::Device) -> Result<Weights> {
@@ -239,7 +227,7 @@ impl Weights {
                 if view.shape() != want {
                     return Err(bad(&path, format!("tensor `{key}` has shape {:?}; rank {r} on `{module}` ([{out}, {inp}]) needs {want:?}", view.shape())));
                 }
-                let data = widen(&path, key, &view)?;
+                let data = super::weights::widen(&path, key, &view)?;
                 if let Some(i) = data.iter().position(|x| !x.is_finite()) {
                     return Err(bad(&path, format!("tensor `{key}` holds a non-finite value at element {i}")));
                 }

@@ -76,14 +76,14 @@ impl Mapped {
     }
 }
 
-/// Widens a stored tensor to f32.
-fn widen(path: &Path, name: &str, v: &TensorView<'_>) -> Result<Vec<f32>> {
+/// Widens a stored tensor (a weight or an adapter matrix) to f32.
+pub(super) fn widen(path: &Path, name: &str, v: &TensorView<'_>) -> Result<Vec<f32>> {
     let b = v.data();
     Ok(match v.dtype() {
         Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(bad(path, format!("tensor `{name}` is {other:?}; weights must be F32, BF16 or F16"))),
+        other => return Err(bad(path, format!("tensor `{name}` is {other:?}; it must be F32, BF16 or F16"))),
     })
 }
 

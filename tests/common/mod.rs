@@ -65,3 +65,39 @@ pub fn same_question_other_image(pool: &[pgpo::train::batch::Item]) -> (usize, u
         .find(|&(i, j)| pool[i].prompt.ids == pool[j].prompt.ids && pool[i].prompt.pixels != pool[j].prompt.pixels)
         .expect("two training items that share the question but not the image")
 }
+
+/// Every row of a metrics.jsonl file.
+#[allow(dead_code)]
+pub fn metric_rows(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Metrics rows without the wall-clock fields and the memory high-water marks (the process's,
+/// shared with tests running beside this one).
+#[allow(dead_code)]
+pub fn comparable_rows(path: &std::path::Path) -> Vec<serde_json::Value> {
+    metric_rows(path)
+        .into_iter()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().retain(|k, _| !k.starts_with("time_") && !k.starts_with("peak_bytes"));
+            r
+        })
+        .collect()
+}
+
+/// Each (phase, field) of two runs' metrics equal within 1e-3 relative, row by row; the RL
+/// rows' gradient norms of the first run must not be zero (the signal compared).
+#[allow(dead_code)]
+pub fn assert_runs_match(a: &[serde_json::Value], b: &[serde_json::Value], fields: &[(&str, &str)]) {
+    for &(phase, key) in fields {
+        let pick = |r: &[serde_json::Value]| -> Vec<f64> { r.iter().filter(|x| x["phase"] == phase).map(|x| x[key].as_f64().unwrap_or(f64::NAN)).collect() };
+        let (x, y) = (pick(a), pick(b));
+        assert!(!x.is_empty() && x.len() == y.len(), "{phase} {key}: {} vs {} rows", x.len(), y.len());
+        for (p, q) in x.iter().zip(&y) {
+            let rel = (p - q).abs() / p.abs().max(1e-3);
+            println!("{phase} {key}: {p:.6} vs {q:.6} rel {rel:.2e}");
+            assert!(rel <= 1e-3, "{phase} {key}: {p} vs {q}");
+        }
+    }
+    assert!(a.iter().filter(|x| x["phase"] == "rl").all(|x| x["grad_norm"].as_f64().unwrap_or(0.0) > 0.0), "the RL gradients compared must not be zero");
+}
