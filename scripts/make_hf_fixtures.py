@@ -750,11 +750,20 @@ def make_lora():
         print(f"{name}: {len(stored)} adapter tensors, keys like {sorted(stored)[0]}, loss {out.loss.item():.4f}")
 
 
-def verify_adapter(base_dir, adapter_dir, case_file):
-    """PEFT on `base_dir` + `adapter_dir` against the logits in `case_file`."""
+def verify_adapter(base_dir, adapter_dir, case_file, logits_file=None):
+    """PEFT on `base_dir` + `adapter_dir` against the logits in `case_file`, or in
+    `logits_file` (`pgpo forward --adapter ... --out`) for the inputs in `case_file` (as
+    `pgpo preprocess` writes them: no mask, no positions)."""
     from peft import PeftModel
     data = load_file(case_file)
     model = PeftModel.from_pretrained(load_hf(base_dir), peft_readable(adapter_dir)).eval()
+    if logits_file:
+        data["logits"] = load_file(logits_file)["logits"]
+    data.setdefault("attention_mask", torch.ones_like(data["input_ids"]))
+    data.setdefault("valid", data["attention_mask"])
+    if "position_ids" not in data:
+        data["mm_token_type_ids"] = (data["input_ids"] == model.config.image_token_id).long()
+        data["position_ids"] = rope_positions(model.base_model.model, data)
     inp = {k: data[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw") if k in data}
     with torch.no_grad():
         logits = model(**inp, position_ids=data["position_ids"]).logits
@@ -881,8 +890,8 @@ if __name__ == "__main__":
     parser.add_argument("--processor", action="store_true", help="rewrite only the processor fixtures")
     parser.add_argument("--tvd", action="store_true", help="rewrite only the pgpo tvd fixtures")
     parser.add_argument("--lora", action="store_true", help="rewrite only the LoRA (peft) fixtures")
-    parser.add_argument("--verify-adapter", nargs=3, metavar=("BASE", "ADAPTER", "CASE_FILE"),
-                        help="PEFT on BASE + ADAPTER against the logits in CASE_FILE (e.g. pgpo forward --adapter --out)")
+    parser.add_argument("--verify-adapter", nargs="+", metavar="BASE ADAPTER CASE_FILE [LOGITS]",
+                        help="PEFT on BASE + ADAPTER against the logits in CASE_FILE, or in LOGITS (pgpo forward --adapter --out) for CASE_FILE's inputs")
     parser.add_argument("--verify-merged", nargs=4, metavar=("BASE", "MERGED", "ADAPTER", "CASE_FILE"),
                         help="MERGED (pgpo merge) against peft's merge_and_unload of BASE + ADAPTER, and the logits in CASE_FILE")
     args = parser.parse_args()
@@ -900,8 +909,9 @@ if __name__ == "__main__":
         make_lora()
         parser_done = True
     if args.verify_adapter:
-        base, adapter, case_file = args.verify_adapter
-        sys.exit(0 if verify_adapter(Path(base), Path(adapter), Path(case_file)) else 1)
+        if len(args.verify_adapter) not in (3, 4):
+            parser.error("--verify-adapter takes BASE ADAPTER CASE_FILE [LOGITS]")
+        sys.exit(0 if verify_adapter(*map(Path, args.verify_adapter)) else 1)
     if args.verify_merged:
         sys.exit(0 if verify_merged(*map(Path, args.verify_merged)) else 1)
     if parser_done:
