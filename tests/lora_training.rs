@@ -170,3 +170,33 @@ fn lora_steps_on_wgpu_match_the_cpu() {
     let _ = std::fs::remove_dir_all(&cpu.run_dir);
     let _ = std::fs::remove_dir_all(&gpu.run_dir);
 }
+
+/// A LoRA checkpoint as the `model` of a new run (what `pgpo compare` does with its shared
+/// SFT start): a LoRA run continues its adapters on its base; a full fine-tune starts from the
+/// merged model. Catches a start that drops the SFT adapters (fresh B = 0, so the model
+/// would be the base alone) or fails to find the base.
+#[test]
+fn an_adapter_checkpoint_starts_a_new_run() {
+    let mut c = cfg("start", "cpu");
+    (c.rl.steps, c.checkpoint.every) = (0, 0);
+    let s = run(c, &mut |_| {}).unwrap();
+    let start = s.checkpoints.iter().find(|p| p.ends_with("sft-final")).unwrap().clone();
+    let mut again = cfg("continue", "cpu");
+    again.model = Some(start.clone());
+    let t = Trainer::new(again.clone()).unwrap();
+    let saved = pgpo::model::peft::load_model_or_adapter(&start, &pgpo::Device::Cpu).unwrap();
+    let l = t.weights.lora.as_ref().unwrap();
+    assert!(l.modules.iter().any(|m| saved.get(&pgpo::model::lora::b_name(&m.name)).unwrap().to_vec().unwrap().iter().any(|&x| x != 0.0)), "the SFT adapters are not zero");
+    for m in &l.modules {
+        let b = pgpo::model::lora::b_name(&m.name);
+        assert_eq!(t.weights.get(&b).unwrap().to_vec().unwrap(), saved.get(&b).unwrap().to_vec().unwrap(), "{b}");
+    }
+    again.lora = None;
+    let full = Trainer::new(again).unwrap();
+    assert!(full.weights.lora.is_none());
+    let merged = saved.merged().unwrap();
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    assert_eq!(full.weights.get(q).unwrap().to_vec().unwrap(), merged.get(q).unwrap().to_vec().unwrap());
+    assert_ne!(merged.get(q).unwrap().to_vec().unwrap(), saved.get(q).unwrap().to_vec().unwrap(), "the merge moved the layer");
+    let _ = std::fs::remove_dir_all(&s.run_dir);
+}

@@ -155,21 +155,28 @@ fn parse_config(path: &Path, v: &Value) -> Result<AdapterConfig> {
     Ok(AdapterConfig { r, alpha, rslora, selection, rank_pattern, alpha_pattern })
 }
 
-/// A checkpoint folder, or an adapter folder (a LoRA run's checkpoint) on the base its
-/// adapter_config.json names (base_model_name_or_path, a local folder).
-pub fn load_model_or_adapter(dir: &Path, device: &crate::device::Device) -> Result<Weights> {
+/// Whether `dir` is an adapter folder (adapter_config.json, and no config.json of a model).
+pub fn is_adapter_folder(dir: &Path) -> bool {
+    dir.join(CONFIG).exists() && !dir.join("config.json").exists()
+}
+
+/// The adapter folder `dir` on the base its adapter_config.json names
+/// (base_model_name_or_path, a local folder), and that base's folder.
+pub fn load_adapter_folder(dir: &Path, device: &crate::device::Device) -> Result<(Weights, std::path::PathBuf)> {
     let cfg_path = dir.join(CONFIG);
-    if dir.join("config.json").exists() || !cfg_path.exists() {
-        return Weights::load(dir, device);
-    }
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(&cfg_path, format!("cannot read: {e}")))?;
     let json: Value = serde_json::from_str(&text).map_err(|e| bad(&cfg_path, format!("is not valid JSON: {e}")))?;
-    let base = json.get("base_model_name_or_path").and_then(Value::as_str).map(Path::new).filter(|p| p.join("config.json").exists()).ok_or_else(|| Error::Config {
+    let base = json.get("base_model_name_or_path").and_then(Value::as_str).map(std::path::PathBuf::from).filter(|p| p.join("config.json").exists()).ok_or_else(|| Error::Config {
         file: cfg_path.display().to_string(),
         field: "base_model_name_or_path".into(),
         msg: "must name the base checkpoint's local folder (or give the base and the adapter separately)".into(),
     })?;
-    load_with_adapter(base, Some(dir), device)
+    Ok((load_with_adapter(&base, Some(dir), device)?, base))
+}
+
+/// A checkpoint folder, or an adapter folder on its base (`load_adapter_folder`).
+pub fn load_model_or_adapter(dir: &Path, device: &crate::device::Device) -> Result<Weights> {
+    if is_adapter_folder(dir) { Ok(load_adapter_folder(dir, device)?.0) } else { Weights::load(dir, device) }
 }
 
 impl Weights {

@@ -124,6 +124,19 @@ impl Trainer {
         let (weights, model_dir) = match &cfg.model {
             // Trained weights are f32 master copies whatever the checkpoint stores; frozen
             // ones (the vision tower unless a phase trains it) stay in the stored dtype.
+            // A LoRA run's checkpoint (an adapter folder) as the start: its base with the
+            // adapters, which a LoRA run trains on and a full fine-tune merges first.
+            Some(dir) if crate::model::peft::is_adapter_folder(dir) => {
+                let (mut w, base) = crate::model::peft::load_adapter_folder(dir, &device)?;
+                if adapter.is_some() {
+                    // A resumed LoRA run: its checkpoint's adapters replace the start's.
+                    w = w.without_adapters();
+                } else if cfg.lora.is_none() {
+                    w = w.merged()?;
+                }
+                w.widen_where(|n| cfg.trains(n))?;
+                (w, base)
+            }
             Some(dir) => {
                 let mut w = Weights::load(dir, &device)?;
                 w.widen_where(|n| cfg.trains(n))?;
@@ -138,6 +151,7 @@ impl Trainer {
         if let Some(lora) = &cfg.lora {
             match adapter {
                 Some(dir) => weights.load_adapter(dir)?,
+                None if weights.lora.is_some() => {}
                 None => {
                     let base = std::path::absolute(&model_dir).unwrap_or_else(|_| model_dir.clone());
                     weights.attach_lora(lora, &base.to_string_lossy(), cfg.seed)?;
@@ -179,15 +193,18 @@ impl Trainer {
 
     fn load_checkpoint(cfg: &TrainConfig, dir: &std::path::Path, state: &serde_json::Value) -> Result<(Trainer, ResumePoint)> {
         let bad = |field: &str| Error::Config { file: dir.join("trainer_state.json").display().to_string(), field: field.into(), msg: "is missing or invalid".into() };
-        // A LoRA checkpoint holds the adapters; the base is the run's model.
+        // A LoRA checkpoint holds the adapters; the base is the run's model (Trainer::build
+        // sets model_dir to it).
         let mut t = match cfg.lora {
             Some(_) => Trainer::build(cfg.clone(), Some(dir))?,
-            None => Trainer::new(TrainConfig { model: Some(dir.to_path_buf()), ..cfg.clone() })?,
+            None => {
+                let mut t = Trainer::new(TrainConfig { model: Some(dir.to_path_buf()), ..cfg.clone() })?;
+                // Later checkpoints copy the processor files from the fresh model or the given one.
+                t.model_dir = cfg.model.clone().unwrap_or_else(|| t.run_dir.join("init"));
+                t
+            }
         };
         t.cfg = cfg.clone();
-        // Later checkpoints copy the processor files from the fresh model or the given one.
-        let init = t.run_dir.join("init");
-        t.model_dir = t.cfg.model.clone().unwrap_or(init);
         let f = crate::io::TensorFile::open(&dir.join("optimizer.safetensors"))?;
         let (mut m, mut v) = (Vec::new(), Vec::new());
         for (name, p) in t.weights.names().iter().zip(t.weights.tensors()) {
