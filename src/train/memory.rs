@@ -124,7 +124,8 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) ->
     let (state, update) = (bytes(3.0 * params).saturating_add(sizes.frozen_bytes).saturating_add(reference), bytes(2.0 * params));
     let (sft_batch, mini_batch) = (f(cfg.sft.batch), f(cfg.rl.mini_batch));
     let sft_rows = sft_batch * target;
-    let sft = bytes(activations(sft_batch * (prompt + target), sft_batch, 0.0, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden);
+    // A run without SFT steps has no SFT phase.
+    let sft = if cfg.sft.steps == 0 { 0 } else { bytes(activations(sft_batch * (prompt + target), sft_batch, 0.0, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden) };
     let rollouts = f(cfg.rl.prompts) * f(cfg.rl.group);
     let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token_pass);
     // Scoring runs each distinct prompt once into a KV cache, copies it to the prompt's
@@ -157,7 +158,6 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) ->
     let head_grad = if cfg.trains(head) { bytes(vocab * hidden) } else { 0 };
     let step = |acts: u64| acts.saturating_add(head_grad).saturating_add(update);
     let phases = [
-        // A run without SFT steps never reaches its peak.
         ("SFT step", if cfg.sft.steps > 0 { state.saturating_add(step(sft)) } else { 0 }),
         ("rollout", state.saturating_add(cache)),
         ("scoring", state.saturating_add(scoring)),

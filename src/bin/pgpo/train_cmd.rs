@@ -146,11 +146,12 @@ pub fn plan(config: Option<&Path>, overrides: &[String], model_config: &str, mem
     let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
     println!("{file}: {:.2} B values ({} bytes each for matrices), {:.1} M trained{}", s.values as f64 / 1e9, shape.stored_bytes, s.trained as f64 / 1e6, cfg.lora.as_ref().map_or(String::new(), |l| format!(" (LoRA r {} on {:?})", l.r, l.targets)));
     println!("rl: {} prompts x G {}, {} new tokens, mini-batch {}; image {}x{}; recompute {:?}", cfg.rl.prompts, cfg.rl.group, cfg.rl.max_new_tokens, cfg.rl.mini_batch, image[0], image[1], cfg.recompute_for(s.values as f64));
-    for (what, bytes, _) in &e.parts {
+    // Parts and phases the run does not have (no SFT steps) are left out.
+    for (what, bytes, _) in e.parts.iter().filter(|p| p.1 > 0) {
         println!("  {:>10}  {what}", gb(*bytes));
     }
-    for (phase, bytes) in e.phases {
-        println!("  {:>10}  peak of the {phase}", gb(bytes));
+    for (phase, bytes) in e.phases.iter().filter(|p| p.1 > 0) {
+        println!("  {:>10}  peak of the {phase}", gb(*bytes));
     }
     let budget = (memory_gb * 1e9) as u64;
     if e.peak <= budget {
