@@ -1,6 +1,8 @@
 // Elementwise kernels over a flat f32 buffer of n elements (see shaders/elementwise.wgsl).
-//   add, mul: out[i] = a[i] op b[i % nb];  scale: alpha * a[i];  silu; gelu_tanh; gelu_erf.
-// Launch: 256 threads per block, one element per thread, 1-D grid. Params: n, nb, alpha.
+//   add, mul: out[i] = a[i] op b[i % nb];  scale: alpha * a[i];  silu; gelu_tanh; gelu_erf;
+//   dropout: a[i] * (hash32(i ^ hash32(seed)) >= threshold ? alpha : 0).
+// Launch: 256 threads per block, one element per thread, 1-D grid. Params: n, nb (dropout:
+// the seed), alpha, -, threshold.
 // Reads every input element once.
 
 extern "C" __global__ void add(const float* a, const float* b, float* out, const Params p) {
@@ -19,6 +21,22 @@ extern "C" __global__ void scale(const float* a, float* out, const Params p) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= p.w[0]) return;
     out[i] = pf(p, 2) * a[i];
+}
+
+// lowbias32 (C. Wellons), as backend/cpu/elementwise.rs::hash32.
+__device__ __forceinline__ unsigned int hash32(unsigned int x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    return x ^ (x >> 16);
+}
+
+extern "C" __global__ void dropout(const float* a, float* out, const Params p) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= p.w[0]) return;
+    bool keep = hash32(i ^ hash32(p.w[1])) >= p.w[4];
+    out[i] = a[i] * (keep ? pf(p, 2) : 0.0f);
 }
 
 extern "C" __global__ void silu(const float* a, float* out, const Params p) {

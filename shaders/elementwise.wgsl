@@ -4,10 +4,11 @@
 //   silu:       out[i] = a[i] * sigmoid(a[i])
 //   gelu_tanh:  out[i] = 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
 //   gelu_erf:   out[i] = 0.5 a (1 + erf(a / sqrt(2)))
+//   dropout:    out[i] = a[i] * (hash32(i ^ hash32(seed)) >= threshold ? alpha : 0), seed in nb
 // Launch: 256 threads per workgroup, one element per thread; the workgroup grid is
 // folded into (x, y) when it exceeds 65535 groups. Reads every input element once.
 
-struct Params { n: u32, nb: u32, alpha: f32, groups_x: u32 }
+struct Params { n: u32, nb: u32, alpha: f32, groups_x: u32, threshold: u32 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -46,6 +47,24 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     let i = flat(wid, lid);
     if (i >= p.n) { return; }
     out[i] = p.alpha * a[i];
+}
+
+// lowbias32 (C. Wellons), as backend/cpu/elementwise.rs::hash32.
+fn hash32(v: u32) -> u32 {
+    var x = v;
+    x = x ^ (x >> 16u);
+    x = x * 0x7feb352du;
+    x = x ^ (x >> 15u);
+    x = x * 0x846ca68bu;
+    return x ^ (x >> 16u);
+}
+
+@compute @workgroup_size(256)
+fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    let keep = hash32(i ^ hash32(p.nb)) >= p.threshold;
+    out[i] = a[i] * select(0.0, p.alpha, keep);
 }
 
 @compute @workgroup_size(256)

@@ -31,13 +31,13 @@ fn base() -> &'static Path {
     })
 }
 
-/// LoRA (r 8 on every decoder projection) from the base: 2 SFT steps, 3 RL steps with
-/// different rewards, checkpoints every 2 steps.
+/// LoRA (r 8 on every decoder projection, dropout 0.1) from the base: 2 SFT steps, 3 RL
+/// steps with different rewards, checkpoints every 2 steps.
 fn cfg(name: &str, backend: &str) -> TrainConfig {
     let mut c = common::toy_train_config(name, backend);
     c.out_dir = out_dir();
     c.model = Some(base().to_path_buf());
-    c.lora = Some(LoraConfig { r: 8, alpha: 16.0, ..Default::default() });
+    c.lora = Some(LoraConfig { r: 8, alpha: 16.0, dropout: 0.1, ..Default::default() });
     (c.sft.steps, c.sft.lr) = (2, 1e-3);
     (c.rl.steps, c.rl.prompts, c.rl.max_new_tokens, c.rl.lr) = (3, 4, 24, 1e-3);
     (c.checkpoint.every, c.checkpoint.keep) = (2, 10);

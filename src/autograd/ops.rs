@@ -41,6 +41,12 @@ pub fn scale(a: &Var, alpha: f32) -> Result<Var> {
     Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(k::scale(g, alpha)?)]))))
 }
 
+/// Inverted dropout (`ops::dropout`); the backward redraws the same mask from the seed.
+pub fn dropout(a: &Var, p: f32, seed: u32) -> Result<Var> {
+    let out = k::dropout(&a.value, p, seed)?;
+    Ok(a.tape.record(out, &[a], Box::new(move |g| Ok(vec![Some(k::dropout(g, p, seed)?)]))))
+}
+
 /// Sum of every element: a scalar [1].
 pub fn sum(a: &Var) -> Result<Var> {
     let out = k::row_sum(&a.value.reshape(&[1, a.value.numel()])?)?;

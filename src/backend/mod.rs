@@ -19,7 +19,7 @@ use crate::tensor::Tensor;
 
 /// Every kernel family: the file stem in shaders/ and cuda/, and its entry points.
 pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
-    ("elementwise", &["add", "mul", "scale", "silu", "gelu_tanh", "gelu_erf"]),
+    ("elementwise", &["add", "mul", "scale", "dropout", "silu", "gelu_tanh", "gelu_erf"]),
     ("reduce", &["row_sum", "row_max"]),
     ("softmax", &["softmax", "log_softmax"]),
     ("matmul", &["matmul"]),

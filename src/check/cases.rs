@@ -337,6 +337,17 @@ pub fn all() -> Vec<KernelCheck> {
             run: |d, s, x| Ok(vec![ops::scale(&up(d, &x.f[0], s)?, -1.7)?]),
             reference: |_, x| unary_ref(x, |v| -1.7f32 as f64 * v),
         },
+        // p and seed fixed; the scale 1 / 0.7 is not a power of two, so f32 and f64 differ by
+        // an ulp: a wrong mask (another hash, index or threshold) is off by a whole value.
+        KernelCheck {
+            name: "dropout",
+            tols: &[(1e-6, 1e-6)],
+            extra_shapes: &[],
+            shapes: ELEMENTWISE,
+            inputs: one,
+            run: |d, s, x| Ok(vec![ops::dropout(&up(d, &x.f[0], s)?, 0.3, 0x5eed)?]),
+            reference: |_, x| vec![super::reference::dropout(&x.f[0].iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), f64::from(0.3f32), 0x5eed)],
+        },
         unary!("silu", ops::silu, super::reference::silu, 1e-6, 1e-5),
         unary!(
             "gelu_tanh",

@@ -17,6 +17,24 @@ pub fn erf_series(x: f64) -> f64 {
     sum * 2.0 / std::f64::consts::PI.sqrt()
 }
 
+/// Inverted dropout as specified: element i kept when lowbias32(i xor lowbias32(seed)), the
+/// hash written out here in 64-bit arithmetic, is at least round(p * 2^32); kept values
+/// scaled by 1 / (1 - p), dropped ones multiplied by 0.
+pub fn dropout(x: &[f64], p: f64, seed: u32) -> Vec<f64> {
+    let hash = |v: u64| {
+        let m = 0xffff_ffffu64;
+        let mut h = v & m;
+        h ^= h >> 16;
+        h = (h * 0x7feb_352d) & m;
+        h ^= h >> 15;
+        h = (h * 0x846c_a68b) & m;
+        h ^ (h >> 16)
+    };
+    let threshold = (p * 4_294_967_296.0).round().min(4_294_967_295.0) as u64;
+    let s = hash(u64::from(seed));
+    x.iter().enumerate().map(|(i, &v)| v * if hash(i as u64 ^ s) >= threshold { 1.0 / (1.0 - p) } else { 0.0 }).collect()
+}
+
 pub fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }

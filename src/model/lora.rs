@@ -88,8 +88,9 @@ pub struct LoraConfig {
     pub alpha: f64,
     /// rsLoRA's scaling (Kalajdzievski, 2023).
     pub rslora: bool,
-    /// lora_dropout on the adapter's input. Only 0 is implemented: a dropout mask that a
-    /// recomputed block reproduces needs a device-side random kernel, which pgpo lacks.
+    /// lora_dropout on the adapter's input while training, in [0, 1): the masks come from a
+    /// hash of (seed, element) on the device (`ops::dropout`), so a recomputed block and the
+    /// backward redraw them without storing them.
     pub dropout: f64,
     /// The layers adapted (default: the decoder's seven projections; the vision tower's on request).
     pub targets: Vec<Target>,
@@ -110,8 +111,8 @@ impl LoraConfig {
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return err("alpha", "must be a positive number");
         }
-        if self.dropout != 0.0 {
-            return err("dropout", "only 0 is implemented (a recomputed block must redraw the same mask, which needs a device-side random kernel)");
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err("dropout", "must be in [0, 1)");
         }
         if self.targets.is_empty() {
             return err("targets", "names no layer; list at least one (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, visual_qkv, ...)");

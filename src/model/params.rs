@@ -16,6 +16,8 @@ pub struct ParamVars {
     order: Vec<String>,
     /// The adapted layers (module name) and their LoRA scale.
     lora: Arc<HashMap<String, f32>>,
+    /// LoRA dropout on the adapters' input while training: (p, seed of this forward).
+    dropout: Option<(f32, u32)>,
 }
 
 impl ParamVars {
@@ -27,7 +29,7 @@ impl ParamVars {
             vars.insert(name.clone(), v);
         }
         let lora = weights.lora.as_ref().map(|l| l.modules.iter().map(|m| (m.name.clone(), m.scale)).collect()).unwrap_or_default();
-        ParamVars { vars, order: weights.names().to_vec(), lora: Arc::new(lora) }
+        ParamVars { vars, order: weights.names().to_vec(), lora: Arc::new(lora), dropout: None }
     }
 
     /// Every parameter tracked.
@@ -53,7 +55,15 @@ impl ParamVars {
             order.push(n.clone());
             vars.insert(n, v);
         }
-        ParamVars { vars, order, lora: self.lora.clone() }
+        ParamVars { vars, order, lora: self.lora.clone(), dropout: self.dropout }
+    }
+
+    /// LoRA dropout with probability `p` on the input of every adapter that trains (tracked);
+    /// frozen adapters (rollouts, scoring, evaluation) see none. `seed` draws this forward's
+    /// masks, one per layer, which a recomputed block draws again identically. Off when `p` is 0.
+    pub fn with_lora_dropout(mut self, p: f32, seed: u32) -> ParamVars {
+        self.dropout = (p > 0.0).then_some((p, seed));
+        self
     }
 
     /// The linear layer `module` (weight `{module}.weight`, and `{module}.bias` when `bias`)
@@ -62,8 +72,16 @@ impl ParamVars {
         let b = if bias { Some(self.get(&format!("{module}.bias"))?) } else { None };
         let y = ag::linear(x, self.get(&format!("{module}.weight"))?, b)?;
         let Some(&s) = self.lora.get(module) else { return Ok(y) };
+        let a = self.get(&lora::a_name(module))?;
+        let dropped = match self.dropout {
+            // Only where the adapter trains, whether or not the tape records right now (a
+            // recomputed block's first pass does not); each layer's mask from the forward's
+            // seed and the layer's name (FNV-1a).
+            Some((p, seed)) if a.is_tracked() => ag::dropout(x, p, module.bytes().fold(0x811c_9dc5u32 ^ seed, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)))?,
+            _ => x.clone(),
+        };
         // The scale goes on the rank-r product, the narrowest tensor of the three.
-        let low = ag::scale(&ag::matmul(x, self.get(&lora::a_name(module))?, Transpose::NT)?, s)?;
+        let low = ag::scale(&ag::matmul(&dropped, a, Transpose::NT)?, s)?;
         ag::add(&y, &ag::matmul(&low, self.get(&lora::b_name(module))?, Transpose::NT)?)
     }
 

@@ -34,6 +34,35 @@ pub fn scale(a: &Tensor, alpha: f32) -> Result<Tensor> {
     unary("scale", a, alpha, |x, o| cpu::elementwise::scale(x, alpha, o))
 }
 
+/// Inverted dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p), the
+/// mask a function of (seed, index) alone (`cpu::elementwise::dropout`), so the backward is
+/// `dropout` of the gradient with the same seed.
+pub fn dropout(a: &Tensor, p: f32, seed: u32) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::shape("dropout", format!("p must be in [0, 1), got {p}")));
+    }
+    fits_u32("dropout", a.numel())?;
+    // Kept when the 32-bit hash is at least p * 2^32.
+    let threshold = (f64::from(p) * 4_294_967_296.0).round().min(4_294_967_295.0) as u32;
+    let scale = 1.0 / (1.0 - p);
+    if let Some(x) = a.as_cpu() {
+        let mut out = cpu::alloc(x.len());
+        cpu::elementwise::dropout(x, seed, threshold, scale, &mut out);
+        return Ok(Tensor::from_cpu(out, a.shape()));
+    }
+    let out = Tensor::empty(a.shape(), a.device())?;
+    a.device().launch(&Launch {
+        family: "elementwise",
+        kernel: "dropout",
+        bindings: &[(0, Buf::F32(a)), (2, Buf::F32(&out))],
+        params: Params::new(&[word(a.numel()), seed, scale.to_bits(), 0, threshold]),
+        grid: Grid::elements(a.numel(), 3),
+        constants: &[],
+        threads: 256,
+    })?;
+    Ok(out)
+}
+
 pub fn silu(a: &Tensor) -> Result<Tensor> {
     unary("silu", a, 0.0, cpu::elementwise::silu)
 }

@@ -25,7 +25,7 @@ pub use adamw::{adamw, sum_squares, AdamWStep};
 pub use attention::{attention, attention_backward, AttnOptions};
 pub use cross_entropy::{cross_entropy, cross_entropy_backward, IGNORE};
 pub use elementwise::{
-    add, add_into, gelu_erf, gelu_erf_backward, gelu_tanh, gelu_tanh_backward, mul, scale, silu, silu_backward, swiglu,
+    add, add_into, dropout, gelu_erf, gelu_erf_backward, gelu_tanh, gelu_tanh_backward, mul, scale, silu, silu_backward, swiglu,
     swiglu_backward,
 };
 pub use rms_norm::{rms_norm, rms_norm_backward};

@@ -10,7 +10,7 @@ use crate::autograd::{ops as ag, Tape};
 use crate::error::{Error, Result};
 use super::visual_dependency::visual_dependency;
 use crate::model::{forward_shared_hidden, generate, lm_head, GenerateOptions, ParamVars, Recompute, Sampling};
-use super::config::{trained_in_phase, RlConfig};
+use super::config::RlConfig;
 use super::rl_options::{Degenerate, FilterKey, Importance, TvdEstimate, TvdPolicy};
 use super::trainer::StepTrace;
 use crate::ops::{self, Chunking, LossConfig, TokenInputs, WeightConfig};
@@ -181,7 +181,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
                 _ => None,
             };
             let tape = Tape::new();
-            let pv = ParamVars::new(&tape, &t.weights, |n| trained_in_phase(n, c.train_vision, t.cfg.lora.is_some()));
+            let pv = t.training_vars(&tape, c.train_vision);
             // The final hidden states only: the fused loss applies the LM head chunk by
             // chunk, so no [N, V] logits are ever held.
             let hidden = forward_shared_hidden(&pv, &config, &shared.batch(), &rows, t.recompute())?;

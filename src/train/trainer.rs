@@ -235,6 +235,18 @@ impl Trainer {
         Ok((t, at))
     }
 
+    /// The parameters on `tape` for a training forward: those a phase with `train_vision`
+    /// trains are tracked; with `lora.dropout` > 0 the adapters' inputs are dropped out, with
+    /// masks from a seed drawn here (no draw without dropout, so such runs are unchanged).
+    pub fn training_vars(&mut self, tape: &Tape, train_vision: bool) -> ParamVars {
+        let lora = self.cfg.lora.as_ref();
+        let pv = ParamVars::new(tape, &self.weights, |n| super::config::trained_in_phase(n, train_vision, lora.is_some()));
+        match lora.map(|l| l.dropout as f32).filter(|&p| p > 0.0) {
+            Some(p) => pv.with_lora_dropout(p, self.rng.next_u64() as u32),
+            None => pv,
+        }
+    }
+
     /// Saves the model as it trains: the weights, or a LoRA run's adapters (PEFT's format).
     pub fn save_model(&self, dir: &std::path::Path) -> Result<()> {
         if self.weights.lora.is_some() { self.weights.save_adapter(dir) } else { self.weights.save(dir) }
@@ -384,7 +396,7 @@ impl Trainer {
         let targets: Vec<u32> = tails.iter().flat_map(|t| t.iter().copied()).collect();
         let tape = Tape::new();
         let vision = self.cfg.sft.train_vision;
-        let pv = ParamVars::new(&tape, &self.weights, |n| super::config::trained_in_phase(n, vision, self.cfg.lora.is_some()));
+        let pv = self.training_vars(&tape, vision);
         // The final hidden states only: the fused loss applies the LM head chunk by chunk.
         let config = &self.weights.config;
         let hidden = forward_hidden(&pv, config, &packed.inputs, &ForwardOptions { keep: Keep::Rows(rows), blind: None, recompute: self.recompute() })?;

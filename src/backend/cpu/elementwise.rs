@@ -131,6 +131,32 @@ pub fn scale(a: &[f32], alpha: f32, out: &mut [f32]) {
     map(a, out, |x| alpha * x);
 }
 
+/// lowbias32 (C. Wellons): a full-avalanche 32-bit integer hash, the same in
+/// shaders/elementwise.wgsl and cuda/elementwise.cu.
+pub fn hash32(v: u32) -> u32 {
+    let mut x = v;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// Inverted dropout with a mask drawn from (seed, index): out[i] = a[i] * scale where
+/// hash32(i ^ hash32(seed)) >= threshold, else a[i] * 0 (a NaN stays NaN, as in torch). The
+/// same seed gives the same mask on every backend, so the backward (and a recomputed
+/// block) applies the forward's mask without storing it.
+pub fn dropout(a: &[f32], seed: u32, threshold: u32, scale: f32, out: &mut [f32]) {
+    let s = hash32(seed);
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).enumerate().for_each(|(c, (o, x))| {
+        let start = c * CHUNK;
+        for (k, (o, &x)) in o.iter_mut().zip(x).enumerate() {
+            let keep = hash32((start + k) as u32 ^ s) >= threshold;
+            *o = x * if keep { scale } else { 0.0 };
+        }
+    });
+}
+
 pub fn silu(a: &[f32], out: &mut [f32]) {
     map(a, out, |x| x / (1.0 + exp(-x)));
 }
