@@ -60,6 +60,15 @@ fn decoder_values_per_token_pass(c: &ModelConfig) -> u64 {
 }
 
 /// Values per token one decoder layer keeps on the tape for its backward.
+/// What one decoder layer's adapters add to its tape per token: each adapter's rank-r
+/// product, and with dropout the dropped copy of its input (q/k/v and gate/up share theirs
+/// only without dropout).
+fn lora_values_per_token(cfg: &TrainConfig, c: &ModelConfig) -> u64 {
+    let Some(l) = &cfg.lora else { return 0 };
+    let layer = crate::model::lora::linear_modules(c).into_iter().filter(|(m, _)| m.starts_with("model.layers.0.") && l.targets.iter().any(|t| t.selects(m)));
+    layer.map(|(_, [_, inp])| (l.r + if l.dropout > 0.0 { inp } else { 0 }) as u64).sum()
+}
+
 fn decoder_values_per_token(c: &ModelConfig) -> u64 {
     let t = &c.text;
     let kv = (t.num_key_value_heads * t.head_dim()) as u64;
@@ -97,7 +106,7 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) ->
     let (layers, vocab, hidden) = (f(t.num_hidden_layers), f(t.vocab_size), f(t.hidden_size));
     let kv = f(t.num_key_value_heads * t.head_dim());
     let (prompt, target, patches, new) = (f(n.prompt), f(n.target), f(n.patches), f(cfg.rl.max_new_tokens));
-    let (per_token, per_patch) = (decoder_values_per_token(c) as f64, vision_values_per_patch(c) as f64);
+    let (per_token, per_patch) = ((decoder_values_per_token(c) + lora_values_per_token(cfg, c)) as f64, vision_values_per_patch(c) as f64);
     let per_token_pass = decoder_values_per_token_pass(c) as f64;
     let bytes = |values: f64| (F32 as f64 * values) as u64;
     // Activations of a batch on the tape: every decoder layer, plus the vision tower when
