@@ -21,14 +21,7 @@ fn out_dir() -> PathBuf {
 /// The tiny model after enough full SFT that its rollouts finish and earn different rewards.
 fn base() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let mut c = TrainConfig { name: "base".into(), backend: "cpu".into(), out_dir: out_dir(), ..Default::default() };
-        (c.tiny.hidden, c.tiny.layers, c.data.eval_size) = (64, 1, 4);
-        (c.sft.steps, c.sft.batch, c.sft.lr) = (100, 8, 4e-3);
-        c.rl.steps = 0;
-        let s = run(c, &mut |_| {}).unwrap();
-        s.checkpoints.iter().find(|p| p.ends_with("sft-final")).unwrap().clone()
-    })
+    BASE.get_or_init(|| common::sft_checkpoint(&out_dir(), "base"))
 }
 
 /// LoRA (r 8 on every decoder projection, dropout 0.1) from the base: 2 SFT steps, 3 RL

@@ -4,6 +4,8 @@
 //! computed against a reference written from its paper. Each test names the mistake it
 //! catches; each was seen failing with that mistake made once.
 
+mod common;
+
 use pgpo::check::reference::pgpo_response;
 use pgpo::model::ParamVars;
 use pgpo::train::config::RlConfig;
@@ -23,14 +25,7 @@ fn out_dir() -> PathBuf {
 /// per test binary).
 fn sft_start() -> &'static Path {
     static START: OnceLock<PathBuf> = OnceLock::new();
-    START.get_or_init(|| {
-        let mut c = TrainConfig { name: "sft".into(), backend: "cpu".into(), out_dir: out_dir(), ..Default::default() };
-        (c.tiny.hidden, c.tiny.layers, c.data.eval_size) = (64, 1, 4);
-        (c.sft.steps, c.sft.batch, c.sft.lr) = (100, 8, 4e-3);
-        c.rl.steps = 0;
-        let s = run(c, &mut |_| {}).unwrap();
-        s.checkpoints.iter().find(|p| p.ends_with("sft-final")).unwrap().clone()
-    })
+    START.get_or_init(|| common::sft_checkpoint(&out_dir(), "sft"))
 }
 
 /// RL from the SFT start with `algo`'s preset: 4 prompts, G = 4, 24 new tokens.

@@ -101,3 +101,15 @@ pub fn assert_runs_match(a: &[serde_json::Value], b: &[serde_json::Value], field
     }
     assert!(a.iter().filter(|x| x["phase"] == "rl").all(|x| x["grad_norm"].as_f64().unwrap_or(0.0) > 0.0), "the RL gradients compared must not be zero");
 }
+
+/// The tiny model after enough full SFT (100 steps of 8) that its rollouts finish and earn
+/// different rewards: the sft-final checkpoint of a run named `name` under `out_dir`.
+#[allow(dead_code)]
+pub fn sft_checkpoint(out_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let mut c = pgpo::train::TrainConfig { name: name.into(), backend: "cpu".into(), out_dir: out_dir.to_path_buf(), ..Default::default() };
+    (c.tiny.hidden, c.tiny.layers, c.data.eval_size) = (64, 1, 4);
+    (c.sft.steps, c.sft.batch, c.sft.lr) = (100, 8, 4e-3);
+    c.rl.steps = 0;
+    let s = pgpo::train::run(c, &mut |_| {}).unwrap();
+    s.checkpoints.iter().find(|p| p.ends_with("sft-final")).unwrap().clone()
+}
