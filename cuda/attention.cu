@@ -1,13 +1,23 @@
 // Fused (flash-style) attention and its backward, head_dim <= 128 (see shaders/attention.wgsl
-// for the masking rules and the algorithm). One thread per query row (forward, dq) or key
-// row (dkv), 64 threads per block; tiles of 16 key/value (or query/dO) rows are staged in
-// shared memory (16 KiB) and read once per block. The forward stores only o and lse, so
-// memory is O(T * D); the backward recomputes p from lse and uses no atomics.
+// for the masking rules and the algorithm). The forward stores only o and lse, so memory is
+// O(T * D); the backward recomputes p from lse and uses no atomics.
+//
+// Every row (a query row in the forward and dq, a key row in dkv) belongs to a group of LANES
+// threads; lane l holds the row's elements l, l + LANES, ... in registers: P of them, a
+// compile-time count (the kernels are instantiated for head sizes up to 32, 64, 80 and 128,
+// suffixes _d32 ... _d128), so every loop over a row unrolls and no row array falls back to
+// local memory (ptxas -v: 0 bytes stack frame). ROWS rows per block (256 threads); tiles of
+// BC key/value (or query/dO) rows are staged in shared memory, read once per block, columns
+// past the head size zeroed. A tile's dot products are summed over the lanes once per tile
+// through shared memory, in lane order, so every lane of a row holds the same bits.
+// attention_delta keeps one thread per row.
 // Params: b, hq, hkv, tq, tk, d, causal, scale, has_seg, neg_inf, rows.
 
 #define BR 64
+#define LANES 8
+#define ROWS 32
+#define THREADS (ROWS * LANES)
 #define BC 16
-#define DMAX 128
 #define HIDDEN 0x80000000u
 #define SEG 0x7fffffffu
 
@@ -30,70 +40,130 @@ __device__ __forceinline__ bool visible(const Attn& a, unsigned int i, unsigned 
     return true;
 }
 
+// Last key (exclusive) any query row of the block starting at row0 may see.
 __device__ __forceinline__ unsigned int key_end(const Attn& a, unsigned int row0) {
     if (!a.causal) return a.tk;
-    unsigned int last = min(row0 + BR, a.tq);
+    unsigned int last = min(row0 + ROWS, a.tq);
     return min(last + a.tk - a.tq, a.tk);
 }
 
-__device__ void stage_kv(const Attn& a, const float* k, const float* v, const unsigned int* keyinfo, size_t kbase,
-                         unsigned int j0, unsigned int b, float* ta, float* tb, unsigned int* tinfo) {
-    for (unsigned int e = threadIdx.x; e < BC * a.d; e += BR) {
-        unsigned int jj = e / a.d, c = e % a.d, j = j0 + jj;
-        bool in = j < a.tk;
-        ta[jj * DMAX + c] = in ? k[kbase + (size_t)j * a.d + c] : 0.0f;
-        tb[jj * DMAX + c] = in ? v[kbase + (size_t)j * a.d + c] : 0.0f;
-    }
-    if (threadIdx.x < BC) {
-        unsigned int j = j0 + threadIdx.x;
-        tinfo[threadIdx.x] = j < a.tk ? keyinfo[b * a.tk + j] : HIDDEN;
+// Rows j0 .. j0 + BC of x and y (row stride d, from base) into tiles of W = P * LANES
+// columns: zeros past the last row and past column d.
+template <int W>
+__device__ __forceinline__ void stage(const Attn& a, const float* x, const float* y, size_t base, unsigned int j0, unsigned int n,
+                                      float* tx, float* ty) {
+    for (unsigned int e = threadIdx.x; e < BC * W; e += THREADS) {
+        unsigned int jj = e / W, c = e % W, j = j0 + jj;
+        bool in = j < n && c < a.d;
+        tx[e] = in ? x[base + (size_t)j * a.d + c] : 0.0f;
+        ty[e] = in ? y[base + (size_t)j * a.d + c] : 0.0f;
     }
 }
 
-extern "C" __global__ void attention_forward(const float* q, const float* k, float* o, const float* v, float* lse,
-                                             const unsigned int* keyinfo, const Params p) {
-    __shared__ float ta[BC * DMAX];
-    __shared__ float tb[BC * DMAX];
+// Each row's BC dot products, from every lane's partial sums: summed in lane order, the
+// same bits in every lane. Two barriers: the partials are written, then read before the
+// buffer is used again.
+__device__ __forceinline__ void lane_sums(float* part, float* red) {
+    unsigned int row = threadIdx.x / LANES, lane = threadIdx.x % LANES;
+#pragma unroll
+    for (int jj = 0; jj < BC; jj++) red[(row * BC + jj) * LANES + lane] = part[jj];
+    __syncthreads();
+#pragma unroll
+    for (int jj = 0; jj < BC; jj++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int l = 0; l < LANES; l++) s += red[(row * BC + jj) * LANES + l];
+        part[jj] = s;
+    }
+    __syncthreads();
+}
+
+// The row's elements held by this lane: c = lane + LANES * t for t < P, zero past d.
+template <int P>
+__device__ __forceinline__ void load_row(const Attn& a, const float* x, size_t base, bool live, float scale, float* r) {
+    unsigned int lane = threadIdx.x % LANES;
+#pragma unroll
+    for (int t = 0; t < P; t++) {
+        unsigned int c = lane + LANES * t;
+        r[t] = live && c < a.d ? x[base + c] * scale : 0.0f;
+    }
+}
+
+template <int P>
+__device__ __forceinline__ void store_row(const Attn& a, float* x, size_t base, bool live, float scale, const float* r) {
+    unsigned int lane = threadIdx.x % LANES;
+#pragma unroll
+    for (int t = 0; t < P; t++) {
+        unsigned int c = lane + LANES * t;
+        if (live && c < a.d) x[base + c] = r[t] * scale;
+    }
+}
+
+// part[jj] = this lane's share of row . tile[jj].
+template <int P>
+__device__ __forceinline__ void partial_dots(const float* r, const float* tile, float* part) {
+    unsigned int lane = threadIdx.x % LANES;
+#pragma unroll
+    for (int jj = 0; jj < BC; jj++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int t = 0; t < P; t++) s += r[t] * tile[jj * P * LANES + lane + LANES * t];
+        part[jj] = s;
+    }
+}
+
+template <int P>
+__device__ void forward_rows(const float* q, const float* k, float* o, const float* v, float* lse, const unsigned int* keyinfo,
+                             const Params& p) {
+    __shared__ float ta[BC * P * LANES];
+    __shared__ float tb[BC * P * LANES];
+    __shared__ float red[ROWS * BC * LANES];
     __shared__ unsigned int tinfo[BC];
     const Attn a = unpack(p);
-    unsigned int b = blockIdx.z, h = blockIdx.y, row0 = blockIdx.x * BR, i = row0 + threadIdx.x;
+    unsigned int b = blockIdx.z, h = blockIdx.y, row0 = blockIdx.x * ROWS, i = row0 + threadIdx.x / LANES;
     bool live = i < a.tq;
     size_t qrow = ((size_t)(b * a.hq + h) * a.tq + i) * a.d;
     size_t kbase = (size_t)(b * a.hkv + h / (a.hq / a.hkv)) * a.tk * a.d;
-    float qr[DMAX], acc[DMAX];
-    unsigned int qinfo = 0;
-    if (live) {
-        for (unsigned int c = 0; c < a.d; c++) { qr[c] = q[qrow + c] * a.scale; acc[c] = 0.0f; }
-        if (a.has_seg) qinfo = keyinfo[b * a.tk + i];
-    }
+    float qr[P], acc[P];
+    load_row<P>(a, q, qrow, live, a.scale, qr);
+#pragma unroll
+    for (int t = 0; t < P; t++) acc[t] = 0.0f;
+    unsigned int qinfo = live && a.has_seg ? keyinfo[b * a.tk + i] : 0u;
     float mx = FLT_LOWEST, sum = 0.0f;
     unsigned int kend = key_end(a, row0);
     for (unsigned int j0 = 0; j0 < kend; j0 += BC) {
-        stage_kv(a, k, v, keyinfo, kbase, j0, b, ta, tb, tinfo);
+        stage<P * LANES>(a, k, v, kbase, j0, a.tk, ta, tb);
+        if (threadIdx.x < BC) {
+            unsigned int j = j0 + threadIdx.x;
+            tinfo[threadIdx.x] = j < a.tk ? keyinfo[b * a.tk + j] : HIDDEN;
+        }
         __syncthreads();
+        float sc[BC];
+        partial_dots<P>(qr, ta, sc);
+        lane_sums(sc, red);
         if (live) {
-            float sc[BC], bmax = FLT_LOWEST;
+            float bmax = FLT_LOWEST;
             // A NaN score is kept (it makes the row NaN, as in PyTorch), not taken for masked.
             bool any = false;
-            for (unsigned int jj = 0; jj < BC; jj++) {
-                float s = FLT_LOWEST;
-                if (visible(a, i, j0 + jj, qinfo, tinfo[jj])) {
-                    s = 0.0f;
-                    for (unsigned int c = 0; c < a.d; c++) s += qr[c] * ta[jj * DMAX + c];
-                }
-                sc[jj] = s;
-                bmax = fmaxf(bmax, s);
-                any = any || s > FLT_LOWEST || is_nan(s);
+#pragma unroll
+            for (int jj = 0; jj < BC; jj++) {
+                if (!visible(a, i, j0 + jj, qinfo, tinfo[jj])) sc[jj] = FLT_LOWEST;
+                bmax = fmaxf(bmax, sc[jj]);
+                any = any || sc[jj] > FLT_LOWEST || is_nan(sc[jj]);
             }
             if (any) {
                 float nm = fmaxf(mx, bmax), corr = expf(mx - nm);
                 sum *= corr;
-                for (unsigned int c = 0; c < a.d; c++) acc[c] *= corr;
-                for (unsigned int jj = 0; jj < BC; jj++) {
+#pragma unroll
+                for (int t = 0; t < P; t++) acc[t] *= corr;
+                unsigned int lane = threadIdx.x % LANES;
+#pragma unroll
+                for (int jj = 0; jj < BC; jj++) {
                     if (sc[jj] > FLT_LOWEST || is_nan(sc[jj])) {
                         float pj = expf(sc[jj] - nm);
                         sum += pj;
-                        for (unsigned int c = 0; c < a.d; c++) acc[c] += pj * tb[jj * DMAX + c];
+#pragma unroll
+                        for (int t = 0; t < P; t++) acc[t] += pj * tb[jj * P * LANES + lane + LANES * t];
                     }
                 }
                 mx = nm;
@@ -101,13 +171,10 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, flo
         }
         __syncthreads();
     }
-    if (live) {
-        size_t r = (size_t)(b * a.hq + h) * a.tq + i;
-        // A row that sees no key has sum 0; a NaN sum (NaN or +inf scores) propagates.
-        float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
-        for (unsigned int c = 0; c < a.d; c++) o[qrow + c] = acc[c] * inv;
-        lse[r] = sum == 0.0f ? a.neg_inf : mx + logf(sum);
-    }
+    // A row that sees no key has sum 0; a NaN sum (NaN or +inf scores) propagates.
+    float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+    store_row<P>(a, o, qrow, live, inv, acc);
+    if (live && threadIdx.x % LANES == 0) lse[(size_t)(b * a.hq + h) * a.tq + i] = sum == 0.0f ? a.neg_inf : mx + logf(sum);
 }
 
 extern "C" __global__ void attention_delta(const float* o, float* stats, const float* lse, const float* dout, const Params p) {
@@ -120,74 +187,79 @@ extern "C" __global__ void attention_delta(const float* o, float* stats, const f
     stats[2 * r + 1] = acc;
 }
 
-extern "C" __global__ void attention_backward_dq(const float* q, const float* k, float* dq, const float* v,
-                                                 const unsigned int* keyinfo, const float* dout, const float* stats,
-                                                 const Params p) {
-    __shared__ float ta[BC * DMAX];
-    __shared__ float tb[BC * DMAX];
+template <int P>
+__device__ void backward_dq_rows(const float* q, const float* k, float* dq, const float* v, const unsigned int* keyinfo,
+                                 const float* dout, const float* stats, const Params& p) {
+    __shared__ float ta[BC * P * LANES];
+    __shared__ float tb[BC * P * LANES];
+    __shared__ float red[ROWS * BC * LANES];
     __shared__ unsigned int tinfo[BC];
     const Attn a = unpack(p);
-    unsigned int b = blockIdx.z, h = blockIdx.y, row0 = blockIdx.x * BR, i = row0 + threadIdx.x;
+    unsigned int b = blockIdx.z, h = blockIdx.y, row0 = blockIdx.x * ROWS, i = row0 + threadIdx.x / LANES;
     size_t r = (size_t)(b * a.hq + h) * a.tq + i, qrow = r * a.d;
     size_t kbase = (size_t)(b * a.hkv + h / (a.hq / a.hkv)) * a.tk * a.d;
-    float qr[DMAX], dor[DMAX], acc[DMAX];
-    unsigned int qinfo = 0;
-    float l = FLT_LOWEST, delta = 0.0f;
-    bool live = i < a.tq;
-    if (live) {
-        l = stats[2 * r];
-        delta = stats[2 * r + 1];
-        live = l > FLT_LOWEST;
-        for (unsigned int c = 0; c < a.d; c++) { qr[c] = q[qrow + c]; dor[c] = dout[qrow + c]; acc[c] = 0.0f; }
-        if (a.has_seg) qinfo = keyinfo[b * a.tk + i];
-    }
+    bool in = i < a.tq;
+    float l = in ? stats[2 * r] : FLT_LOWEST, delta = in ? stats[2 * r + 1] : 0.0f;
+    bool live = in && l > FLT_LOWEST;
+    float qr[P], dor[P], acc[P];
+    load_row<P>(a, q, qrow, live, 1.0f, qr);
+    load_row<P>(a, dout, qrow, live, 1.0f, dor);
+#pragma unroll
+    for (int t = 0; t < P; t++) acc[t] = 0.0f;
+    unsigned int qinfo = in && a.has_seg ? keyinfo[b * a.tk + i] : 0u;
     unsigned int kend = key_end(a, row0);
     for (unsigned int j0 = 0; j0 < kend; j0 += BC) {
-        stage_kv(a, k, v, keyinfo, kbase, j0, b, ta, tb, tinfo);
+        stage<P * LANES>(a, k, v, kbase, j0, a.tk, ta, tb);
+        if (threadIdx.x < BC) {
+            unsigned int j = j0 + threadIdx.x;
+            tinfo[threadIdx.x] = j < a.tk ? keyinfo[b * a.tk + j] : HIDDEN;
+        }
         __syncthreads();
+        float s[BC], dp[BC];
+        partial_dots<P>(qr, ta, s);
+        lane_sums(s, red);
+        partial_dots<P>(dor, tb, dp);
+        lane_sums(dp, red);
         if (live) {
-            for (unsigned int jj = 0; jj < BC; jj++) {
+            unsigned int lane = threadIdx.x % LANES;
+#pragma unroll
+            for (int jj = 0; jj < BC; jj++) {
                 if (!visible(a, i, j0 + jj, qinfo, tinfo[jj])) continue;
-                float s = 0.0f, dp = 0.0f;
-                for (unsigned int c = 0; c < a.d; c++) { s += qr[c] * ta[jj * DMAX + c]; dp += dor[c] * tb[jj * DMAX + c]; }
-                float pj = expf(s * a.scale - l), ds = pj * (dp - delta) * a.scale;
-                for (unsigned int c = 0; c < a.d; c++) acc[c] += ds * ta[jj * DMAX + c];
+                float pj = expf(s[jj] * a.scale - l), ds = pj * (dp[jj] - delta) * a.scale;
+#pragma unroll
+                for (int t = 0; t < P; t++) acc[t] += ds * ta[jj * P * LANES + lane + LANES * t];
             }
         }
         __syncthreads();
     }
-    if (i < a.tq)
-        for (unsigned int c = 0; c < a.d; c++) dq[qrow + c] = live ? acc[c] : 0.0f;
+    // A row that sees no key gets a zero gradient.
+    store_row<P>(a, dq, qrow, in, live ? 1.0f : 0.0f, acc);
 }
 
-extern "C" __global__ void attention_backward_dkv(const float* q, const float* k, float* dk, const float* v,
-                                                  const unsigned int* keyinfo, const float* dout, const float* stats,
-                                                  float* dv, const Params p) {
-    __shared__ float ta[BC * DMAX];
-    __shared__ float tb[BC * DMAX];
+template <int P>
+__device__ void backward_dkv_rows(const float* q, const float* k, float* dk, const float* v, const unsigned int* keyinfo,
+                                  const float* dout, const float* stats, float* dv, const Params& p) {
+    __shared__ float ta[BC * P * LANES];
+    __shared__ float tb[BC * P * LANES];
+    __shared__ float red[ROWS * BC * LANES];
     __shared__ unsigned int tinfo[BC];
     __shared__ float tstat[2 * BC];
     const Attn a = unpack(p);
-    unsigned int b = blockIdx.z, hk = blockIdx.y, key0 = blockIdx.x * BR, j = key0 + threadIdx.x;
+    unsigned int b = blockIdx.z, hk = blockIdx.y, key0 = blockIdx.x * ROWS, j = key0 + threadIdx.x / LANES;
     bool live = j < a.tk;
     size_t krow = ((size_t)(b * a.hkv + hk) * a.tk + j) * a.d;
-    float kr[DMAX], vr[DMAX], gk[DMAX], gv[DMAX];
-    unsigned int kinfo = HIDDEN;
-    if (live) {
-        for (unsigned int c = 0; c < a.d; c++) { kr[c] = k[krow + c]; vr[c] = v[krow + c]; gk[c] = 0.0f; gv[c] = 0.0f; }
-        kinfo = keyinfo[b * a.tk + j];
-    }
+    float kr[P], vr[P], gk[P], gv[P];
+    load_row<P>(a, k, krow, live, 1.0f, kr);
+    load_row<P>(a, v, krow, live, 1.0f, vr);
+#pragma unroll
+    for (int t = 0; t < P; t++) { gk[t] = 0.0f; gv[t] = 0.0f; }
+    unsigned int kinfo = live ? keyinfo[b * a.tk + j] : HIDDEN;
     unsigned int first = (a.causal && key0 + a.tq > a.tk) ? key0 + a.tq - a.tk : 0;
-    unsigned int group = a.hq / a.hkv;
+    unsigned int group = a.hq / a.hkv, lane = threadIdx.x % LANES;
     for (unsigned int h = hk * group; h < (hk + 1) * group; h++) {
         size_t qbase = (size_t)(b * a.hq + h) * a.tq;
         for (unsigned int i0 = first; i0 < a.tq; i0 += BC) {
-            for (unsigned int e = threadIdx.x; e < BC * a.d; e += BR) {
-                unsigned int ii = e / a.d, c = e % a.d, i = i0 + ii;
-                bool in = i < a.tq;
-                ta[ii * DMAX + c] = in ? q[(qbase + i) * a.d + c] : 0.0f;
-                tb[ii * DMAX + c] = in ? dout[(qbase + i) * a.d + c] : 0.0f;
-            }
+            stage<P * LANES>(a, q, dout, qbase * a.d, i0, a.tq, ta, tb);
             if (threadIdx.x < BC) {
                 unsigned int i = i0 + threadIdx.x;
                 bool in = i < a.tq;
@@ -196,20 +268,85 @@ extern "C" __global__ void attention_backward_dkv(const float* q, const float* k
                 tstat[2 * threadIdx.x + 1] = in ? stats[2 * (qbase + i) + 1] : 0.0f;
             }
             __syncthreads();
+            float s[BC], dp[BC];
+            partial_dots<P>(kr, ta, s);
+            lane_sums(s, red);
+            partial_dots<P>(vr, tb, dp);
+            lane_sums(dp, red);
             if (live) {
-                for (unsigned int ii = 0; ii < BC; ii++) {
+#pragma unroll
+                for (int ii = 0; ii < BC; ii++) {
                     unsigned int i = i0 + ii;
                     float l = tstat[2 * ii];
                     if (i >= a.tq || !(l > FLT_LOWEST) || !visible(a, i, j, tinfo[ii], kinfo)) continue;
-                    float s = 0.0f, dp = 0.0f;
-                    for (unsigned int c = 0; c < a.d; c++) { s += ta[ii * DMAX + c] * kr[c]; dp += tb[ii * DMAX + c] * vr[c]; }
-                    float pj = expf(s * a.scale - l), ds = pj * (dp - tstat[2 * ii + 1]) * a.scale;
-                    for (unsigned int c = 0; c < a.d; c++) { gv[c] += pj * tb[ii * DMAX + c]; gk[c] += ds * ta[ii * DMAX + c]; }
+                    float pj = expf(s[ii] * a.scale - l), ds = pj * (dp[ii] - tstat[2 * ii + 1]) * a.scale;
+#pragma unroll
+                    for (int t = 0; t < P; t++) {
+                        gv[t] += pj * tb[ii * P * LANES + lane + LANES * t];
+                        gk[t] += ds * ta[ii * P * LANES + lane + LANES * t];
+                    }
                 }
             }
             __syncthreads();
         }
     }
-    if (live)
-        for (unsigned int c = 0; c < a.d; c++) { dk[krow + c] = gk[c]; dv[krow + c] = gv[c]; }
+    store_row<P>(a, dk, krow, live, 1.0f, gk);
+    store_row<P>(a, dv, krow, live, 1.0f, gv);
+}
+
+extern "C" __global__ void attention_forward_d32(const float* q, const float* k, float* o, const float* v, float* lse,
+                                                 const unsigned int* keyinfo, const Params p) {
+    forward_rows<4>(q, k, o, v, lse, keyinfo, p);
+}
+extern "C" __global__ void attention_backward_dq_d32(const float* q, const float* k, float* dq, const float* v,
+                                                     const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                     const Params p) {
+    backward_dq_rows<4>(q, k, dq, v, keyinfo, dout, stats, p);
+}
+extern "C" __global__ void attention_backward_dkv_d32(const float* q, const float* k, float* dk, const float* v,
+                                                      const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                      float* dv, const Params p) {
+    backward_dkv_rows<4>(q, k, dk, v, keyinfo, dout, stats, dv, p);
+}
+extern "C" __global__ void attention_forward_d64(const float* q, const float* k, float* o, const float* v, float* lse,
+                                                 const unsigned int* keyinfo, const Params p) {
+    forward_rows<8>(q, k, o, v, lse, keyinfo, p);
+}
+extern "C" __global__ void attention_backward_dq_d64(const float* q, const float* k, float* dq, const float* v,
+                                                     const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                     const Params p) {
+    backward_dq_rows<8>(q, k, dq, v, keyinfo, dout, stats, p);
+}
+extern "C" __global__ void attention_backward_dkv_d64(const float* q, const float* k, float* dk, const float* v,
+                                                      const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                      float* dv, const Params p) {
+    backward_dkv_rows<8>(q, k, dk, v, keyinfo, dout, stats, dv, p);
+}
+extern "C" __global__ void attention_forward_d80(const float* q, const float* k, float* o, const float* v, float* lse,
+                                                 const unsigned int* keyinfo, const Params p) {
+    forward_rows<10>(q, k, o, v, lse, keyinfo, p);
+}
+extern "C" __global__ void attention_backward_dq_d80(const float* q, const float* k, float* dq, const float* v,
+                                                     const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                     const Params p) {
+    backward_dq_rows<10>(q, k, dq, v, keyinfo, dout, stats, p);
+}
+extern "C" __global__ void attention_backward_dkv_d80(const float* q, const float* k, float* dk, const float* v,
+                                                      const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                      float* dv, const Params p) {
+    backward_dkv_rows<10>(q, k, dk, v, keyinfo, dout, stats, dv, p);
+}
+extern "C" __global__ void attention_forward_d128(const float* q, const float* k, float* o, const float* v, float* lse,
+                                                 const unsigned int* keyinfo, const Params p) {
+    forward_rows<16>(q, k, o, v, lse, keyinfo, p);
+}
+extern "C" __global__ void attention_backward_dq_d128(const float* q, const float* k, float* dq, const float* v,
+                                                     const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                     const Params p) {
+    backward_dq_rows<16>(q, k, dq, v, keyinfo, dout, stats, p);
+}
+extern "C" __global__ void attention_backward_dkv_d128(const float* q, const float* k, float* dk, const float* v,
+                                                      const unsigned int* keyinfo, const float* dout, const float* stats,
+                                                      float* dv, const Params p) {
+    backward_dkv_rows<16>(q, k, dk, v, keyinfo, dout, stats, dv, p);
 }

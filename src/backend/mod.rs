@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::params::Params;
 use crate::tensor::Tensor;
 
-/// Every kernel family: the file stem in shaders/ and cuda/, and its entry points.
+/// Every kernel family: the file stem in shaders/ and cuda/, and its entry points (CUDA
+/// instantiates the three attention row kernels per head size bucket, suffixed `_d32`,
+/// `_d64`, `_d80` and `_d128`; see `ops::attention`).
 pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
     ("elementwise", &["add", "mul", "scale", "dropout", "silu", "gelu_tanh", "gelu_erf"]),
     ("reduce", &["row_sum", "row_max"]),

@@ -101,13 +101,14 @@ fn rope_ref(s: &[usize], x: &Inputs, kind: &str) -> Vec<Vec<f64>> {
 // [2, 4, 2, 1, 77, 64] is a decode step: one query row against the cache. At T = 384 the
 // blind span [96, 192) and the three segments of 128 hide whole 64 x 64 blocks, which the
 // CPU kernel fills without the per-element mask.
-const ATTN: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[2, 4, 2, 37, 37, 16], &[1, 2, 1, 70, 70, 128], &[1, 2, 2, 5, 23, 8], &[2, 4, 2, 1, 77, 64], &[1, 2, 1, 384, 384, 8]];
+const ATTN: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[2, 4, 2, 37, 37, 16], &[1, 2, 1, 70, 70, 128], &[1, 2, 2, 5, 23, 8], &[2, 4, 2, 1, 77, 64], &[1, 2, 1, 384, 384, 8], &[1, 2, 1, 45, 45, 80], &[1, 1, 1, 33, 33, 33]];
 const ATTN_SQUARE: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[2, 4, 2, 37, 37, 16], &[1, 2, 1, 70, 70, 128]];
 const ATTN_GRAD: &[&[usize]] =
     &[&[1, 1, 1, 1, 1, 1], &[1, 2, 1, 9, 9, 4], &[2, 2, 2, 17, 17, 8], &[1, 1, 1, 66, 66, 4], &[1, 2, 2, 5, 13, 8]];
-/// Real head sizes, square and with Tq < Tk (the causal offset of a continued sequence),
-/// against the analytic f64 backward.
-const ATTN_GRAD_LARGE: &[&[usize]] = &[&[2, 4, 2, 100, 100, 64], &[1, 2, 1, 70, 70, 128], &[1, 2, 1, 37, 90, 64], &[1, 2, 1, 384, 384, 8]];
+/// Real head sizes (80: the vision tower's), square and with Tq < Tk (the causal offset of a
+/// continued sequence), against the analytic f64 backward; 33: one past a CUDA head-size
+/// bucket (cuda/attention.cu).
+const ATTN_GRAD_LARGE: &[&[usize]] = &[&[2, 4, 2, 100, 100, 64], &[1, 2, 1, 70, 70, 128], &[1, 2, 1, 37, 90, 64], &[1, 2, 1, 384, 384, 8], &[1, 2, 1, 45, 45, 80], &[1, 1, 1, 33, 33, 33]];
 /// Segments index queries and keys alike, so their cases are square.
 const ATTN_GRAD_SQUARE: &[&[usize]] = &[&[1, 1, 1, 1, 1, 1], &[1, 2, 1, 9, 9, 4], &[2, 2, 2, 17, 17, 8], &[1, 1, 1, 66, 66, 4]];
 const ATTN_GRAD_LARGE_SQUARE: &[&[usize]] = &[&[2, 4, 2, 100, 100, 64], &[1, 2, 1, 70, 70, 128], &[1, 2, 1, 384, 384, 8]];

@@ -100,6 +100,54 @@ fn params(s: &AttnDims, o: &AttnOptions, rows: usize) -> Params {
     ])
 }
 
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    Dq,
+    Dkv,
+}
+
+/// How the row kernels are launched. WGSL: one thread per row, 64 rows per workgroup. CUDA:
+/// 8 threads per row, 32 rows per block, the kernel instantiated for the smallest head size
+/// bucket (32, 64, 80, 128) that holds `d`, so each lane's share of a row is a register
+/// array of fixed length (cuda/attention.cu).
+struct Geometry {
+    rows: usize,
+    threads: u32,
+    bucket: Option<usize>,
+}
+
+impl Geometry {
+    fn of(dev: &Device, d: usize) -> Geometry {
+        if matches!(dev.kind(), "cuda" | "cuda-emu") {
+            let bucket = [32, 64, 80, 128].into_iter().find(|&b| d <= b).unwrap_or(128);
+            Geometry { rows: 32, threads: 256, bucket: Some(bucket) }
+        } else {
+            Geometry { rows: 64, threads: 64, bucket: None }
+        }
+    }
+
+    fn kernel(&self, pass: Pass) -> &'static str {
+        match (pass, self.bucket) {
+            (Pass::Forward, None) => "attention_forward",
+            (Pass::Forward, Some(32)) => "attention_forward_d32",
+            (Pass::Forward, Some(64)) => "attention_forward_d64",
+            (Pass::Forward, Some(80)) => "attention_forward_d80",
+            (Pass::Forward, Some(_)) => "attention_forward_d128",
+            (Pass::Dq, None) => "attention_backward_dq",
+            (Pass::Dq, Some(32)) => "attention_backward_dq_d32",
+            (Pass::Dq, Some(64)) => "attention_backward_dq_d64",
+            (Pass::Dq, Some(80)) => "attention_backward_dq_d80",
+            (Pass::Dq, Some(_)) => "attention_backward_dq_d128",
+            (Pass::Dkv, None) => "attention_backward_dkv",
+            (Pass::Dkv, Some(32)) => "attention_backward_dkv_d32",
+            (Pass::Dkv, Some(64)) => "attention_backward_dkv_d64",
+            (Pass::Dkv, Some(80)) => "attention_backward_dkv_d80",
+            (Pass::Dkv, Some(_)) => "attention_backward_dkv_d128",
+        }
+    }
+}
+
 /// Returns (o [B, Hq, Tq, D], lse [B, Hq, Tq]); lse is -inf for a row that sees no key
 /// (its output is 0).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Result<(Tensor, Tensor)> {
@@ -114,9 +162,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Resu
     let info = dev.upload_u32(&keyinfo(&s, opts))?;
     let o = Tensor::empty(q.shape(), dev)?;
     let lse = Tensor::empty(&lse_shape, dev)?;
+    let g = Geometry::of(dev, s.d);
     dev.launch(&Launch {
         family: "attention",
-        kernel: "attention_forward",
+        kernel: g.kernel(Pass::Forward),
         bindings: &[
             (0, Buf::F32(q)),
             (1, Buf::F32(k)),
@@ -126,9 +175,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttnOptions) -> Resu
             (6, Buf::U32(&info)),
         ],
         params: params(&s, opts, 0),
-        grid: Grid::Xyz(word(s.tq.div_ceil(64)), word(s.hq), word(s.b)),
+        grid: Grid::Xyz(word(s.tq.div_ceil(g.rows)), word(s.hq), word(s.b)),
         constants: &[],
-        threads: 64,
+        threads: g.threads,
     })?;
     Ok((o, lse))
 }
@@ -165,6 +214,7 @@ pub fn attention_backward(
     let dev = q.device();
     let info = dev.upload_u32(&keyinfo(&s, opts))?;
     let p = params(&s, opts, rows);
+    let g = Geometry::of(dev, s.d);
     let stats = Tensor::empty(&[rows, 2], dev)?;
     dev.launch(&Launch {
         family: "attention",
@@ -178,7 +228,7 @@ pub fn attention_backward(
     let dq = Tensor::empty(q.shape(), dev)?;
     dev.launch(&Launch {
         family: "attention",
-        kernel: "attention_backward_dq",
+        kernel: g.kernel(Pass::Dq),
         bindings: &[
             (0, Buf::F32(q)),
             (1, Buf::F32(k)),
@@ -189,15 +239,15 @@ pub fn attention_backward(
             (8, Buf::F32(&stats)),
         ],
         params: p,
-        grid: Grid::Xyz(word(s.tq.div_ceil(64)), word(s.hq), word(s.b)),
+        grid: Grid::Xyz(word(s.tq.div_ceil(g.rows)), word(s.hq), word(s.b)),
         constants: &[],
-        threads: 64,
+        threads: g.threads,
     })?;
     let dk = Tensor::empty(k.shape(), dev)?;
     let dv = Tensor::empty(v.shape(), dev)?;
     dev.launch(&Launch {
         family: "attention",
-        kernel: "attention_backward_dkv",
+        kernel: g.kernel(Pass::Dkv),
         bindings: &[
             (0, Buf::F32(q)),
             (1, Buf::F32(k)),
@@ -209,9 +259,9 @@ pub fn attention_backward(
             (9, Buf::F32(&dv)),
         ],
         params: p,
-        grid: Grid::Xyz(word(s.tk.div_ceil(64)), word(s.hkv), word(s.b)),
+        grid: Grid::Xyz(word(s.tk.div_ceil(g.rows)), word(s.hkv), word(s.b)),
         constants: &[],
-        threads: 64,
+        threads: g.threads,
     })?;
     Ok((dq, dk, dv))
 }
