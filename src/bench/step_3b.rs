@@ -23,11 +23,13 @@ use crate::train::trainer::Trainer;
 use crate::train::TrainConfig;
 use std::path::Path;
 
-const PHASES: [(&str, &str); 4] = [
-    ("3b step: rollout", "time_rollout"),
-    ("3b step: log-probs", "time_logprobs"),
-    ("3b step: blind + TVD", "time_blind_tvd"),
-    ("3b step: update", "time_update"),
+/// Each phase's row: its time field, and the tensor high-water mark and estimate phase
+/// (`Estimate::phases`) it is held against (scoring covers log-probs and blind + TVD).
+const PHASES: [(&str, &str, &str, usize); 4] = [
+    ("3b step: rollout", "time_rollout", "peak_bytes_rollout", 1),
+    ("3b step: log-probs", "time_logprobs", "peak_bytes_scoring", 2),
+    ("3b step: blind + TVD", "time_blind_tvd", "peak_bytes_scoring", 2),
+    ("3b step: update", "time_update", "peak_bytes_update", 3),
 ];
 
 /// The process's resident high-water mark (VmHWM), in bytes.
@@ -42,7 +44,8 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Two prompts' images, 448 x 448 (the synthetic task's pictures scaled up), as JSONL data.
+/// Four prompts' images, 448 x 448 (the synthetic task's pictures scaled up), as JSONL data:
+/// two for the step, two held out.
 fn data(dir: &Path) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| crate::io::bad(dir, format!("cannot create: {e}")))?;
     let mut lines = Vec::new();
@@ -103,10 +106,14 @@ pub fn rows(dev: &Device, quick: bool) -> Result<Vec<Row>> {
     t.weights = Weights::random_as(&config, &text, 1, Dtype::BF16, dev)?;
     t.weights.attach_lora(cfg.lora.as_ref().unwrap_or(&LoraConfig::default()), "random", cfg.seed)?;
     t.opt = AdamW::new(t.weights.tensors(), AdamWConfig { lr: cfg.rl.lr, max_grad_norm: Some(cfg.rl.max_grad_norm), ..Default::default() })?;
+    // A steady-state step: the adapters' moments exist, as they do from the second step on
+    // (the estimate is of that; a first step would be lighter by two values per adapter weight).
+    let names = t.weights.names().to_vec();
+    t.opt.make_moments(t.weights.tensors(), |i| crate::train::config::trained_in_phase(&names[i], false, true))?;
     // A stop id the sampler never emits (vision markers are suppressed), so every response
     // is full length.
     t.processor.stop_ids = vec![config.vision_end_token_id];
-    let estimate = t.memory_estimate()?.peak;
+    let estimate = t.memory_estimate()?;
     let prompt = t.eval_items.first().map_or(0, |i| i.prompt.ids.len());
     reset_peak_rss();
     let clock = std::time::Instant::now();
@@ -119,10 +126,13 @@ pub fn rows(dev: &Device, quick: bool) -> Result<Vec<Row>> {
     let tokens = (c.prompts * c.group * c.max_new_tokens) as f64;
     let layers = if quick { "2 layers (quick)" } else { "36 layers" };
     let shape = format!("3B {layers}, LoRA r 64, {} x G {}, prompt {prompt} + {}", c.prompts, c.group, c.max_new_tokens);
-    let mut rows = vec![Row { kernel: "3b step", backend: dev.name(), shape, ms: total, tokens_per_s: Some(tokens / total * 1e3), peak_rss_bytes: Some(rss), estimate_bytes: Some(estimate), ..Default::default() }];
-    for (name, field) in PHASES {
-        let ms = stats.get(field) * 1e3;
-        rows.push(Row { kernel: name, backend: dev.name(), shape: format!("{:.1} % of the step", 100.0 * ms / total), ms, ..Default::default() });
+    let mut rows = vec![Row { kernel: "3b step", backend: dev.name(), shape, ms: total, tokens_per_s: Some(tokens / total * 1e3), peak_rss_bytes: Some(rss), estimate_bytes: Some(estimate.peak), ..Default::default() }];
+    // Per phase: the bytes tensors held at its peak (weights included; no allocator or
+    // process overhead) beside the estimate of that phase.
+    for (name, time, peak, phase) in PHASES {
+        let ms = stats.get(time) * 1e3;
+        let (peak_bytes, estimate_bytes) = (Some(stats.get(peak) as u64), Some(estimate.phases[phase].1));
+        rows.push(Row { kernel: name, backend: dev.name(), shape: format!("{:.1} % of the step", 100.0 * ms / total), ms, peak_bytes, estimate_bytes, ..Default::default() });
     }
     Ok(rows)
 }

@@ -26,21 +26,31 @@ impl Chunking {
         match self {
             Chunking::Rows(0) => Err(Error::shape(op, "a chunk of 0 rows")),
             Chunking::Rows(r) => Ok(r.min(n.max(1))),
-            Chunking::Auto => {
-                let row = (v.max(1) * 4) as u64;
-                let cap: u64 = 1 << 30;
-                let total = cap.min(dev.memory_budget().map_or(cap, |(b, _)| b / 16));
-                let mut rows = total / (row * buffers.max(1) as u64);
-                if let Some((bind, _)) = dev.max_binding() {
-                    rows = rows.min(bind / row);
-                }
-                // Even chunks: 2 x 220 rows rather than 256 + 184 (a thin last chunk wastes the
-                // GEMM's tiles).
-                let most = (rows as usize).clamp(1, n.max(1));
-                Ok(n.max(1).div_ceil(n.max(1).div_ceil(most)))
-            }
+            Chunking::Auto => Ok(auto_rows(n, v, buffers, dev.memory_budget().map(|b| b.0), dev.max_binding().map(|b| b.0))),
         }
     }
+}
+
+/// `Chunking::Auto`'s rows per chunk for `n` rows of `v` logits with `buffers` [rows, V]
+/// temporaries, on a device with `free` bytes (None: unknown) and a largest binding of
+/// `max_binding` bytes (None: no limit). The memory estimate uses it too.
+pub fn auto_rows(n: usize, v: usize, buffers: usize, free: Option<u64>, max_binding: Option<u64>) -> usize {
+    let row = (v.max(1) * 4) as u64;
+    let mut rows = auto_bytes(free) / (row * buffers.max(1) as u64);
+    if let Some(bind) = max_binding {
+        rows = rows.min(bind / row);
+    }
+    // Even chunks: 2 x 220 rows rather than 256 + 184 (a thin last chunk wastes the GEMM's
+    // tiles).
+    let most = (rows as usize).clamp(1, n.max(1));
+    n.max(1).div_ceil(n.max(1).div_ceil(most))
+}
+
+/// The bytes of logits `Chunking::Auto` allows at once on a device with `budget` bytes free
+/// (None: unknown): a sixteenth of it, at most 1 GiB. The memory estimate uses it too.
+fn auto_bytes(budget: Option<u64>) -> u64 {
+    let cap: u64 = 1 << 30;
+    budget.map_or(cap, |b| cap.min(b / 16))
 }
 
 /// Checks hidden [N, H] against head [V, H] and N tokens; returns (N, V).

@@ -98,7 +98,21 @@ pub struct Sizes {
     pub stored_bytes: u64,
 }
 
-pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) -> Estimate {
+/// What sets the fused losses' row chunk (`ops::Chunking::Auto`): the device's free memory
+/// when the run starts and its largest binding, in bytes (None: unknown, no limit).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChunkLimits {
+    pub free: Option<u64>,
+    pub max_binding: Option<u64>,
+}
+
+impl ChunkLimits {
+    pub fn of(device: &Device) -> ChunkLimits {
+        ChunkLimits { free: device.memory_budget().map(|b| b.0), max_binding: device.max_binding().map(|b| b.0) }
+    }
+}
+
+pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths, limits: ChunkLimits) -> Estimate {
     let (params, stored_bytes) = (sizes.trained, sizes.stored_bytes);
     // In f64: products of large counts must saturate, not wrap (casts to u64 saturate).
     let f = |x: usize| x as f64;
@@ -115,18 +129,31 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) ->
     let layered = cfg.recompute_for(sizes.values as f64) == Recompute::Layer;
     // `tokens` decoder positions, `images` prompts' patches, and `copied` positions of prompt
     // keys and values gathered for the responses that extend them (the shared prompt).
-    let activations = |tokens: f64, images: f64, copied: f64, vision_trains: bool| -> f64 {
-        let depth = if vision_trains { f(c.vision.depth) } else { 1.0 };
-        let (text, vision, copies) = if layered {
-            (layers * hidden + per_token, depth * f(c.vision.hidden_size) + per_patch, 2.0 * kv)
-        } else {
-            (layers * per_token, depth * per_patch, layers * 2.0 * kv)
-        };
-        tokens * (text + 2.0 * hidden) + images * patches * vision + copied * copies
-    };
     // The fused-linear losses hold one chunk of [rows, V] logits and their gradient (or the
-    // clean and blind logits), at most 1 GiB (`ops::Chunking::Auto`).
-    let chunk = |rows: f64| (2.0 * rows * vocab).min(f64::from(1u32 << 30) / F32 as f64);
+    // clean and blind logits), as many rows as `ops::Chunking::Auto` takes.
+    let chunk = |rows: f64| {
+        let per = crate::ops::row_chunks::auto_rows(rows as usize, t.vocab_size, 2, limits.free, limits.max_binding);
+        2.0 * f(per) * vocab
+    };
+    // A training forward and backward: `tokens` decoder positions, `images` prompts' patches,
+    // `copied` positions of prompt keys and values gathered for the responses that extend
+    // them (the shared prompt), and the loss over `rows` response tokens. Recomputed, each
+    // block keeps its input, and one block's tape exists at a time, only in the backward,
+    // after the loss's chunk is gone; otherwise the whole tape is alive beside the chunk. A
+    // frozen vision tower runs block by block without a tape before the decoder and only its
+    // output stays: its transient is over when the decoder's tape grows.
+    let activations = |tokens: f64, images: f64, copied: f64, rows: f64, vision_trains: bool| -> f64 {
+        let depth = if vision_trains { f(c.vision.depth) } else { 1.0 };
+        let decoder = if layered {
+            tokens * (layers + 2.0) * hidden + copied * 2.0 * kv + chunk(rows).max(tokens * per_token)
+        } else {
+            tokens * (layers * per_token + 2.0 * hidden) + copied * layers * 2.0 * kv + chunk(rows)
+        };
+        let vision = images * patches * if layered && vision_trains { depth * f(c.vision.hidden_size) + per_patch } else { depth * per_patch };
+        if vision_trains { decoder + vision } else { decoder.max(vision) }
+    };
+    // A pass without a tape over `images` prompts' patches: one vision block at a time.
+    let vision_pass = |images: f64| images * patches * per_patch;
     let params = params as f64;
     // The frozen reference policy of the KL term is a second copy of the weights, stored.
     let reference = if cfg.rl.kl_coef > 0.0 { stored_bytes } else { 0 };
@@ -134,21 +161,23 @@ pub fn estimate(cfg: &TrainConfig, c: &ModelConfig, sizes: Sizes, n: Lengths) ->
     let (sft_batch, mini_batch) = (f(cfg.sft.batch), f(cfg.rl.mini_batch));
     let sft_rows = sft_batch * target;
     // A run without SFT steps has no SFT phase.
-    let sft = if cfg.sft.steps == 0 { 0 } else { bytes(activations(sft_batch * (prompt + target), sft_batch, 0.0, cfg.sft.train_vision) + chunk(sft_rows) + sft_rows * hidden) };
+    let sft = if cfg.sft.steps == 0 { 0 } else { bytes(activations(sft_batch * (prompt + target), sft_batch, 0.0, sft_rows, cfg.sft.train_vision) + sft_rows * hidden) };
     let rollouts = f(cfg.rl.prompts) * f(cfg.rl.group);
-    let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + rollouts * prompt * per_token_pass);
+    // The rollout's prefill runs every row's prompt, image included (one vision block or one
+    // decoder layer at a time), then decodes into the KV cache.
+    let cache = bytes(rollouts * (prompt + new) * layers * 2.0 * kv + (rollouts * prompt * per_token_pass).max(vision_pass(rollouts)));
     // Scoring runs each distinct prompt once into a KV cache, copies it to the prompt's
     // responses and extends them all in one pass (no grad: one layer's values at a time);
     // the clean and blind hidden states of every response token wait for `kl_dual_linear`.
     let (distinct, per_seq_kv) = (f(cfg.rl.prompts), (prompt + new) * layers * 2.0 * kv);
-    let one_layer = (distinct * prompt).max(rollouts * new) * per_token_pass;
+    let one_layer = ((distinct * prompt).max(rollouts * new) * per_token_pass).max(vision_pass(distinct));
     let scoring = bytes((rollouts + distinct) * per_seq_kv + one_layer + rollouts * new * hidden * 2.0 + chunk(rollouts * new));
     // A mini-batch's responses come in prompt order, G to a prompt: it spans at most
     // ceil(mini_batch / G) + 1 distinct prompts.
     let responses = mini_batch.min(rollouts);
     let prompts_in = ((responses / f(cfg.rl.group.max(1))).ceil() + 1.0).min(responses).min(f(cfg.rl.prompts));
     let rows = responses * new;
-    let rl_update = bytes(activations(prompts_in * prompt + rows, prompts_in, responses * prompt, cfg.rl.train_vision) + chunk(rows) + rows * hidden);
+    let rl_update = bytes(activations(prompts_in * prompt + rows, prompts_in, responses * prompt, rows, cfg.rl.train_vision) + rows * hidden);
     let parts = vec![
         ("weights, AdamW moments (and the reference policy when rl.kl_coef > 0)", state, "the model size"),
         ("gradients and updated values", update, "the model size"),

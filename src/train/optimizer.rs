@@ -63,6 +63,18 @@ impl AdamW {
         Ok(())
     }
 
+    /// Makes the (zero) moments of the parameters `trained` selects now instead of at their
+    /// first step: the same first step, but holding what every later step holds, so a single
+    /// measured step shows the steady state's memory (`pgpo bench`'s 3b step).
+    pub fn make_moments(&mut self, params: &[Tensor], trained: impl Fn(usize) -> bool) -> Result<()> {
+        for (i, p) in params.iter().enumerate() {
+            if trained(i) && self.m[i].is_none() {
+                (self.m[i], self.v[i]) = (Some(Tensor::zeros(p.shape(), p.device())?), Some(Tensor::zeros(p.shape(), p.device())?));
+            }
+        }
+        Ok(())
+    }
+
     /// Steps taken.
     pub fn steps(&self) -> u32 {
         self.step
@@ -78,7 +90,8 @@ impl AdamW {
     }
 
     /// One step of every parameter: returns the new parameters and the gradient norm before
-    /// clipping. The old parameters are untouched, so an error leaves the model as it was.
+    /// clipping. The old parameters are untouched, and a bad input (a non-finite norm, a
+    /// gradient of the wrong shape) is refused before any moment changes.
     pub fn step(&mut self, params: &[Tensor], grads: &[&Tensor]) -> Result<(Vec<Tensor>, f64)> {
         let some: Vec<Option<&Tensor>> = grads.iter().map(|&g| Some(g)).collect();
         let (new, norm) = self.step_some(params, &some)?;
@@ -91,6 +104,14 @@ impl AdamW {
     pub fn step_some(&mut self, params: &[Tensor], grads: &[Option<&Tensor>]) -> Result<(Vec<Option<Tensor>>, f64)> {
         if params.len() != self.m.len() || grads.len() != params.len() {
             return Err(Error::shape("adamw", format!("{} params and {} grads for {} slots", params.len(), grads.len(), self.m.len())));
+        }
+        // Checked before any moment changes: past this point only a device fault can fail.
+        for (p, g) in params.iter().zip(grads) {
+            if let Some(g) = g
+                && g.shape() != p.shape()
+            {
+                return Err(Error::shape("adamw", format!("a gradient of shape {:?} for a parameter of shape {:?}", g.shape(), p.shape())));
+            }
         }
         let present: Vec<&Tensor> = grads.iter().flatten().copied().collect();
         let norm = Self::grad_norm(&present)?;
@@ -115,7 +136,9 @@ impl AdamW {
             grad_scale,
         };
         let mut out = Vec::with_capacity(params.len());
-        let (mut m2, mut v2) = (self.m.clone(), self.v.clone());
+        // Each parameter's moments are replaced as soon as its new ones exist, so the step
+        // holds one parameter's old moments beside the new, not a second copy of all of them
+        // (for a full fine-tune that copy was two more f32 values per parameter at the peak).
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
             let Some(g) = g else {
                 out.push(None);
@@ -128,10 +151,8 @@ impl AdamW {
             };
             let (p2, m, v) = ops::adamw(p, g, &m, &v, s)?;
             out.push(Some(p2));
-            (m2[i], v2[i]) = (Some(m), Some(v));
+            (self.m[i], self.v[i]) = (Some(m), Some(v));
         }
-        self.m = m2;
-        self.v = v2;
         Ok((out, norm))
     }
 }

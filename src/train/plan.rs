@@ -3,7 +3,7 @@
 //! weights; and, for a configuration over the budget, the first knob that brings it under.
 
 use super::config::TrainConfig;
-use super::memory::{estimate, Estimate, Lengths, Sizes};
+use super::memory::{estimate, ChunkLimits, Estimate, Lengths, Sizes};
 use crate::model::lora::linear_modules;
 use crate::model::{names, ModelConfig, Recompute};
 
@@ -20,6 +20,8 @@ pub struct Shape {
     pub prompt_text: usize,
     /// Bytes per value of the checkpoint's matrices (2 for bf16).
     pub stored_bytes: u64,
+    /// The device's memory, in bytes (sets the fused losses' row chunk; None: unknown).
+    pub memory: Option<u64>,
 }
 
 /// The parameter counts and bytes of `c` trained as `cfg` says (LoRA adapters included).
@@ -56,7 +58,7 @@ pub fn lengths(cfg: &TrainConfig, c: &ModelConfig, shape: &Shape) -> Lengths {
 }
 
 pub fn plan(cfg: &TrainConfig, c: &ModelConfig, shape: &Shape) -> Estimate {
-    estimate(cfg, c, sizes(cfg, c, shape.stored_bytes), lengths(cfg, c, shape))
+    estimate(cfg, c, sizes(cfg, c, shape.stored_bytes), lengths(cfg, c, shape), ChunkLimits { free: shape.memory, max_binding: None })
 }
 
 /// The changes, tried one after another in the order a user would (recomputation, LoRA
@@ -64,8 +66,7 @@ pub fn plan(cfg: &TrainConfig, c: &ModelConfig, shape: &Shape) -> Estimate {
 /// batch, the mini-batch or the prompts per step; then halving the LoRA rank), that first bring the config under `budget` bytes, with the estimate then.
 /// `None` when it fits as it is or all of them together do not suffice.
 pub fn fitting_change(cfg: &TrainConfig, c: &ModelConfig, shape: &Shape, budget: u64) -> Option<(String, Estimate)> {
-    let fits = |x: &TrainConfig| plan(x, c, shape).peak <= budget;
-    if fits(cfg) {
+    if plan(cfg, c, shape).peak <= budget {
         return None;
     }
     let mut x = cfg.clone();
@@ -75,7 +76,8 @@ pub fn fitting_change(cfg: &TrainConfig, c: &ModelConfig, shape: &Shape, budget:
         None => knobs.push((key, value)),
     };
     let done = |x: &TrainConfig, knobs: &Vec<(&str, String)>| {
-        fits(x).then(|| (knobs.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "), plan(x, c, shape)))
+        let e = plan(x, c, shape);
+        (e.peak <= budget).then(|| (knobs.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "), e))
     };
     if x.recompute_for(sizes(&x, c, shape.stored_bytes).values as f64) != Recompute::Layer {
         x.recompute = Some(Recompute::Layer);

@@ -278,7 +278,7 @@ impl Trainer {
             frozen_bytes: w.bytes_where(|n| !self.cfg.trains(n)),
             stored_bytes: w.stored_bytes(),
         };
-        Ok(super::memory::estimate(&self.cfg, &w.config, sizes, n))
+        Ok(super::memory::estimate(&self.cfg, &w.config, sizes, n, super::memory::ChunkLimits::of(&self.device)))
     }
 
     /// What scoring the visual dependency needs besides the weights.

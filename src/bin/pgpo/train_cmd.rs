@@ -140,7 +140,7 @@ pub fn plan(config: Option<&Path>, overrides: &[String], model_config: &str, mem
     let c = pgpo::model::ModelConfig::parse(&text, &file)?;
     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let half = ["bfloat16", "float16"].iter().any(|d| json["torch_dtype"] == *d || json["dtype"] == *d);
-    let shape = Shape { image, prompt_text, stored_bytes: if half { 2 } else { 4 } };
+    let shape = Shape { image, prompt_text, stored_bytes: if half { 2 } else { 4 }, memory: Some((memory_gb * 1e9) as u64) };
     let s = sizes(&cfg, &c, shape.stored_bytes);
     let e = plan(&cfg, &c, &shape);
     let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
