@@ -170,6 +170,9 @@ impl Device {
 
     /// Waits for all queued work and reports any error a kernel raised asynchronously.
     pub fn synchronize(&self) -> Result<()> {
+        if !matches!(self, Device::Cpu) {
+            crate::backend::transfers::wait();
+        }
         match self {
             Device::Cpu => Ok(()),
             #[cfg(feature = "wgpu")]

@@ -172,6 +172,9 @@ impl Tensor {
                 format!("{} values cannot fill shape {:?} ({} elements)", data.len(), shape, numel(shape)),
             ));
         }
+        if !matches!(device, Device::Cpu) {
+            crate::backend::transfers::write(4 * data.len());
+        }
         let storage = match device {
             Device::Cpu => Storage::Cpu(data),
             #[cfg(feature = "wgpu")]
@@ -216,6 +219,9 @@ impl Tensor {
                 "from_half_bits",
                 format!("{} values cannot fill shape {:?} ({} elements)", bits.len(), shape, numel(shape)),
             ));
+        }
+        if !matches!(device, Device::Cpu) {
+            crate::backend::transfers::write(2 * bits.len());
         }
         let storage = match device {
             Device::Cpu => Storage::CpuHalf(bits),
@@ -301,6 +307,9 @@ impl Tensor {
     #[cfg_attr(not(any(feature = "wgpu", feature = "cuda", feature = "cuda-emu")), allow(unused_variables))]
     fn raw_f32(&self) -> Result<Vec<f32>> {
         let words = if self.dtype() == Dtype::F32 { self.numel() } else { self.numel().div_ceil(2) };
+        if !matches!(self.device, Device::Cpu) {
+            crate::backend::transfers::read(4 * words);
+        }
         match &self.storage.storage {
             Storage::Cpu(v) => Ok(v.clone()),
             Storage::CpuHalf(v) => Ok(pack_words(v).into_iter().map(f32::from_bits).collect()),

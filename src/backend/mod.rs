@@ -5,6 +5,7 @@
 #![cfg_attr(not(all(feature = "wgpu", feature = "cuda")), allow(dead_code, unused_variables))]
 
 pub mod cpu;
+pub mod transfers;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda-emu")]
@@ -108,6 +109,9 @@ impl Device {
     }
 
     pub(crate) fn upload_u32(&self, data: &[u32]) -> Result<IndexBuffer> {
+        if !matches!(self, Device::Cpu) {
+            transfers::write(4 * data.len());
+        }
         match self {
             Device::Cpu => Err(Error::Unavailable { backend: "cpu", reason: "index upload on the CPU device".into() }),
             #[cfg(feature = "wgpu")]

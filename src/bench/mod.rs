@@ -49,6 +49,8 @@ pub struct Row {
     pub peak_rss_bytes: Option<u64>,
     /// The trainer's memory estimate for the same work.
     pub estimate_bytes: Option<u64>,
+    /// Host-device traffic of one run of the row (the RL step's phases on a GPU backend).
+    pub transfers: Option<crate::backend::transfers::Transfers>,
 }
 
 fn rand(dev: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {

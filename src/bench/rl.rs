@@ -8,17 +8,26 @@
 use super::Row;
 use crate::device::Device;
 use crate::error::Result;
-use crate::train::rl_step::rl_step;
+use crate::backend::transfers::Transfers;
+use crate::train::rl_step::{rl_step, TRANSFER_FIELDS};
+use crate::train::trainer::StepStats;
 use crate::train::trainer::Trainer;
 use crate::train::TrainConfig;
 
-/// The phases, as (row name, metrics field).
+/// The phases, as (row name, metrics field); their transfer fields are `TRANSFER_FIELDS`, in
+/// the same order.
 const PHASES: [(&str, &str); 4] = [
     ("rl step: rollout", "time_rollout"),
     ("rl step: log-probs", "time_logprobs"),
     ("rl step: blind + TVD", "time_blind_tvd"),
     ("rl step: update", "time_update"),
 ];
+
+/// A phase's host-device traffic from the step's metrics fields.
+fn moved(stats: &StepStats, phase: usize) -> Transfers {
+    let v = TRANSFER_FIELDS[phase].1.map(|f| stats.get(f) as u64);
+    Transfers { host_reads: v[0], host_read_bytes: v[1], host_writes: v[2], host_write_bytes: v[3], waits: v[4] }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -39,11 +48,14 @@ pub fn rows(dev: &Device, quick: bool) -> Result<Vec<Row>> {
     let shape = format!("tiny default, {} prompts x G {}, prompt {prompt} + {} new", c.prompts, c.group, c.max_new_tokens);
     let steps = if quick { 2 } else { 5 };
     let (mut totals, mut phases) = (Vec::new(), vec![Vec::new(); PHASES.len()]);
+    // The traffic is the same every step (the same shapes): the last step's is reported.
+    let mut traffic = [Transfers::default(); 4];
     for step in 0..=steps {
         let clock = std::time::Instant::now();
         let stats = rl_step(&mut t, step + 1)?;
         dev.synchronize()?;
         if step > 0 {
+            traffic = std::array::from_fn(|k| moved(&stats, k));
             totals.push(clock.elapsed().as_secs_f64() * 1e3);
             for (k, (_, field)) in PHASES.iter().enumerate() {
                 phases[k].push(stats.get(field) * 1e3);
@@ -54,10 +66,12 @@ pub fn rows(dev: &Device, quick: bool) -> Result<Vec<Row>> {
     let tokens = (c.prompts * c.group * c.max_new_tokens) as f64;
     let row = |kernel: &'static str, ms: f64, shape: String| Row { kernel, backend: dev.name(), shape, ms, gflops: None, gbps: None, tokens_per_s: Some(tokens / ms * 1e3), ..Default::default() };
     let total = median(totals);
-    let mut out = vec![row("rl step", total, shape.clone())];
-    for ((name, _), times) in PHASES.iter().zip(phases) {
+    let gpu = !matches!(dev, Device::Cpu);
+    let sum = traffic.iter().fold(Transfers::default(), |a, &t| a + t);
+    let mut out = vec![Row { transfers: gpu.then_some(sum), ..row("rl step", total, shape.clone()) }];
+    for (((name, _), times), moved) in PHASES.iter().zip(phases).zip(traffic) {
         let ms = median(times);
-        out.push(row(name, ms, format!("{:.1} % of the step", 100.0 * ms / total)));
+        out.push(Row { transfers: gpu.then_some(moved), ..row(name, ms, format!("{:.1} % of the step", 100.0 * ms / total)) });
     }
     Ok(out)
 }

@@ -43,7 +43,7 @@ impl Metrics {
         let mut row = Map::new();
         row.insert("phase".into(), Value::from(phase));
         row.insert("step".into(), Value::from(step));
-        for (k, v) in fields.iter().filter(|(k, _)| self.timings || !(k.starts_with("time_") || k.starts_with("peak_bytes"))) {
+        for (k, v) in fields.iter().filter(|(k, _)| self.timings || !is_measurement(k)) {
             // JSON has no NaN: a non-finite value is written as null.
             row.insert((*k).into(), serde_json::Number::from_f64(*v).map_or(Value::Null, Value::Number));
         }
@@ -55,4 +55,11 @@ impl Metrics {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A field that measures this run on this machine (wall-clock `time_*`, memory `peak_bytes*`,
+/// host-device `transfers_*`), not a result of training: written only with
+/// `TrainConfig::log_timings`, and left out when runs on two backends are compared.
+pub fn is_measurement(field: &str) -> bool {
+    ["time_", "peak_bytes", "transfers_"].iter().any(|p| field.starts_with(p))
 }

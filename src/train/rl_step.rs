@@ -17,6 +17,7 @@ use crate::ops::{self, Chunking, LossConfig, TokenInputs, WeightConfig};
 use crate::rl::advantages::{dapo_keep, group_advantages};
 use crate::rl::policy::aggregation_weights;
 use crate::tensor::{memory, Tensor};
+use crate::backend::transfers::Transfers;
 use std::time::Instant;
 
 /// A sampled response and everything computed about it.
@@ -58,6 +59,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     // are each phase's high-water mark of the bytes tensors hold (all of them, weights too).
     let clock = Instant::now();
     memory::reset_peak();
+    let moved = Transfers::now();
     let prompts: Vec<_> = items.iter().flat_map(|i| std::iter::repeat_n(&i.prompt, c.group)).collect();
     let no_tail: Vec<&[u32]> = vec![&[]; prompts.len()];
     let packed = batch::pack(&config, &prompts, &no_tail, pad, &dev)?;
@@ -77,6 +79,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         Err(e) => return Err(e),
     };
     fields.extend([("time_rollout", clock.elapsed().as_secs_f64()), ("peak_bytes_rollout", memory::peak() as f64)]);
+    transfer_fields(&mut fields, 0, moved.elapsed());
 
     // 3. Rewards.
     let mut rollouts = Vec::with_capacity(prompts.len());
@@ -117,6 +120,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     let kept_prompts: Vec<_> = kept.iter().map(|&i| &items[rollouts[i].prompt].prompt).collect();
     let tails: Vec<&[u32]> = kept.iter().map(|&i| rollouts[i].tokens.as_slice()).collect();
     memory::reset_peak();
+    let moved = Transfers::now();
     let scored = visual_dependency(&frozen, &t.scoring(), &kept_prompts, &tails, c.temperature)?;
     fields.push(("peak_bytes_scoring", memory::peak() as f64));
     let tvd = tvd_values(&scored.kl, c.tvd)?;
@@ -128,11 +132,14 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
     let rollout_weights = if c.algo.token_weights() { token_weights(&c, &tvd, &tails, &dev)? } else { vec![1.0; tvd.len()] };
     let old_logp: Vec<f32> = kept.iter().flat_map(|&i| rollouts[i].old_logp.iter().copied()).collect();
     let seq_adv: Vec<f32> = kept.iter().map(|&i| adv[i]).collect();
+    transfer_fields(&mut fields, 1, scored.moved_clean);
+    transfer_fields(&mut fields, 2, moved.elapsed().minus(&scored.moved_clean));
 
     // 8. Mini-batches of the fused policy loss; 9. AdamW with gradient clipping. A non-finite
     // mini-batch is skipped; the step counts once as a bad step however many were.
     let clock = Instant::now();
     memory::reset_peak();
+    let moved = Transfers::now();
     let loss_cfg = LossConfig { clip_low: c.clip_low, clip_high: c.clip_high, dual_clip: c.dual_clip, kl_coef: c.kl_coef, temperature: c.temperature };
     let starts: Vec<usize> = tails.iter().scan(0, |s, t| {
         let here = *s;
@@ -237,6 +244,7 @@ pub fn rl_step(t: &mut Trainer, step: usize) -> Result<StepStats> {
         None => t.bad_steps = 0,
     }
     fields.extend([("time_update", clock.elapsed().as_secs_f64()), ("peak_bytes_update", memory::peak() as f64)]);
+    transfer_fields(&mut fields, 3, moved.elapsed());
     fields.push(("grad_variance", gradient_variance(&mb_grads)));
     fields.extend([("loss", loss_sum / updates), ("clip_fraction", clip / updates), ("entropy", entropy / updates), ("grad_norm", norm / updates)]);
     fields.extend([("minibatches_applied", applied as f64), ("minibatches_skipped", skipped as f64), ("skipped", if applied > 0 { 0.0 } else { 1.0 })]);
@@ -326,4 +334,18 @@ fn gradient_variance(grads: &[Vec<f32>]) -> f64 {
     let norm2: f64 = mean.iter().map(|x| x * x).sum();
     let spread: f64 = grads.iter().map(|g| g.iter().zip(&mean).map(|(&a, &m)| (f64::from(a) - m).powi(2)).sum::<f64>()).sum::<f64>() / k as f64;
     if norm2 > 0.0 { spread / norm2 } else { f64::NAN }
+}
+
+/// The metrics fields of each phase's host-device traffic (`backend::transfers`), in the
+/// order of `Transfers::fields`; the phases of the `time_*` fields. The blind phase runs from
+/// the blind pass to the token weights (TVD included).
+pub const TRANSFER_FIELDS: [(&str, [&str; 5]); 4] = [
+    ("rollout", ["transfers_rollout_host_reads", "transfers_rollout_host_read_bytes", "transfers_rollout_host_writes", "transfers_rollout_host_write_bytes", "transfers_rollout_waits"]),
+    ("logprobs", ["transfers_logprobs_host_reads", "transfers_logprobs_host_read_bytes", "transfers_logprobs_host_writes", "transfers_logprobs_host_write_bytes", "transfers_logprobs_waits"]),
+    ("blind_tvd", ["transfers_blind_tvd_host_reads", "transfers_blind_tvd_host_read_bytes", "transfers_blind_tvd_host_writes", "transfers_blind_tvd_host_write_bytes", "transfers_blind_tvd_waits"]),
+    ("update", ["transfers_update_host_reads", "transfers_update_host_read_bytes", "transfers_update_host_writes", "transfers_update_host_write_bytes", "transfers_update_waits"]),
+];
+
+fn transfer_fields(fields: &mut Vec<(&'static str, f64)>, phase: usize, t: Transfers) {
+    fields.extend(TRANSFER_FIELDS[phase].1.iter().zip(t.fields()).map(|(n, (_, v))| (*n, v as f64)));
 }

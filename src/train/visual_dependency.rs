@@ -11,6 +11,7 @@ use crate::model::processor::Prompt;
 use crate::model::{extend_hidden, forward_cached_hidden, lm_head, Blind, ForwardOptions, Keep, KvCache, ModelConfig, ParamVars};
 use crate::ops::{self, Chunking, KlDual, KlOptions};
 use crate::tensor::Tensor;
+use crate::backend::transfers::Transfers;
 use std::time::Instant;
 
 /// What scoring needs besides the weights.
@@ -30,6 +31,8 @@ pub struct Scored {
     pub kl: KlDual,
     pub time_clean: f64,
     pub time_blind: f64,
+    /// The clean pass's host-device traffic.
+    pub moved_clean: Transfers,
 }
 
 /// Scores `tails[r]`, the response to `prompts[r]`: per response token (all responses
@@ -73,12 +76,13 @@ pub fn visual_dependency(pv: &ParamVars, s: &Scoring, prompts: &[&Prompt], tails
     };
     let tokens: Vec<u32> = tails.concat();
     let clock = Instant::now();
+    let moved = Transfers::now();
     let clean = pass(None)?;
     clean.device().synchronize()?;
-    let time_clean = clock.elapsed().as_secs_f64();
+    let (time_clean, moved_clean) = (clock.elapsed().as_secs_f64(), moved.elapsed());
     let clock = Instant::now();
     let blind = pass(Some(Blind { hide_markers: s.hide_markers }))?;
     let kl = ops::kl_dual_linear(&clean, &blind, lm_head(pv, config)?.value(), &tokens, KlOptions { temperature, d_clamp: s.d_clamp }, Chunking::Auto)?;
     kl.k3.device().synchronize()?;
-    Ok(Scored { kl, time_clean, time_blind: clock.elapsed().as_secs_f64() })
+    Ok(Scored { kl, time_clean, time_blind: clock.elapsed().as_secs_f64(), moved_clean })
 }

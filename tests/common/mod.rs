@@ -79,7 +79,7 @@ pub fn comparable_rows(path: &std::path::Path) -> Vec<serde_json::Value> {
     metric_rows(path)
         .into_iter()
         .map(|mut r| {
-            r.as_object_mut().unwrap().retain(|k, _| !k.starts_with("time_") && !k.starts_with("peak_bytes"));
+            r.as_object_mut().unwrap().retain(|k, _| !pgpo::train::metrics::is_measurement(k));
             r
         })
         .collect()

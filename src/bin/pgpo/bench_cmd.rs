@@ -31,6 +31,9 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
                     opt(r.pct_peak),
                     opt(r.peak_bytes.map(|b| b as f64 / 1e6))
                 );
+                if let Some(t) = r.transfers {
+                    println!("{:<22} host reads {} ({} B), host writes {} ({} B), queue waits {}", "", t.host_reads, t.host_read_bytes, t.host_writes, t.host_write_bytes, t.waits);
+                }
                 if let (Some(rss), Some(est)) = (r.peak_rss_bytes, r.estimate_bytes) {
                     println!("{:<22} peak resident memory {:.2} GB, the trainer's estimate {:.2} GB ({:.2}x)", "", rss as f64 / 1e9, est as f64 / 1e9, est as f64 / rss as f64);
                 }
@@ -55,6 +58,9 @@ pub fn bench(which: &str, json: bool, quick: bool, filter: Option<&str>) -> pgpo
                 f.extend(r.peak_bytes.map(|b| format!("\"peak_bytes\":{b}")));
                 f.extend(r.peak_rss_bytes.map(|b| format!("\"peak_rss_bytes\":{b}")));
                 f.extend(r.estimate_bytes.map(|b| format!("\"estimate_bytes\":{b}")));
+                if let Some(t) = r.transfers {
+                    f.extend(t.fields().iter().map(|(k, v)| format!("\"{k}\":{v}")));
+                }
                 format!("{{{}}}", f.join(","))
             })
             .collect();
