@@ -39,6 +39,27 @@ pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
     ("policy_loss", &["policy_loss"]),
 ];
 
+thread_local! {
+    static OWN_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the vendor libraries (cuBLAS) off on this thread, so every launch it makes
+/// runs pgpo's own kernel: `pgpo check`'s `*_nvrtc` cases keep the fallback checked where
+/// the library is present.
+pub fn with_own_kernels<T>(f: impl FnOnce() -> T) -> T {
+    let before = OWN_KERNELS.with(|o| o.replace(true));
+    let out = f();
+    OWN_KERNELS.with(|o| o.set(before));
+    out
+}
+
+/// Whether this thread asked for pgpo's own kernels only (`with_own_kernels`), or the
+/// environment did (`PGPO_CUBLAS=0`).
+#[allow(dead_code)]
+pub(crate) fn own_kernels_only() -> bool {
+    OWN_KERNELS.with(|o| o.get()) || std::env::var("PGPO_CUBLAS").as_deref() == Ok("0")
+}
+
 /// u32 data on a device (token ids, offsets), uploaded by the op that needs it.
 pub enum IndexBuffer {
     #[cfg(feature = "wgpu")]

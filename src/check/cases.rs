@@ -410,6 +410,9 @@ pub fn all() -> Vec<KernelCheck> {
         matmul_check!("matmul_nt", Transpose::NT),
         matmul_check!("matmul_tn", Transpose::TN),
         matmul_check!("matmul_tt", Transpose::TT),
+        // pgpo's own CUDA kernel where cuBLAS would take the product (the same elsewhere).
+        KernelCheck { name: "matmul_nvrtc", run: |d, s, x| crate::backend::with_own_kernels(|| mm_run(d, s, x, Transpose::NN)), ..matmul_check!("matmul_nvrtc", Transpose::NN) },
+        KernelCheck { name: "matmul_tt_nvrtc", run: |d, s, x| crate::backend::with_own_kernels(|| mm_run(d, s, x, Transpose::TT)), ..matmul_check!("matmul_tt_nvrtc", Transpose::TT) },
         // Weights in their stored dtype: B (and in two cases A) bf16 or f16, every transpose.
         matmul_half_check!("matmul_bf16", Transpose::NN, Dtype::F32, Dtype::BF16),
         matmul_half_check!("matmul_nt_bf16", Transpose::NT, Dtype::F32, Dtype::BF16),

@@ -77,6 +77,15 @@ fn cpu_operand(t: &Tensor) -> Option<Operand<'_>> {
 }
 
 fn launch(a: &Tensor, b: &Tensor, t: Transpose, d: &MatmulDims, out: &Tensor, accumulate: bool) -> Result<()> {
+    // f32 products on CUDA go to cuBLAS where it loads (backend::cuda::blas).
+    #[cfg(feature = "cuda")]
+    if let (crate::device::Device::Cuda(dev), crate::tensor::Storage::Cuda(x), crate::tensor::Storage::Cuda(y), crate::tensor::Storage::Cuda(o)) = (a.device(), a.storage(), b.storage(), out.storage())
+        && a.dtype() == Dtype::F32
+        && b.dtype() == Dtype::F32
+        && dev.sgemm(x, y, o, d, accumulate)?
+    {
+        return Ok(());
+    }
     a.device().launch(&Launch {
         family: "matmul",
         kernel: "matmul",

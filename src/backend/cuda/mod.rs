@@ -2,6 +2,7 @@
 //! libnvrtc gets `Err` from `CudaDevice::shared`, never a panic. Kernels are compiled by
 //! NVRTC for the device's architecture on first use and cached per device.
 
+pub mod blas;
 pub mod compile;
 
 use super::{Buf, Grid, IndexBuffer, Launch};
@@ -16,6 +17,8 @@ pub struct CudaDevice {
     name: String,
     arch: &'static str,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// cuBLAS, made on first use (`blas`); None where it cannot load.
+    blas: OnceLock<Option<cudarc::cublas::CudaBlas>>,
 }
 
 fn cuda_err(e: impl std::fmt::Debug) -> Error {
@@ -58,7 +61,7 @@ impl CudaDevice {
         let (major, minor) = ctx.compute_capability().map_err(cuda_err)?;
         let name = ctx.name().map_err(cuda_err)?;
         let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-        Ok(CudaDevice { stream: ctx.default_stream(), ctx, name, arch, modules: Mutex::default() })
+        Ok(CudaDevice { stream: ctx.default_stream(), ctx, name, arch, modules: Mutex::default(), blas: OnceLock::new() })
     }
 
     pub fn name(&self) -> &str {

@@ -64,6 +64,10 @@ fn cuda_info() {
         None => println!("nvrtc: available (CUDA kernels can be compiled)"),
         Some(why) => println!("nvrtc: unavailable: {why}"),
     }
+    match pgpo::backend::cuda::blas::blas_missing() {
+        None => println!("cublas: available (f32 products on cuda; PGPO_CUBLAS=0 for pgpo's own kernel)"),
+        Some(why) => println!("cublas: unavailable: {why}"),
+    }
     match Device::cuda(0) {
         Ok(d) => println!("cuda: available, {}", d.name()),
         Err(e) => println!("cuda: {e}"),
