@@ -1,9 +1,15 @@
 // Elementwise kernels over a flat f32 buffer of n elements (see shaders/elementwise.wgsl).
 //   add, mul: out[i] = a[i] op b[i % nb];  scale: alpha * a[i];  silu; gelu_tanh; gelu_erf;
-//   dropout: a[i] * (hash32(i ^ hash32(seed)) >= threshold ? alpha : 0).
+//   dropout: a[i] * (hash32(i ^ hash32(seed)) >= threshold ? alpha : 0);  fill: alpha.
 // Launch: 256 threads per block, one element per thread, 1-D grid. Params: n, nb (dropout:
 // the seed), alpha, -, threshold.
 // Reads every input element once.
+
+extern "C" __global__ void fill(float* out, const Params p) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= p.w[0]) return;
+    out[i] = pf(p, 2);
+}
 
 extern "C" __global__ void add(const float* a, const float* b, float* out, const Params p) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -5,6 +5,7 @@
 //   gelu_tanh:  out[i] = 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
 //   gelu_erf:   out[i] = 0.5 a (1 + erf(a / sqrt(2)))
 //   dropout:    out[i] = a[i] * (hash32(i ^ hash32(seed)) >= threshold ? alpha : 0), seed in nb
+//   fill:       out[i] = alpha (Tensor::full on a device: no host buffer, no upload)
 // Launch: 256 threads per workgroup, one element per thread; the workgroup grid is
 // folded into (x, y) when it exceeds 65535 groups. Reads every input element once.
 
@@ -26,6 +27,13 @@ fn erf_approx(x: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.3275911 * z);
     let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-z * z);
     return s * y;
+}
+
+@compute @workgroup_size(256)
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = flat(wid, lid);
+    if (i >= p.n) { return; }
+    out[i] = p.alpha;
 }
 
 @compute @workgroup_size(256)

@@ -191,8 +191,24 @@ impl Tensor {
         Tensor::from_vec(data.to_vec(), shape, device)
     }
 
+    /// Every element `value`. On a GPU the device writes it (the `fill` kernel): no host
+    /// buffer of the tensor's size and no upload (a KV cache or AdamW's moments).
     pub fn full(value: f32, shape: &[usize], device: &Device) -> Result<Tensor> {
-        Tensor::from_vec(vec![value; numel(shape)], shape, device)
+        if matches!(device, Device::Cpu) {
+            return Tensor::from_vec(vec![value; numel(shape)], shape, device);
+        }
+        let out = Tensor::empty(shape, device)?;
+        let n = u32::try_from(out.numel()).map_err(|_| Error::shape("fill", format!("{:?} has more than 2^32 elements", shape)))?;
+        device.launch(&crate::backend::Launch {
+            family: "elementwise",
+            kernel: "fill",
+            bindings: &[(2, crate::backend::Buf::F32(&out))],
+            params: crate::params::Params::new(&[n, 0, value.to_bits()]),
+            grid: crate::backend::Grid::elements(out.numel(), 3),
+            constants: &[],
+            threads: 256,
+        })?;
+        Ok(out)
     }
 
     pub fn zeros(shape: &[usize], device: &Device) -> Result<Tensor> {

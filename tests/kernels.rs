@@ -45,7 +45,7 @@ macro_rules! kernel_tests {
 }
 
 kernel_tests!(
-    add, add_into, mul, scale, dropout, silu, gelu_tanh, gelu_erf, row_sum, row_max, softmax, log_softmax, matmul, matmul_nt,
+    fill, add, add_into, mul, scale, dropout, silu, gelu_tanh, gelu_erf, row_sum, row_max, softmax, log_softmax, matmul, matmul_nt,
     matmul_bf16, matmul_nt_bf16, matmul_tn_bf16, matmul_tt_bf16, matmul_f16, matmul_nt_f16, matmul_tn_f16, matmul_tt_f16,
     matmul_a_bf16, matmul_tn_a_f16, matmul_nt_both_bf16_f16, matmul_acc_nn_bf16, matmul_acc_tn_f16, gather_bf16, gather_f16,
     matmul_acc_nn, matmul_acc_tn, matmul_tn, matmul_tt, matmul_nvrtc, matmul_tt_nvrtc, gather, scatter_add, permute, transpose, concat, slice, silu_backward,

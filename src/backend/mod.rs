@@ -22,7 +22,7 @@ use crate::tensor::Tensor;
 /// instantiates the three attention row kernels per head size bucket, suffixed `_d32`,
 /// `_d64`, `_d80` and `_d128`; see `ops::attention`).
 pub const KERNEL_FAMILIES: &[(&str, &[&str])] = &[
-    ("elementwise", &["add", "mul", "scale", "dropout", "silu", "gelu_tanh", "gelu_erf"]),
+    ("elementwise", &["fill", "add", "mul", "scale", "dropout", "silu", "gelu_tanh", "gelu_erf"]),
     ("reduce", &["row_sum", "row_max"]),
     ("softmax", &["softmax", "log_softmax"]),
     ("matmul", &["matmul"]),

@@ -328,6 +328,16 @@ pub fn all() -> Vec<KernelCheck> {
             run: |d, s, x| binary_run(d, s, x, ops::mul),
             reference: |s, x| binary_ref(s, x, |a, b| a * b),
         },
+        // Tensor::full on a device: the fill kernel writes every element of a poisoned buffer.
+        KernelCheck {
+            name: "fill",
+            tols: &[(0.0, 0.0)],
+            extra_shapes: &[],
+            shapes: ELEMENTWISE,
+            inputs: one,
+            run: |d, s, x| Ok(vec![Tensor::full(x.f[0].first().copied().unwrap_or(-0.37), s, d)?]),
+            reference: |_, x| vec![vec![f64::from(x.f[0].first().copied().unwrap_or(-0.37)); x.f[0].len()]],
+        },
         KernelCheck {
             name: "scale",
             tols: &[(1e-6, 1e-6)],
