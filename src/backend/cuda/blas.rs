@@ -31,7 +31,9 @@ impl CudaDevice {
     /// out (row-major [batch, m, n]) = op(a) · op(b) (+ out when `accumulate`) through cuBLAS.
     /// Ok(false): not taken (cuBLAS absent or off); the caller runs its own kernel.
     pub fn sgemm(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, out: &CudaSlice<f32>, d: &MatmulDims, accumulate: bool) -> Result<bool> {
-        if crate::backend::own_kernels_only() {
+        // An empty product would give cuBLAS a leading dimension of 0 (invalid); our kernel
+        // writes its zeros.
+        if crate::backend::own_kernels_only() || d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 {
             return Ok(false);
         }
         let Some(blas) = self.blas() else { return Ok(false) };
