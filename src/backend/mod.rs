@@ -55,7 +55,7 @@ pub fn with_own_kernels<T>(f: impl FnOnce() -> T) -> T {
 
 /// Whether this thread asked for pgpo's own kernels only (`with_own_kernels`), or the
 /// environment did (`PGPO_CUBLAS=0`).
-#[allow(dead_code)]
+#[cfg(feature = "cuda")]
 pub(crate) fn own_kernels_only() -> bool {
     OWN_KERNELS.with(|o| o.get()) || std::env::var("PGPO_CUBLAS").as_deref() == Ok("0")
 }

@@ -51,6 +51,11 @@ impl Transfers {
         }
     }
 
+    /// The counters from their values in the order of `fields`.
+    pub fn from_values(v: [u64; 5]) -> Transfers {
+        Transfers { host_reads: v[0], host_read_bytes: v[1], host_writes: v[2], host_write_bytes: v[3], waits: v[4] }
+    }
+
     /// (name, value) pairs: `host_reads`, `host_read_bytes`, `host_writes`, `host_write_bytes`, `waits`.
     pub fn fields(&self) -> [(&'static str, u64); 5] {
         [

@@ -25,8 +25,7 @@ const PHASES: [(&str, &str); 4] = [
 
 /// A phase's host-device traffic from the step's metrics fields.
 fn moved(stats: &StepStats, phase: usize) -> Transfers {
-    let v = TRANSFER_FIELDS[phase].1.map(|f| stats.get(f) as u64);
-    Transfers { host_reads: v[0], host_read_bytes: v[1], host_writes: v[2], host_write_bytes: v[3], waits: v[4] }
+    Transfers::from_values(TRANSFER_FIELDS[phase].1.map(|f| stats.get(f) as u64))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
